@@ -1,0 +1,2 @@
+//! Criterion micro-benchmarks of the packet path (bench target `dataplane`).
+fn main() {}

@@ -1,0 +1,2 @@
+//! Shared helpers for linen's benchmarks.
+#![deny(missing_docs)]

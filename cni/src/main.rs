@@ -1,0 +1,2 @@
+//! The `linen` CNI plugin binary.
+fn main() {}

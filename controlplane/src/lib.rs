@@ -1,0 +1,3 @@
+//! linen's control plane: configuration, flannel-compatible leases in etcd, route watch,
+//! kernel programming. The binaries `linend` and `linenctl` are thin shells over this library.
+#![deny(missing_docs)]

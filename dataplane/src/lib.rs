@@ -1,0 +1,12 @@
+//! linen's packet path.
+//!
+//! - [`wire`]: zero-copy header views (Ethernet, ARP, IPv4, IPv6, UDP, VXLAN).
+//! - [`pipeline`]: sans-IO VXLAN encap/decap — bytes in, an action out; no sockets, no clock, no locks.
+//! - [`route`]: longest-prefix-match route table, built off the fast path and published RCU-style.
+//!
+//! Per-packet code here never allocates, never locks and never logs.
+#![deny(missing_docs)]
+
+pub mod pipeline;
+pub mod route;
+pub mod wire;
