@@ -25,7 +25,10 @@ pub fn require_root() {
         .find_map(|l| l.strip_prefix("Uid:"))
         .and_then(|l| l.split_whitespace().nth(1))
         .unwrap_or("?");
-    assert_eq!(euid, "0", "this test needs root (network namespaces); run it as root, as scripts/test.sh does");
+    assert_eq!(
+        euid, "0",
+        "this test needs root (network namespaces); run it as root, as scripts/test.sh does"
+    );
 }
 
 /// Path of a binary built by this workspace (`cargo build --workspace --bins` puts them next to
@@ -35,7 +38,11 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     let dir = exe.parent().expect("exe dir");
     let dir = if dir.ends_with("deps") { dir.parent().expect("target dir") } else { dir };
     let path = dir.join(name);
-    assert!(path.exists(), "{} not built: run `cargo build --workspace --bins` first", path.display());
+    assert!(
+        path.exists(),
+        "{} not built: run `cargo build --workspace --bins` first",
+        path.display()
+    );
     path
 }
 
@@ -116,7 +123,10 @@ impl Testbed {
     pub fn veth(&self, a: &Netns, a_if: &str, b: &Netns, b_if: &str) {
         run(
             "ip",
-            &["link", "add", a_if, "netns", &a.name, "type", "veth", "peer", "name", b_if, "netns", &b.name],
+            &[
+                "link", "add", a_if, "netns", &a.name, "type", "veth", "peer", "name", b_if,
+                "netns", &b.name,
+            ],
         );
         a.sh(&format!("ip link set {a_if} up"));
         b.sh(&format!("ip link set {b_if} up"));
@@ -148,7 +158,8 @@ impl Testbed {
 
 impl Drop for Testbed {
     fn drop(&mut self) {
-        let children = std::mem::take(&mut *self.children.lock().unwrap_or_else(|e| e.into_inner()));
+        let children =
+            std::mem::take(&mut *self.children.lock().unwrap_or_else(|e| e.into_inner()));
         for mut c in children {
             let _ = c.kill();
             let _ = c.wait();
@@ -186,7 +197,10 @@ fn remove_stale_namespaces() {
 
 /// Runs a command in the root namespace's context (used for `ip netns` management only).
 pub fn run(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("spawn {program}: {e}"));
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
     assert!(
         out.status.success(),
         "`{program} {}` failed: {}",

@@ -1,2 +1,0 @@
-//! Criterion micro-benchmarks of the packet path (bench target `dataplane`).
-fn main() {}
