@@ -54,8 +54,28 @@ struct {
 	__type(value, __u32);
 } linen_xsks SEC(".maps");
 
+/* Per-CPU decision counters, read by userspace (program.rs `ProgramCounters`). */
+#define LINEN_STAT_STEERED 0 /* handed to bpf_redirect_map (socket or, if none, the kernel) */
+#define LINEN_STAT_PASSED 1  /* left to the kernel by the filter */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u64);
+} linen_stats SEC(".maps");
+
+static __always_inline void count(__u32 key)
+{
+	__u64 *v = bpf_map_lookup_elem(&linen_stats, &key);
+
+	if (v)
+		*v += 1;
+}
+
 static __always_inline int to_socket(struct xdp_md *ctx)
 {
+	count(LINEN_STAT_STEERED);
 	/* The low bits of flags are the action taken when the index holds no socket. */
 	return bpf_redirect_map(&linen_xsks, ctx->rx_queue_index, XDP_PASS);
 }
@@ -71,8 +91,8 @@ static __always_inline int ip6_equal(const __u8 *a, const __u8 *b)
 	return 1;
 }
 
-SEC("xdp")
-int linen_underlay(struct xdp_md *ctx)
+/* Whether a frame is VXLAN for this VTEP: the filter of linen_underlay. */
+static __always_inline int is_local_vxlan(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
@@ -82,50 +102,57 @@ int linen_underlay(struct xdp_md *ctx)
 	__u32 key = 0;
 
 	if ((void *)(eth + 1) > data_end)
-		return XDP_PASS;
+		return 0;
 
 	cfg = bpf_map_lookup_elem(&linen_config, &key);
 	if (!cfg || cfg->port == 0)
-		return XDP_PASS;
+		return 0;
 
 	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
 		struct iphdr *ip = (void *)(eth + 1);
 
 		if (!(cfg->flags & LINEN_CFG_IPV4))
-			return XDP_PASS;
+			return 0;
 		if ((void *)(ip + 1) > data_end)
-			return XDP_PASS;
+			return 0;
 		if (ip->version != 4 || ip->ihl < 5 || ip->protocol != IPPROTO_UDP)
-			return XDP_PASS;
+			return 0;
 		/* Fragments carry no (or a partial) UDP datagram: leave them to the kernel. */
 		if (ip->frag_off & bpf_htons(0x3fff))
-			return XDP_PASS;
+			return 0;
 		if (ip->daddr != cfg->vtep_ip4)
-			return XDP_PASS;
+			return 0;
 		udp = (void *)ip + ip->ihl * 4;
 	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = (void *)(eth + 1);
 
 		if (!(cfg->flags & LINEN_CFG_IPV6))
-			return XDP_PASS;
+			return 0;
 		if ((void *)(ip6 + 1) > data_end)
-			return XDP_PASS;
+			return 0;
 		/* Extension headers are not walked: such datagrams go to the kernel. */
 		if (ip6->version != 6 || ip6->nexthdr != IPPROTO_UDP)
-			return XDP_PASS;
+			return 0;
 		if (!ip6_equal(ip6->daddr.s6_addr, cfg->vtep_ip6))
-			return XDP_PASS;
+			return 0;
 		udp = (void *)(ip6 + 1);
 	} else {
 		/* ARP, 802.1Q/802.1ad tagged frames, LLDP, ...: the kernel's. */
-		return XDP_PASS;
+		return 0;
 	}
 
 	if ((void *)(udp + 1) > data_end)
-		return XDP_PASS;
-	if (udp->dest != cfg->port)
-		return XDP_PASS;
-	return to_socket(ctx);
+		return 0;
+	return udp->dest == cfg->port;
+}
+
+SEC("xdp")
+int linen_underlay(struct xdp_md *ctx)
+{
+	if (is_local_vxlan(ctx))
+		return to_socket(ctx);
+	count(LINEN_STAT_PASSED);
+	return XDP_PASS;
 }
 
 SEC("xdp")

@@ -213,8 +213,71 @@ fn underlay_program_steers_only_vxlan_to_the_socket_and_tx_reaches_the_peer() {
     .expect("TX completion");
     assert_eq!(pool.len(), before + 1);
 
+    // Tear everything down and bind the same queue again at once: the kernel may still be
+    // releasing the old socket (EBUSY), which bind retries through.
     drop(prog);
     drop(sock);
+    drop(umem);
+    let (prog, mut sock, umem) = in_netns(&node, || {
+        let umem =
+            Umem::new(UmemConfig { frame_count: 256, ..UmemConfig::default() }).expect("umem");
+        let prog = XdpAttachment::underlay("ul0", underlay_config("192.168.77.1"), 4)
+            .expect("attach again");
+        let sock = XskSocket::bind(&umem, "ul0", 0, &SocketConfig::default()).expect("rebind");
+        prog.register(0, &sock).expect("register");
+        (prog, sock, umem)
+    });
+    let mut pool = umem.pool(256).expect("pool");
+    assert_eq!(sock.fill(&mut pool, 256), 256);
+    peer_sock.send_to(b"after-rebind", "192.168.77.1:8472").expect("send");
+    let frame = recv_one(&mut sock, &mut pool, Duration::from_secs(5)).expect("frame after rebind");
+    assert!(umem.data(&frame).ends_with(b"after-rebind"));
+    pool.free(frame);
+    prog.unregister(0).expect("unregister");
+    peer_sock.send_to(b"unregistered", "192.168.77.1:8472").expect("send");
+    assert!(recv_one(&mut sock, &mut pool, Duration::from_millis(300)).is_none());
+}
+
+#[test]
+fn underlay_program_steers_ipv6_vxlan_and_passes_neighbour_discovery() {
+    let mut tb = Testbed::new("xsteer6");
+    let node = tb.netns("node");
+    let peer = tb.netns("peer");
+    tb.veth(&node, "ul0", &peer, "ul1");
+    node.sh("ip -6 addr add fd00:77::1/64 dev ul0 nodad && ethtool -K ul0 tx off >/dev/null");
+    peer.sh("ip -6 addr add fd00:77::2/64 dev ul1 nodad && ethtool -K ul1 tx off >/dev/null");
+    let config = UnderlayConfig {
+        vtep_ipv4: Some("192.168.77.1".parse().unwrap()),
+        vtep_ipv6: Some("fd00:77::1".parse().unwrap()),
+        port: VXLAN_PORT,
+    };
+    let (_prog, mut sock, umem) = in_netns(&node, || {
+        let umem =
+            Umem::new(UmemConfig { frame_count: 512, ..UmemConfig::default() }).expect("umem");
+        let prog = XdpAttachment::underlay("ul0", config, 4).expect("attach");
+        let sock = XskSocket::bind(&umem, "ul0", 0, &SocketConfig::default()).expect("bind");
+        prog.register(0, &sock).expect("register");
+        (prog, sock, umem)
+    });
+    let mut pool = umem.pool(512).expect("pool");
+    assert_eq!(sock.fill(&mut pool, 512), 512);
+    let kernel_other_port = udp_socket(&node, "[fd00:77::1]:9000");
+    let peer_sock = udp_socket(&peer, "[fd00:77::2]:40000");
+
+    // Neighbour discovery (ICMPv6) passes, so the peer can resolve the node at all.
+    peer.sh("ping -6 -c 2 -i 0.2 -W 2 fd00:77::1 >/dev/null");
+    peer_sock.send_to(b"v6-vxlan", "[fd00:77::1]:8472").expect("send");
+    let frame = recv_one(&mut sock, &mut pool, Duration::from_secs(5)).expect("frame on AF_XDP");
+    let bytes = umem.data(&frame);
+    assert_eq!(&bytes[12..14], &[0x86, 0xdd]);
+    assert_eq!(&bytes[14 + 40 + 2..14 + 40 + 4], &VXLAN_PORT.to_be_bytes());
+    assert!(bytes.ends_with(b"v6-vxlan"));
+    pool.free(frame);
+    peer_sock.send_to(b"v6-other", "[fd00:77::1]:9000").expect("send");
+    assert_eq!(
+        recv_udp(&kernel_other_port, Duration::from_secs(3)).as_deref(),
+        Some(&b"v6-other"[..])
+    );
 }
 
 /// A node with an underlay veth (to `peer`) and a second veth (to `far`), both with linen's

@@ -47,7 +47,7 @@ mod socket;
 mod sys;
 mod umem;
 
-pub use program::{ProgramKind, UnderlayConfig, XdpAttachment};
+pub use program::{ProgramCounters, ProgramKind, UnderlayConfig, XdpAttachment};
 pub use socket::{wait_readable, ModePreference, SocketConfig, XskSocket};
 pub use sys::{SysError, XdpStatistics};
 pub use umem::{Frame, FrameError, FramePool, Umem, UmemConfig, MIN_HEADROOM};

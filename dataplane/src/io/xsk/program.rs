@@ -22,6 +22,9 @@ const PROG_UNDERLAY: &CStr = c"linen_underlay";
 const PROG_OVERLAY: &CStr = c"linen_overlay";
 const MAP_XSKS: &CStr = c"linen_xsks";
 const MAP_CONFIG: &CStr = c"linen_config";
+const MAP_STATS: &CStr = c"linen_stats";
+const STAT_STEERED: u32 = 0;
+const STAT_PASSED: u32 = 1;
 
 const CFG_IPV4: u8 = 0x1;
 const CFG_IPV6: u8 = 0x2;
@@ -79,13 +82,26 @@ pub enum ProgramKind {
     Overlay,
 }
 
+/// How many frames the program has seen, summed over CPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProgramCounters {
+    /// Frames handed to `bpf_redirect_map` (to the queue's socket, or to the kernel when no
+    /// socket is registered for the queue).
+    pub steered: u64,
+    /// Frames the underlay filter left to the kernel (not VXLAN for this VTEP).
+    pub passed: u64,
+}
+
 /// One of linen's XDP programs loaded and attached to a device with a bpf_link.
 #[derive(Debug)]
 pub struct XdpAttachment {
     obj: NonNull<bpf_object>,
     link: NonNull<bpf_link>,
+    prog_fd: RawFd,
     xsks_fd: RawFd,
     config_fd: RawFd,
+    stats_fd: RawFd,
+    cpus: usize,
     ifindex: u32,
     kind: ProgramKind,
     max_queues: u32,
@@ -154,6 +170,11 @@ impl XdpAttachment {
         let xsks_fd = unsafe { sys::object_map_fd(obj, MAP_XSKS) }?;
         // SAFETY: as above.
         let config_fd = unsafe { sys::object_map_fd(obj, MAP_CONFIG) }?;
+        // SAFETY: as above.
+        let stats_fd = unsafe { sys::object_map_fd(obj, MAP_STATS) }?;
+        // SAFETY: as above.
+        let prog_fd = unsafe { sys::object_prog_fd(obj, prog) }?;
+        let cpus = sys::possible_cpus()?;
         if let Some(cfg) = config {
             sys::map_update(config_fd, 0, &cfg.raw())?;
         }
@@ -162,7 +183,18 @@ impl XdpAttachment {
             .map_err(|e| XskError::Attach { device: ifname.to_string(), source: e })?;
         guard.obj = None;
         tracing::info!(device = ifname, ifindex, ?kind, "XDP program attached with a bpf_link");
-        Ok(XdpAttachment { obj, link, xsks_fd, config_fd, ifindex, kind, max_queues })
+        Ok(XdpAttachment {
+            obj,
+            link,
+            prog_fd,
+            xsks_fd,
+            config_fd,
+            stats_fd,
+            cpus,
+            ifindex,
+            kind,
+            max_queues,
+        })
     }
 
     /// Replaces the underlay program's configuration (for example after the VTEP address
@@ -208,6 +240,27 @@ impl XdpAttachment {
         Ok(())
     }
 
+    /// The program's decision counters, summed over CPUs.
+    ///
+    /// # Errors
+    /// [`XskError::Sys`] if the kernel cannot read the map.
+    pub fn counters(&self) -> Result<ProgramCounters, XskError> {
+        Ok(ProgramCounters {
+            steered: sys::map_sum_percpu_u64(self.stats_fd, STAT_STEERED, self.cpus)?,
+            passed: sys::map_sum_percpu_u64(self.stats_fd, STAT_PASSED, self.cpus)?,
+        })
+    }
+
+    /// Runs the attached program once on `frame` in the kernel (`BPF_PROG_TEST_RUN`, no device
+    /// involved) and returns its XDP action (`XDP_PASS` = 2, `XDP_REDIRECT` = 4). Counters
+    /// change as for a real frame. For tests and diagnostics.
+    ///
+    /// # Errors
+    /// [`XskError::Sys`] if the kernel refuses the run (e.g. `frame` shorter than 14 bytes).
+    pub fn test_run(&self, frame: &[u8]) -> Result<u32, XskError> {
+        Ok(sys::prog_test_run(self.prog_fd, frame)?)
+    }
+
     /// Interface index the program is attached to.
     pub fn ifindex(&self) -> u32 {
         self.ifindex
@@ -250,5 +303,47 @@ impl Drop for Guard {
             // SAFETY: the object was opened by this attach call and is not handed out.
             unsafe { sys::object_close(obj) };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_value_matches_the_c_struct_layout() {
+        let cfg = UnderlayConfig {
+            vtep_ipv4: Some(Ipv4Addr::new(192, 168, 64, 3)),
+            vtep_ipv6: Some("fd00::1".parse().unwrap()),
+            port: 8472,
+        };
+        let raw = cfg.raw();
+        assert_eq!(raw.vtep_ip4, [192, 168, 64, 3]);
+        assert_eq!(raw.vtep_ip6[0], 0xfd);
+        assert_eq!(raw.vtep_ip6[15], 1);
+        assert_eq!(raw.port, [0x21, 0x18], "network byte order");
+        assert_eq!(raw.flags, CFG_IPV4 | CFG_IPV6);
+        let v4_only = UnderlayConfig { vtep_ipv6: None, ..cfg }.raw();
+        assert_eq!(v4_only.flags, CFG_IPV4);
+        assert_eq!(v4_only.vtep_ip6, [0; 16]);
+        assert_eq!(std::mem::offset_of!(RawConfig, port), 20);
+        assert_eq!(std::mem::offset_of!(RawConfig, flags), 22);
+    }
+
+    #[test]
+    fn the_embedded_object_is_a_bpf_elf_with_both_programs() {
+        assert_eq!(&OBJECT[..4], b"\x7fELF");
+        assert_eq!(u16::from_le_bytes([OBJECT[18], OBJECT[19]]), 247, "e_machine EM_BPF");
+        let has = |needle: &[u8]| OBJECT.windows(needle.len()).any(|w| w == needle);
+        assert!(has(b"linen_underlay") && has(b"linen_overlay") && has(b"linen_xsks"));
+    }
+
+    #[test]
+    fn bad_configurations_are_refused_before_touching_the_kernel() {
+        let none = UnderlayConfig { vtep_ipv4: None, vtep_ipv6: None, port: 8472 };
+        assert!(matches!(XdpAttachment::underlay("lo", none, 1), Err(XskError::Config(_))));
+        let port0 =
+            UnderlayConfig { vtep_ipv4: Some(Ipv4Addr::LOCALHOST), vtep_ipv6: None, port: 0 };
+        assert!(matches!(XdpAttachment::underlay("lo", port0, 1), Err(XskError::Config(_))));
     }
 }

@@ -688,3 +688,68 @@ pub(crate) fn map_delete(fd: RawFd, key: u32) -> Result<(), SysError> {
     }
     Ok(())
 }
+
+/// The fd of program `name` of a loaded object.
+///
+/// # Safety
+/// `obj` is a live, loaded object.
+pub(crate) unsafe fn object_prog_fd(
+    obj: NonNull<bpf_object>,
+    name: &CStr,
+) -> Result<RawFd, SysError> {
+    // SAFETY: `obj` is valid; `name` is NUL-terminated.
+    let prog = unsafe { libxdp_sys::bpf_object__find_program_by_name(obj.as_ptr(), name.as_ptr()) };
+    if prog.is_null() {
+        return Err(SysError::errno("bpf_object__find_program_by_name", libc::ENOENT));
+    }
+    // SAFETY: `prog` belongs to the loaded `obj`.
+    let fd = unsafe { libxdp_sys::bpf_program__fd(prog) };
+    if fd < 0 {
+        return Err(SysError::errno("bpf_program__fd", fd));
+    }
+    Ok(fd)
+}
+
+/// Runs an XDP program once on `frame` (`BPF_PROG_TEST_RUN`); returns its action.
+pub(crate) fn prog_test_run(prog_fd: RawFd, frame: &[u8]) -> Result<u32, SysError> {
+    // SAFETY: an all-zero opts struct is valid (every field optional).
+    let mut opts: libxdp_sys::bpf_test_run_opts = unsafe { std::mem::zeroed() };
+    opts.sz = std::mem::size_of::<libxdp_sys::bpf_test_run_opts>();
+    opts.data_in = frame.as_ptr().cast();
+    opts.data_size_in = frame.len() as u32;
+    opts.repeat = 1;
+    // SAFETY: `opts` points to `frame`, which outlives the call; no output buffers are given.
+    let rc = unsafe { libxdp_sys::bpf_prog_test_run_opts(prog_fd, &mut opts) };
+    if rc != 0 {
+        return Err(SysError::errno("bpf_prog_test_run_opts", rc));
+    }
+    Ok(opts.retval)
+}
+
+/// Number of possible CPUs (the value count of a per-CPU map), from
+/// `/sys/devices/system/cpu/possible` (e.g. `0-1` or `0,2-3`).
+pub(crate) fn possible_cpus() -> Result<usize, SysError> {
+    let s = std::fs::read_to_string("/sys/devices/system/cpu/possible")
+        .map_err(|e| SysError { call: "read(/sys/devices/system/cpu/possible)", source: e })?;
+    let bad = || SysError::errno("parse(/sys/devices/system/cpu/possible)", libc::EINVAL);
+    let mut max = 0usize;
+    for part in s.trim().split(',') {
+        let last = part.rsplit('-').next().ok_or_else(bad)?;
+        max = max.max(last.parse::<usize>().map_err(|_| bad())?);
+    }
+    Ok(max + 1)
+}
+
+/// Sums the `u64` values of all CPUs for `key` of a per-CPU array map.
+pub(crate) fn map_sum_percpu_u64(fd: RawFd, key: u32, cpus: usize) -> Result<u64, SysError> {
+    let mut values = vec![0u64; cpus];
+    // SAFETY: a per-CPU lookup writes one 8-byte-aligned u64 slot per possible CPU, and `values`
+    // has exactly `cpus` (the possible-CPU count) of them.
+    let rc = unsafe {
+        libxdp_sys::bpf_map_lookup_elem(fd, (&key as *const u32).cast(), values.as_mut_ptr().cast())
+    };
+    if rc != 0 {
+        return Err(SysError::errno("bpf_map_lookup_elem", rc));
+    }
+    Ok(values.iter().sum())
+}

@@ -431,3 +431,32 @@ impl FramePool {
         self.umem
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn geometry_is_validated() {
+        assert!(UmemConfig::default().validate().is_ok());
+        let bad = [
+            UmemConfig { frame_size: 3000, ..UmemConfig::default() },
+            UmemConfig { headroom: 32, ..UmemConfig::default() },
+            UmemConfig { headroom: 1700, ..UmemConfig::default() },
+            UmemConfig { frame_count: 0, ..UmemConfig::default() },
+            UmemConfig { fill_size: 1000, ..UmemConfig::default() },
+        ];
+        for c in bad {
+            assert!(matches!(c.validate(), Err(XskError::Config(_))), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn default_layout_leaves_room_for_the_outer_header_in_front() {
+        let c = UmemConfig::default();
+        // 50-byte VXLAN outer header prepended in place, with the kernel's headroom untouched
+        // for its own XDP use.
+        assert!(c.headroom >= 50);
+        assert!(c.frame_size - c.headroom - XDP_PACKET_HEADROOM >= 1514);
+    }
+}
