@@ -277,8 +277,9 @@ impl XskSocket {
     }
 
     /// Publishes staged frames to the kernel and, when the kernel asks for it (need_wakeup;
-    /// always in copy mode), kicks it with one `sendto`. Call once per batch, and again while
-    /// [`XskSocket::in_flight`] is non-zero so a kick the kernel deferred is retried.
+    /// always in copy mode) and descriptors are still waiting on the TX ring, kicks it with one
+    /// `sendto`. Call once per batch; calling it with nothing staged retries a kick only if the
+    /// previous one left descriptors behind (copy mode sends at most the skb budget per kick).
     ///
     /// # Errors
     /// [`XskError::Sys`] for kick errors other than the transient ones (`EAGAIN`, `EBUSY`,
@@ -291,9 +292,15 @@ impl XskSocket {
             self.in_flight += self.staged;
             self.staged = 0;
         }
-        // SAFETY: `tx` belongs to this live socket.
-        if self.in_flight > 0 && unsafe { sys::prod_needs_wakeup(&*self.tx) } {
-            sys::kick_tx(self.fd)?;
+        // Kick only while descriptors wait on the TX ring: in copy mode a kick transmits up to
+        // the skb budget and leaves the rest for the next one.
+        // SAFETY: `tx` belongs to this live socket; `&mut self` makes this the only user.
+        if unsafe { sys::prod_needs_wakeup(&*self.tx) } {
+            let size = self.tx.size;
+            // SAFETY: as above.
+            if unsafe { sys::prod_free(&mut *self.tx, size) } < size {
+                sys::kick_tx(self.fd)?;
+            }
         }
         Ok(())
     }

@@ -451,6 +451,17 @@ pub(crate) unsafe fn prod_needs_wakeup(ring: *const xsk_ring_prod) -> bool {
     unsafe { libxdp_sys::xsk_ring_prod__needs_wakeup(ring) != 0 }
 }
 
+/// Free slots of a producer ring, refreshing the cached consumer position from the kernel's
+/// when fewer than `n` are known free.
+///
+/// # Safety
+/// As [`prod_reserve`].
+#[inline]
+pub(crate) unsafe fn prod_free(ring: *mut xsk_ring_prod, n: u32) -> u32 {
+    // SAFETY: per the contract above.
+    unsafe { libxdp_sys::xsk_prod_nb_free(ring, n) }
+}
+
 /// Writes fill-ring slot `idx` (reserved by [`prod_reserve`]).
 ///
 /// # Safety
