@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use linen_dataplane::io::xsk::{
     BindMode, Frame, FramePool, SocketConfig, Umem, UmemConfig, UnderlayConfig, XdpAttachment,
-    XskSocket, KERNEL_HEADROOM, MIN_HEADROOM,
+    XskError, XskSocket, KERNEL_HEADROOM, MIN_HEADROOM,
 };
 use linen_testbed::{Netns, Testbed};
 use nix::sched::{setns, CloneFlags};
@@ -395,10 +395,17 @@ fn programs_and_links_are_gone_after_drop() {
     assert!(t.node.sh("ip link show dev ov0").contains(&format!("prog/xdp id {ov_prog}")));
     linen_testbed::run("bpftool", &["link", "show", "id", &ul_link.to_string()]);
 
+    // One socket per device queue and UMEM.
+    let again = in_netns(&t.node, || XskSocket::bind(&t.umem, "ul0", 0, &SocketConfig::default()));
+    assert!(matches!(again, Err(XskError::Config(_))), "{again:?}");
+
     t.ul_prog = None;
     t.ov_prog = None;
     t.ul = None;
     t.ov = None;
+    // A UMEM whose sockets are all closed takes no new ones.
+    let late = in_netns(&t.node, || XskSocket::bind(&t.umem, "ov0", 1, &SocketConfig::default()));
+    assert!(matches!(late, Err(XskError::Config(_))), "{late:?}");
     assert!(!t.node.sh("ip link show dev ul0").contains("xdp"));
     assert!(!t.node.sh("ip link show dev ov0").contains("xdp"));
     for id in [ul_link, ov_link] {

@@ -86,7 +86,8 @@ impl XskSocket {
     ///
     /// # Errors
     /// [`XskError::NoDevice`], [`XskError::Config`] (queue already bound on this UMEM, bad ring
-    /// size), [`XskError::Bind`] with the kernel's reason.
+    /// size, every earlier socket of this UMEM already closed), [`XskError::Bind`] with the
+    /// kernel's reason.
     pub fn bind(
         umem: &Umem,
         ifname: &str,
@@ -104,6 +105,12 @@ impl XskSocket {
         let mut state = umem.lock();
         if state.bound.contains(&(ifindex, queue)) {
             return Err(XskError::Config("this device queue already has a socket on this UMEM"));
+        }
+        if state.mode.is_some() && state.bound.is_empty() {
+            // libxdp would reuse the UMEM's own fd, which is still bound to the first device.
+            return Err(XskError::Config(
+                "all sockets of this UMEM were closed; bind new sockets on a new UMEM",
+            ));
         }
         let first = state.mode.is_none();
         let mut rings = match state.first_rings.take() {
