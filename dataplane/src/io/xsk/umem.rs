@@ -255,20 +255,22 @@ impl Umem {
         self.inner.id
     }
 
+    fn layout(&self) -> Layout {
+        Layout {
+            frame_size: u64::from(self.inner.config.frame_size),
+            area_len: self.inner.area.len() as u64,
+        }
+    }
+
     fn chunk(&self, addr: u64) -> u64 {
-        addr & !(u64::from(self.inner.config.frame_size) - 1)
+        self.layout().chunk(addr)
     }
 
     /// Builds a token for a frame the kernel handed back (RX), or `None` if the descriptor
     /// points outside the area or across a frame boundary (which a correct kernel never does).
     #[inline]
     pub(crate) fn frame_from_kernel(&self, addr: u64, len: u32) -> Option<Frame> {
-        let end = addr.checked_add(u64::from(len))?;
-        let chunk_end = self.chunk(addr) + u64::from(self.inner.config.frame_size);
-        if end > chunk_end || chunk_end > self.inner.area.len() as u64 {
-            return None;
-        }
-        Some(Frame { addr, len, umem: self.inner.id })
+        self.layout().frame(addr, len, self.inner.id)
     }
 
     #[inline]
@@ -332,7 +334,7 @@ impl Umem {
 
     /// Bytes in front of the data that [`Umem::adjust_head`] can grow into.
     pub fn headroom(&self, frame: &Frame) -> usize {
-        (frame.addr - self.chunk(frame.addr)) as usize
+        self.layout().headroom(frame) as usize
     }
 
     /// Moves the start of the data by `delta` bytes: negative grows the frame at the front
@@ -343,22 +345,7 @@ impl Umem {
     #[inline]
     pub fn adjust_head(&self, frame: &mut Frame, delta: isize) -> Result<(), FrameError> {
         self.check(frame);
-        if delta < 0 {
-            let grow = delta.unsigned_abs() as u64;
-            if grow > frame.addr - self.chunk(frame.addr) {
-                return Err(FrameError::NoHeadroom);
-            }
-            frame.addr -= grow;
-            frame.len += grow as u32;
-        } else {
-            let cut = delta as u64;
-            if cut > u64::from(frame.len) {
-                return Err(FrameError::TooShort);
-            }
-            frame.addr += cut;
-            frame.len -= cut as u32;
-        }
-        Ok(())
+        self.layout().adjust_head(frame, delta)
     }
 
     /// Sets the data length (the bytes behind the data start).
@@ -368,8 +355,70 @@ impl Umem {
     #[inline]
     pub fn set_len(&self, frame: &mut Frame, len: usize) -> Result<(), FrameError> {
         self.check(frame);
-        let end = self.chunk(frame.addr) + u64::from(self.inner.config.frame_size);
-        if frame.addr + len as u64 > end {
+        self.layout().set_len(frame, len)
+    }
+}
+
+/// The frame arithmetic of a UMEM, apart from its memory so it can be tested without one.
+///
+/// Invariant kept for every [`Frame`] it makes or changes: `chunk(addr)` never changes and
+/// `addr + len <= chunk(addr) + frame_size <= area_len`. That is what lets `Umem::data_mut` hand
+/// out the bytes without further checks, and what keeps `FramePool::free` returning the frame's
+/// own chunk.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    frame_size: u64,
+    area_len: u64,
+}
+
+impl Layout {
+    #[inline]
+    fn chunk(&self, addr: u64) -> u64 {
+        addr & !(self.frame_size - 1)
+    }
+
+    #[inline]
+    fn frame(&self, addr: u64, len: u32, umem: u32) -> Option<Frame> {
+        let end = addr.checked_add(u64::from(len))?;
+        let chunk_end = self.chunk(addr) + self.frame_size;
+        if end > chunk_end || chunk_end > self.area_len {
+            return None;
+        }
+        Some(Frame { addr, len, umem })
+    }
+
+    #[inline]
+    fn headroom(&self, frame: &Frame) -> u64 {
+        frame.addr - self.chunk(frame.addr)
+    }
+
+    #[inline]
+    fn adjust_head(&self, frame: &mut Frame, delta: isize) -> Result<(), FrameError> {
+        if delta < 0 {
+            let grow = delta.unsigned_abs() as u64;
+            if grow > self.headroom(frame) {
+                return Err(FrameError::NoHeadroom);
+            }
+            frame.addr -= grow;
+            frame.len += grow as u32;
+        } else if delta > 0 {
+            let cut = delta as u64;
+            // Stripping everything up to the very end of the frame would put the start on the
+            // next frame's first byte, i.e. hand this token the neighbour frame.
+            if cut > u64::from(frame.len) || self.chunk(frame.addr + cut) != self.chunk(frame.addr)
+            {
+                return Err(FrameError::TooShort);
+            }
+            frame.addr += cut;
+            frame.len -= cut as u32;
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn set_len(&self, frame: &mut Frame, len: usize) -> Result<(), FrameError> {
+        let end = self.chunk(frame.addr) + self.frame_size;
+        if (len as u64).checked_add(frame.addr).is_none_or(|e| e > end) {
             return Err(FrameError::NoTailroom);
         }
         frame.len = len as u32;
@@ -448,6 +497,62 @@ mod tests {
         ];
         for c in bad {
             assert!(matches!(c.validate(), Err(XskError::Config(_))), "{c:?}");
+        }
+    }
+
+    const FS: u64 = 2048;
+    const LAYOUT: Layout = Layout { frame_size: FS, area_len: 4 * FS };
+    const DATA: u64 = (MIN_HEADROOM + XDP_PACKET_HEADROOM) as u64;
+
+    #[test]
+    fn kernel_descriptors_outside_the_area_or_across_frames_are_refused() {
+        assert!(LAYOUT.frame(FS + DATA, 1500, 1).is_some());
+        assert!(LAYOUT.frame(FS + DATA, (FS - DATA) as u32, 1).is_some());
+        assert!(LAYOUT.frame(FS + DATA, (FS - DATA) as u32 + 1, 1).is_none(), "crosses a frame");
+        assert!(LAYOUT.frame(4 * FS + DATA, 60, 1).is_none(), "beyond the area");
+        assert!(LAYOUT.frame(u64::MAX - 10, 60, 1).is_none(), "overflow");
+    }
+
+    #[test]
+    fn encap_and_decap_move_the_start_within_the_frame() {
+        let mut f = LAYOUT.frame(FS + DATA, 100, 1).unwrap();
+        LAYOUT.adjust_head(&mut f, -50).unwrap();
+        assert_eq!((f.addr, f.len), (FS + DATA - 50, 150));
+        LAYOUT.adjust_head(&mut f, 50).unwrap();
+        assert_eq!((f.addr, f.len), (FS + DATA, 100));
+        assert_eq!(LAYOUT.adjust_head(&mut f, -(DATA as isize) - 1), Err(FrameError::NoHeadroom));
+        assert_eq!(LAYOUT.adjust_head(&mut f, 101), Err(FrameError::TooShort));
+        assert_eq!((f.addr, f.len), (FS + DATA, 100), "unchanged after errors");
+        LAYOUT.adjust_head(&mut f, -(DATA as isize)).unwrap();
+        assert_eq!(f.addr, FS, "may grow to the very start of the frame");
+    }
+
+    #[test]
+    fn stripping_to_the_end_of_the_frame_never_reaches_the_next_one() {
+        let mut f = LAYOUT.frame(FS + DATA, (FS - DATA) as u32, 1).unwrap();
+        assert_eq!(LAYOUT.adjust_head(&mut f, (FS - DATA) as isize), Err(FrameError::TooShort));
+        LAYOUT.adjust_head(&mut f, (FS - DATA) as isize - 1).unwrap();
+        assert_eq!(LAYOUT.chunk(f.addr), FS);
+        assert_eq!(LAYOUT.set_len(&mut f, 2), Err(FrameError::NoTailroom));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn no_sequence_of_resizes_leaves_the_frame(
+            start in 0u64..4,
+            ops in proptest::collection::vec((proptest::bool::ANY, -3000isize..3000), 0..40),
+        ) {
+            let chunk = start * FS;
+            let mut f = LAYOUT.frame(chunk + DATA, 60, 1).unwrap();
+            for (set_len, v) in ops {
+                let _ = if set_len {
+                    LAYOUT.set_len(&mut f, v.unsigned_abs())
+                } else {
+                    LAYOUT.adjust_head(&mut f, v)
+                };
+                proptest::prop_assert_eq!(LAYOUT.chunk(f.addr), chunk);
+                proptest::prop_assert!(f.addr + u64::from(f.len) <= chunk + FS);
+            }
         }
     }
 
