@@ -152,6 +152,7 @@ fn underlay_program_steers_only_vxlan_to_the_socket_and_tx_reaches_the_peer() {
         (prog, sock, umem)
     });
     assert_eq!(sock.mode(), BindMode::Copy, "veth offers copy mode only");
+    assert_eq!(sock.tx_skb_budget(), Some(256), "this kernel takes XDP_MAX_TX_SKB_BUDGET");
     let mut pool = umem.pool(1024).expect("pool");
     assert_eq!(sock.fill(&mut pool, 512), 512);
 

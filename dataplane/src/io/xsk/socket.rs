@@ -64,6 +64,7 @@ pub struct XskSocket {
     staged: u32,
     in_flight: u32,
     invalid_rx: u64,
+    tx_skb_budget: Option<u32>,
     // Boxed: libxdp keeps pointers to these. Dropped after `xsk` is deleted (see `Drop`).
     rx: Box<xsk_ring_cons>,
     tx: Box<xsk_ring_prod>,
@@ -194,15 +195,21 @@ impl XskSocket {
         state.bound.push((ifindex, queue));
         drop(state);
 
-        if let Some(budget) = config.tx_skb_budget {
-            if let Err(e) = sys::set_tx_skb_budget(fd, budget) {
-                tracing::warn!(
-                    device = ifname,
-                    error = %e,
-                    "kernel does not take XDP_MAX_TX_SKB_BUDGET; copy-mode TX runs 32 frames per kick"
-                );
-            }
-        }
+        let tx_skb_budget = match config.tx_skb_budget {
+            Some(budget) => match sys::set_tx_skb_budget(fd, budget) {
+                Ok(()) => Some(budget),
+                Err(e) => {
+                    tracing::warn!(
+                        device = ifname,
+                        error = %e,
+                        "kernel does not take XDP_MAX_TX_SKB_BUDGET; copy-mode TX runs its \
+                         default of 32 frames per kick"
+                    );
+                    None
+                }
+            },
+            None => None,
+        };
         Ok(XskSocket {
             xsk,
             fd,
@@ -212,6 +219,7 @@ impl XskSocket {
             staged: 0,
             in_flight: 0,
             invalid_rx: 0,
+            tx_skb_budget,
             rx,
             tx,
             rings,
@@ -392,6 +400,12 @@ impl XskSocket {
     /// kernel).
     pub fn invalid_rx(&self) -> u64 {
         self.invalid_rx
+    }
+
+    /// The `XDP_MAX_TX_SKB_BUDGET` the kernel accepted, or `None` (not asked for, or an older
+    /// kernel that does not know the option).
+    pub fn tx_skb_budget(&self) -> Option<u32> {
+        self.tx_skb_budget
     }
 
     /// Copy or zero-copy.
