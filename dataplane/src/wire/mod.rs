@@ -42,6 +42,11 @@ pub mod ipv6;
 pub mod udp;
 pub mod vxlan;
 
+#[cfg(test)]
+mod fixture_tests;
+#[cfg(test)]
+mod prop_tests;
+
 pub use arp::{
     Hardware as ArpHardware, Operation as ArpOperation, Packet as ArpPacket, Repr as ArpRepr,
 };
