@@ -22,7 +22,7 @@ pub fn ethernet(data: &[u8]) -> Result<(), Error> {
     let f = Frame::new_checked(data)?;
     let _ = (f.dst_addr(), f.src_addr(), f.ethertype(), f.vlan(), f.vlan_count());
     assert!(f.l3_offset() <= data.len());
-    let _ = (f.inner_ethertype(), f.payload().len());
+    let _ = (f.inner_ethertype(), f.payload().len(), f.payload_ref().len());
     let repr = ethernet::Repr::parse(&f)?;
     assert_eq!(repr.buffer_len(), f.header_len());
     let mut out = vec![0u8; repr.buffer_len()];

@@ -13,6 +13,45 @@
 //! [`sum`] reads 8 bytes per step into a 64-bit accumulator with end-around carry (2^64 ≡ 1
 //! modulo 2^16 − 1, so the wide sum folds to the same 16-bit result) and is `#[inline]`: the
 //! encap path sums a 20-byte header per packet and the ICMP path sums up to a few hundred bytes.
+//!
+//! # Encap: patching a precomputed outer header
+//!
+//! A route's outer IPv4 header is built once with total length and identification zero and
+//! its checksum filled in; per packet only those two words change, so the checksum is
+//! patched with two [`update16`] calls instead of re-summing the header:
+//!
+//! ```
+//! use linen_dataplane::wire::{checksum, ipv4, IpProtocol};
+//! use std::net::Ipv4Addr;
+//!
+//! // Off the fast path: the template.
+//! let mut template = [0u8; 20];
+//! ipv4::Repr {
+//!     src_addr: Ipv4Addr::new(192, 168, 77, 1),
+//!     dst_addr: Ipv4Addr::new(192, 168, 77, 2),
+//!     protocol: IpProtocol::Udp,
+//!     payload_len: 0,
+//!     ttl: 64,
+//!     ident: 0,
+//!     dont_frag: false,
+//!     more_frags: false,
+//!     frag_offset: 0,
+//!     dscp: 0,
+//!     ecn: 0,
+//! }
+//! .emit(&mut ipv4::Packet::new_unchecked(&mut template[..]));
+//!
+//! // Per packet: copy, then patch two words and the checksum.
+//! let mut hdr = template;
+//! let mut ip = ipv4::Packet::new_unchecked(&mut hdr[..]);
+//! let (total_len, ident) = (1478u16, 2656u16);
+//! let c = checksum::update16(ip.checksum(), 20, total_len);
+//! let c = checksum::update16(c, 0, ident);
+//! ip.set_total_len(total_len);
+//! ip.set_ident(ident);
+//! ip.set_checksum(c);
+//! assert!(ip.verify_checksum());
+//! ```
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
