@@ -474,7 +474,7 @@ impl Repr {
         frame.set_dst_addr(self.dst_addr);
         frame.set_src_addr(self.src_addr);
         let data = frame.buffer.as_mut();
-        let mut at = 12;
+        let mut at = field::ETHERTYPE.start;
         let tags: [Option<VlanTag>; 2] = match self.vlan {
             Vlan::None => [None, None],
             Vlan::Single(t) => [Some(t), None],

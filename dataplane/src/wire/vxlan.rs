@@ -124,7 +124,8 @@ impl<T: AsRef<[u8]>> Packet<T> {
     #[inline]
     pub fn reserved_is_zero(&self) -> bool {
         let d = self.buffer.as_ref();
-        (d[field::FLAGS] & !FLAG_I) | d[1] | d[2] | d[3] | d[field::RESERVED2] == 0
+        let reserved1 = d[field::RESERVED1].iter().fold(0, |acc, b| acc | b);
+        (d[field::FLAGS] & !FLAG_I) | reserved1 | d[field::RESERVED2] == 0
     }
 
     /// The 24-bit VNI.
