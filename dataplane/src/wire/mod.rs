@@ -58,7 +58,7 @@ pub use icmpv6::{Message as Icmpv6Message, Packet as Icmpv6Packet, Repr as Icmpv
 pub use ip::IpProtocol;
 pub use ipv4::{Packet as Ipv4Packet, Repr as Ipv4Repr};
 pub use ipv6::{Packet as Ipv6Packet, Repr as Ipv6Repr};
-pub use udp::{Packet as UdpPacket, Repr as UdpRepr};
+pub use udp::{ChecksumMode as UdpChecksumMode, Packet as UdpPacket, Repr as UdpRepr};
 pub use vxlan::{Packet as VxlanPacket, Repr as VxlanRepr, Vni};
 
 /// What was wrong with a header. One byte, `Copy`, no allocation: the fast path maps it to a
