@@ -119,6 +119,7 @@ fn every_fixture_frame_decodes_as_the_readme_says() {
         assert_eq!(inner.dst_addr(), dst.vtep_mac, "{ctx}");
         assert_eq!(inner.inner_ethertype(), EtherType::Ipv4, "{ctx}");
         assert_eq!(inner.l3_offset(), 14, "{ctx}");
+        assert_eq!(frame.len(), l.inner_frame.len() + vxlan::OVERHEAD_IPV4, "{ctx}");
 
         // Inner IPv4: pod to pod, TTL already decremented to 63, valid checksum.
         let iip = ipv4::Packet::new_checked(l.inner_ip).unwrap();
