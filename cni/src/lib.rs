@@ -16,5 +16,6 @@ pub mod ipnet;
 pub mod netlink;
 pub mod plugin;
 pub mod result;
+pub mod tap;
 
 pub use plugin::{run, Outcome};

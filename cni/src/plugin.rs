@@ -217,7 +217,7 @@ fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
     }
     let pod_side = match conf.mode {
         Mode::Bridge => env.ifname.clone(),
-        Mode::Tap => tap_peer_name(&env.ifname),
+        Mode::Tap => crate::tap::veth_name(&env.ifname),
     };
     nl.add_veth(&host_name, &pod_side, &netns, net.mtu).map_err(|e| {
         if netlink::is_exists(&e) {
@@ -240,20 +240,19 @@ fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
 
     let mut pod_nl = Netlink::open_in(&netns)?;
     let pod_if = match conf.mode {
-        Mode::Bridge => pod_nl.link_by_name(&env.ifname)?.ok_or_else(|| {
-            CniError::new(Code::Netlink, format!("{} not found in {}", env.ifname, env.netns))
-        })?,
-        Mode::Tap => {
-            return Err(CniError::new(Code::InvalidConfig, "mode \"tap\" is not available yet"))
+        Mode::Bridge => {
+            let pod_if = pod_nl.link_by_name(&env.ifname)?.ok_or_else(|| {
+                CniError::new(Code::Netlink, format!("{} not found in {}", env.ifname, env.netns))
+            })?;
+            pod_nl.add_addr(pod_if.index, ip, prefix)?;
+            pod_nl.set_up(pod_if.index)?;
+            for (dst, gw) in &net.routes {
+                pod_nl.add_route(dst.trunc().addr(), dst.prefix_len(), *gw, pod_if.index)?;
+            }
+            pod_if
         }
+        Mode::Tap => crate::tap::wire(&mut pod_nl, &netns, &env.ifname, &pod_side, net.mtu)?,
     };
-    pod_nl.add_addr(pod_if.index, ip, prefix)?;
-    pod_nl.set_up(pod_if.index)?;
-    if conf.mode == Mode::Bridge {
-        for (dst, gw) in &net.routes {
-            pod_nl.add_route(dst.trunc().addr(), dst.prefix_len(), *gw, pod_if.index)?;
-        }
-    }
 
     let result = AddResult {
         interfaces: vec![
@@ -286,13 +285,6 @@ fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
     };
     undo.armed = false;
     Ok(result.to_json(&conf.cni_version, conf.prev_result.as_ref()))
-}
-
-/// Name of the veth end inside the pod that carries a TAP attachment's traffic.
-fn tap_peer_name(ifname: &str) -> String {
-    let mut base: String = ifname.chars().take(11).collect();
-    base.push_str("-ln");
-    base
 }
 
 /// Finds or creates the bridge, makes sure it carries the gateway address and is up.
@@ -340,11 +332,7 @@ fn del(env: &Env, conf: &NetConf) -> Result<(), CniError> {
     if conf.mode == Mode::Tap && !env.netns.is_empty() {
         // The TAP device lives only in the pod; remove it when the pod still exists.
         if let Ok(netns) = File::open(&env.netns) {
-            if let Ok(mut pod_nl) = Netlink::open_in(&netns) {
-                if let Ok(Some(l)) = pod_nl.link_by_name(&env.ifname) {
-                    let _ = pod_nl.del_link(l.index);
-                }
-            }
+            crate::tap::unwire(&netns, &env.ifname);
         }
     }
     let store = Store::lock(&conf.store_dir())?;
@@ -395,15 +383,16 @@ fn check(env: &Env, conf: &NetConf) -> Result<(), CniError> {
 
     let netns = open_netns(&env.netns)?;
     let mut pod_nl = Netlink::open_in(&netns)?;
-    let pod_if = pod_nl.link_by_name(&env.ifname)?.ok_or_else(|| {
-        check_failed(format!("interface {} is missing from {}", env.ifname, env.netns))
-    })?;
-    let have = pod_nl.addrs(pod_if.index)?;
-    for net in &want {
-        if !have.contains(&(net.addr(), net.prefix_len())) {
-            return Err(check_failed(format!("{} lacks its address {net}", env.ifname)));
+    let pod_if = match conf.mode {
+        Mode::Tap => crate::tap::check(&mut pod_nl, &env.ifname)?,
+        Mode::Bridge => {
+            let pod_if = pod_nl.link_by_name(&env.ifname)?.ok_or_else(|| {
+                check_failed(format!("interface {} is missing from {}", env.ifname, env.netns))
+            })?;
+            check_pod_addressing(&mut pod_nl, &pod_if, &want, prev, &env.ifname)?;
+            pod_if
         }
-    }
+    };
     if let Some(mac) = interfaces[index].get("mac").and_then(Value::as_str) {
         if !mac.eq_ignore_ascii_case(&format_mac(&pod_if.mac)) {
             return Err(check_failed(format!(
@@ -411,16 +400,6 @@ fn check(env: &Env, conf: &NetConf) -> Result<(), CniError> {
                 env.ifname,
                 format_mac(&pod_if.mac)
             )));
-        }
-    }
-    if conf.mode == Mode::Bridge {
-        let routes = pod_nl.routes(pod_if.index)?;
-        for r in prev.get("routes").and_then(Value::as_array).cloned().unwrap_or_default() {
-            let Some(dst) = r.get("dst").and_then(Value::as_str) else { continue };
-            let Ok(dst) = dst.parse::<Ipv4Net>() else { continue };
-            if !routes.iter().any(|(d, l, _)| *d == dst.trunc().addr() && *l == dst.prefix_len()) {
-                return Err(check_failed(format!("route to {dst} is missing in the pod")));
-            }
         }
     }
 
@@ -443,6 +422,30 @@ fn check(env: &Env, conf: &NetConf) -> Result<(), CniError> {
                 "IPAM holds no reservation of {} for this container",
                 net.addr()
             )));
+        }
+    }
+    Ok(())
+}
+
+fn check_pod_addressing(
+    pod_nl: &mut Netlink,
+    pod_if: &netlink::Link,
+    want: &[Ipv4Net],
+    prev: &Value,
+    ifname: &str,
+) -> Result<(), CniError> {
+    let have = pod_nl.addrs(pod_if.index)?;
+    for net in want {
+        if !have.contains(&(net.addr(), net.prefix_len())) {
+            return Err(check_failed(format!("{ifname} lacks its address {net}")));
+        }
+    }
+    let routes = pod_nl.routes(pod_if.index)?;
+    for r in prev.get("routes").and_then(Value::as_array).cloned().unwrap_or_default() {
+        let Some(dst) = r.get("dst").and_then(Value::as_str) else { continue };
+        let Ok(dst) = dst.parse::<Ipv4Net>() else { continue };
+        if !routes.iter().any(|(d, l, _)| *d == dst.trunc().addr() && *l == dst.prefix_len()) {
+            return Err(check_failed(format!("route to {dst} is missing in the pod")));
         }
     }
     Ok(())
