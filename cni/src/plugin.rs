@@ -323,7 +323,21 @@ fn ensure_bridge(
     if !bridge.up {
         nl.set_up(bridge.index)?;
     }
+    enable_forwarding()?;
     Ok(bridge)
+}
+
+/// The node forwards pod traffic between cni0 and the overlay: turn on IPv4 forwarding in the
+/// node namespace (`/proc/sys/net` shows the namespace of the process that opens it, and this
+/// process never leaves the node namespace), as the reference bridge plugin's `isGateway` does.
+fn enable_forwarding() -> Result<(), CniError> {
+    const PATH: &str = "/proc/sys/net/ipv4/ip_forward";
+    if std::fs::read_to_string(PATH).is_ok_and(|v| v.trim() == "1") {
+        return Ok(());
+    }
+    std::fs::write(PATH, "1").map_err(|e| {
+        CniError::new(Code::IoFailure, format!("cannot enable IPv4 forwarding ({PATH}): {e}"))
+    })
 }
 
 fn del(env: &Env, conf: &NetConf) -> Result<(), CniError> {
