@@ -466,7 +466,13 @@ fn check_pod_addressing(
 }
 
 fn gc(conf: &NetConf) -> Result<(), CniError> {
-    let valid = conf.valid_attachments.clone().unwrap_or_default();
+    // Without the list nothing can be known to be stale: refuse rather than release everything.
+    let valid = conf.valid_attachments.clone().ok_or_else(|| {
+        CniError::new(
+            Code::InvalidConfig,
+            "GC needs cni.dev/valid-attachments (or cni.dev/attachments); nothing was released",
+        )
+    })?;
     let keep: Vec<String> = valid.iter().map(|(c, i)| host_veth_name(c, i)).collect();
     let store = Store::lock(&conf.store_dir())?;
     for r in store.reservations()? {

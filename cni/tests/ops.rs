@@ -260,6 +260,9 @@ fn gc_releases_everything_not_in_the_valid_attachments() {
     assert_eq!(ports.len(), 2, "{ports:?}");
     assert!(pods[1].sh_output("ip link show eth0").status.code() != Some(0));
     assert!(pods[0].sh_output("ip link show eth0").status.success());
+    // Without any list GC refuses (code 7) and releases nothing.
+    node.invoke(&[("CNI_COMMAND", "GC")], &node.conf("1.1.0", json!({})).to_string()).err(7);
+    assert_eq!(node.reservations(), vec!["10.244.8.2", "10.244.8.4"]);
     // The older key name works too; an empty list releases everything.
     let gc = node
         .conf("1.1.0", json!({"cni.dev/attachments": [{"containerID": "c0", "ifname": "eth0"}]}));
