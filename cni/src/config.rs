@@ -524,6 +524,31 @@ mod tests {
         assert!(SubnetEnv::parse("FLANNEL_SUBNET=10.244.8.1\n").is_err());
     }
 
+    proptest::proptest! {
+        /// Whatever the runtime sends, decoding answers with a config or an error, never a panic.
+        #[test]
+        fn config_decoding_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..256)) {
+            let _ = NetConf::parse(&bytes);
+            let _ = peek_version(&bytes);
+        }
+
+        #[test]
+        fn config_with_arbitrary_values_never_panics(
+            subnet in "[0-9./]{0,20}", start in "[0-9.]{0,16}", mode in "[a-z]{0,6}", mtu in 0u32..100_000
+        ) {
+            let conf = serde_json::json!({"cniVersion": "1.0.0", "name": "n", "mode": mode, "mtu": mtu,
+                "ipam": {"subnet": subnet, "rangeStart": start}});
+            let _ = NetConf::parse(conf.to_string().as_bytes());
+        }
+
+        #[test]
+        fn subnet_env_and_cni_args_never_panic(text in "[A-Z_=0-9./\n;]{0,120}") {
+            let _ = SubnetEnv::parse(&text);
+            let env = Env::from_lookup(|_| Some(text.clone()));
+            let _ = env.require_attachment();
+        }
+    }
+
     #[test]
     fn cni_args_tolerate_unknown_keys() {
         let e = Env::from_lookup(|k| {

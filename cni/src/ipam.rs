@@ -172,15 +172,17 @@ impl Store {
         if let Some(ip) = held.into_iter().find(|ip| in_range(range, *ip)) {
             return Ok(ip);
         }
-        let start = u32::from(range.start);
-        let end = u32::from(range.end);
+        // u64: a /0 or /1 range has 2^31 or more addresses.
+        let start = u64::from(u32::from(range.start));
+        let end = u64::from(u32::from(range.end));
         let size = end - start + 1;
         let first = match self.last_reserved() {
-            Some(last) if in_range(range, last) => u32::from(last) - start + 1,
+            Some(last) if in_range(range, last) => u64::from(u32::from(last)) - start + 1,
             _ => 0,
         };
         for step in 0..size {
-            let ip = Ipv4Addr::from(start + (first + step) % size);
+            let offset = start + (first + step) % size;
+            let ip = Ipv4Addr::from(u32::try_from(offset).unwrap_or(u32::MAX));
             if ip == range.gateway || ip == range.subnet.nth(0) || ip == range.subnet.broadcast() {
                 continue;
             }
@@ -293,6 +295,46 @@ mod tests {
         assert!(all.iter().all(|r| r.ip != Ipv4Addr::new(10, 9, 0, 1)));
         drop(s);
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(32))]
+
+        /// Any sequence of allocations and releases on a small range matches a model: no address
+        /// is held twice, the gateway is never handed out, and the store is full exactly when
+        /// the model says so.
+        #[test]
+        fn store_matches_a_model(ops in proptest::collection::vec((0u8..8, proptest::bool::ANY), 1..40)) {
+            let dir = tmpdir("model");
+            let s = Store::lock(&dir).unwrap();
+            let r = range(); // .2-.6 usable
+            let mut model: std::collections::HashMap<u8, Ipv4Addr> = Default::default();
+            for (ctr, add) in ops {
+                let id = format!("c{ctr}");
+                if add {
+                    match s.allocate(&r, &id, "eth0", None) {
+                        Ok(ip) => {
+                            proptest::prop_assert_ne!(ip, r.gateway);
+                            if let Some(prev) = model.get(&ctr) {
+                                proptest::prop_assert_eq!(*prev, ip);
+                            }
+                            proptest::prop_assert!(model.iter().all(|(c, i)| *c == ctr || *i != ip));
+                            model.insert(ctr, ip);
+                        }
+                        Err(e) => {
+                            proptest::prop_assert_eq!(e.code, Code::RangeFull);
+                            proptest::prop_assert_eq!(model.len(), 5);
+                        }
+                    }
+                } else {
+                    s.release(&id, "eth0").unwrap();
+                    model.remove(&ctr);
+                }
+                proptest::prop_assert_eq!(s.reservations().unwrap().len(), model.len());
+            }
+            drop(s);
+            fs::remove_dir_all(&dir).unwrap();
+        }
     }
 
     #[test]
