@@ -250,11 +250,11 @@ impl Netlink {
         .map(drop)
     }
 
-    /// Enslaves link `index` to bridge `master` with hairpin mode on, and sets it up.
+    /// Enslaves link `index` to bridge `master`, with hairpin mode as asked, and sets it up.
     ///
     /// # Errors
     /// Netlink failures.
-    pub fn attach_to_bridge(&mut self, index: u32, master: u32) -> Result<()> {
+    pub fn attach_to_bridge(&mut self, index: u32, master: u32, hairpin: bool) -> Result<()> {
         let mut msg = LinkMessage::default();
         msg.header.index = index;
         msg.attributes.push(LinkAttribute::Controller(master));
@@ -267,7 +267,9 @@ impl Netlink {
         msg.header.index = index;
         msg.attributes.push(LinkAttribute::LinkInfo(vec![
             LinkInfo::PortKind(InfoPortKind::Bridge),
-            LinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::HairpinMode(true)])),
+            LinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::HairpinMode(
+                hairpin,
+            )])),
         ]));
         self.request(
             &|| format!("set hairpin on bridge port {index}"),

@@ -236,7 +236,10 @@ fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
     let host = nl.link_by_name(&host_name)?.ok_or_else(|| {
         CniError::new(Code::Netlink, format!("{host_name} vanished after creation"))
     })?;
-    nl.attach_to_bridge(host.index, bridge.index)?;
+    // Hairpin lets a pod reach itself through the node (service addresses). Not for a TAP
+    // attachment: its host end leads to another bridge, which would learn the guest's MAC from
+    // its own reflected broadcasts on the wrong port and drop every reply.
+    nl.attach_to_bridge(host.index, bridge.index, conf.mode == Mode::Bridge)?;
 
     let mut pod_nl = Netlink::open_in(&netns)?;
     let pod_if = match conf.mode {

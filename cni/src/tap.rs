@@ -98,7 +98,8 @@ fn wire_new(
         let l = pod_nl
             .link_by_name(name)?
             .ok_or_else(|| CniError::new(Code::Netlink, format!("{name} not found in the pod")))?;
-        pod_nl.attach_to_bridge(l.index, br.index)?;
+        // No hairpin inside the pod either: a broadcast would bounce between the two bridges.
+        pod_nl.attach_to_bridge(l.index, br.index, false)?;
     }
     pod_nl
         .link_by_name(ifname)?

@@ -135,6 +135,12 @@ fn tap_mode_passes_traffic_and_cleans_up() {
     assert!(link.contains(r["interfaces"][2]["mac"].as_str().unwrap()), "{link}");
     assert!(link.contains("mtu 1450"), "{link}");
 
+    // No hairpin on either bridge: with it the pod bridge learns the guest's MAC from its own
+    // reflected broadcasts on the veth port and drops the replies.
+    let host_end = r["interfaces"][1]["name"].as_str().unwrap();
+    assert!(node.ns.sh(&format!("ip -d link show {host_end}")).contains("hairpin off"));
+    assert!(!vm.sh("ip -d link show").contains("hairpin on"));
+
     // CHECK accepts it.
     let check_conf = node.conf("1.1.0", json!({"mode": "tap", "prevResult": r}));
     let c = node.cmd("CHECK", "vm1", &vm.path(), "eth0", &check_conf);
