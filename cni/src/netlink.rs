@@ -250,6 +250,23 @@ impl Netlink {
         .map(drop)
     }
 
+    /// Sets a link's hardware address. On a bridge this also pins it: a bridge whose address
+    /// was set explicitly no longer follows its ports' lowest MAC.
+    ///
+    /// # Errors
+    /// Netlink failures.
+    pub fn set_mac(&mut self, index: u32, mac: &[u8]) -> Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes.push(LinkAttribute::Address(mac.to_vec()));
+        self.request(
+            &|| format!("set the MAC of link {index}"),
+            RouteNetlinkMessage::SetLink(msg),
+            NLM_F_ACK,
+        )
+        .map(drop)
+    }
+
     /// Enslaves link `index` to bridge `master`, with hairpin mode as asked, and sets it up.
     ///
     /// # Errors

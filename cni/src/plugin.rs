@@ -300,14 +300,20 @@ fn ensure_bridge(
     let bridge = match nl.link_by_name(name)? {
         Some(b) => b,
         None => {
-            match nl.add_bridge(name) {
-                Ok(()) => {}
-                Err(e) if netlink::is_exists(&e) => {} // a concurrent ADD made it
+            let created = match nl.add_bridge(name) {
+                Ok(()) => true,
+                Err(e) if netlink::is_exists(&e) => false, // a concurrent ADD made it
                 Err(e) => return Err(e.into()),
-            }
-            nl.link_by_name(name)?.ok_or_else(|| {
+            };
+            let bridge = nl.link_by_name(name)?.ok_or_else(|| {
                 CniError::new(Code::Netlink, format!("bridge {name} vanished after creation"))
-            })?
+            })?;
+            if created {
+                // Pin the bridge's MAC so it does not change as ports come and go (results
+                // report it, and neighbours cache it).
+                nl.set_mac(bridge.index, &bridge.mac)?;
+            }
+            bridge
         }
     };
     if bridge.kind.as_deref() != Some("bridge") {

@@ -41,6 +41,12 @@ fn two_pods_ping_through_the_bridge_then_del_cleans_up() {
     assert!(p1.sh("ip route show default").contains("via 10.244.8.1"));
     assert!(node.ns.sh("ip -4 -o addr show cni0").contains("10.244.8.1/24"));
     assert!(node.ns.sh("ip -d link show").contains("hairpin on"));
+    let bridge_link = node.ns.sh("ip -o link show cni0");
+    // The bridge's MAC is pinned: every result reports the one it has.
+    assert_eq!(r1["interfaces"][0]["mac"], r2["interfaces"][0]["mac"]);
+    assert!(bridge_link.contains(r1["interfaces"][0]["mac"].as_str().unwrap()), "{bridge_link}");
+    let host_link = node.ns.sh(&format!("ip -o link show {}", ifs[1]["name"].as_str().unwrap()));
+    assert!(host_link.contains(ifs[1]["mac"].as_str().unwrap()), "{host_link}");
 
     p1.sh(&format!("ping -c 2 -W 2 {ip2}"));
     p2.sh(&format!("ping -c 2 -W 2 {ip1}"));
