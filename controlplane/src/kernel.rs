@@ -224,6 +224,24 @@ impl Kernel {
         Ok(())
     }
 
+    /// Sets the hardware address of `dev` (the overlay device's VtepMAC).
+    ///
+    /// # Errors
+    /// [`KernelError::NoSuchLink`] or a netlink failure.
+    pub async fn set_mac(&self, dev: &str, mac: [u8; 6]) -> Result<(), KernelError> {
+        let link =
+            self.link_by_name(dev).await?.ok_or_else(|| KernelError::NoSuchLink(dev.into()))?;
+        if link.mac == mac {
+            return Ok(());
+        }
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(link.index).address(mac.to_vec()).build())
+            .execute()
+            .await
+            .map_err(nl(format!("set {dev} address {}", fmt_mac(&mac))))
+    }
+
     /// Sets the MTU (when given) and brings the device up.
     async fn set_link(&self, index: u32, mtu: Option<u32>, up: bool) -> Result<(), KernelError> {
         let mut b = LinkUnspec::new_with_index(index);

@@ -20,7 +20,12 @@ use std::time::{Duration, Instant};
 
 use mio::{Events, Poll, Token, Waker};
 
-use crate::io::PacketQueue;
+use crate::io::{Meta, Packet, PacketQueue, Port, UnderlayFormat, Verdict};
+use crate::pipeline::{
+    decap, decap_udp_payload, encap, encap_udp_payload, Action, Config, Egress, Frame, Routes,
+    WorkerStats,
+};
+use crate::route::Published;
 
 /// Readiness token reserved for the worker's stop waker; backends use smaller tokens.
 pub const WAKER_TOKEN: Token = Token(usize::MAX - 1);
@@ -37,6 +42,92 @@ pub trait Handler: Send {
     /// # Errors
     /// The queue's I/O errors.
     fn run_batch<Q: PacketQueue>(&mut self, queue: &mut Q, budget: usize) -> io::Result<usize>;
+}
+
+/// The VXLAN router: [`encap`] for packets from the overlay, [`decap`] for packets from the
+/// underlay (their `_udp_payload` forms for socket backends), one route snapshot per batch, every
+/// outcome counted in the worker's [`WorkerStats`].
+pub struct VxlanHandler {
+    config: Config,
+    routes: Arc<Published<Routes>>,
+    stats: Arc<WorkerStats>,
+}
+
+impl VxlanHandler {
+    /// A handler over a validated `config` and the published route table.
+    pub fn new(config: Config, routes: Arc<Published<Routes>>, stats: Arc<WorkerStats>) -> Self {
+        VxlanHandler { config, routes, stats }
+    }
+
+    /// This worker's packet counters.
+    pub fn stats(&self) -> &Arc<WorkerStats> {
+        &self.stats
+    }
+}
+
+/// Maps a pipeline action to the backend's verdict; `from` is the port the packet came in on.
+#[inline]
+fn verdict(action: Action, from: Port, meta: &mut Meta) -> Verdict {
+    match action {
+        Action::Transmit(Egress::Overlay) => Verdict::Send(Port::Overlay),
+        Action::Transmit(Egress::Underlay { .. }) => Verdict::Send(Port::Underlay),
+        Action::Transmit(Egress::Udp { remote, source_port }) => {
+            *meta = Meta { remote: *remote.ip(), src_port: source_port };
+            Verdict::Send(Port::Underlay)
+        }
+        Action::Reply => Verdict::Send(from),
+        Action::ToKernel => Verdict::Kernel,
+        Action::Drop(_) => Verdict::Drop,
+    }
+}
+
+#[inline]
+fn route_packet(
+    p: &mut Packet<'_>,
+    from: Port,
+    format: UnderlayFormat,
+    cfg: &Config,
+    routes: &Routes,
+    stats: &WorkerStats,
+) -> Verdict {
+    let Some(mut frame) = Frame::new(&mut *p.buf, p.start, p.len) else {
+        // A backend bug, not a packet's fault; never panic over it.
+        stats.add_drop(crate::pipeline::DropReason::Truncated);
+        return Verdict::Drop;
+    };
+    let action = match (from, format) {
+        (Port::Overlay, UnderlayFormat::EthernetFrame) => encap(&mut frame, cfg, routes),
+        (Port::Overlay, UnderlayFormat::UdpPayload) => encap_udp_payload(&mut frame, cfg, routes),
+        (Port::Underlay, UnderlayFormat::EthernetFrame) => decap(&mut frame, cfg, routes),
+        (Port::Underlay, UnderlayFormat::UdpPayload) => decap_udp_payload(
+            &mut frame,
+            std::net::IpAddr::V4(p.meta.remote),
+            std::net::IpAddr::V4(cfg.local_vtep),
+            cfg,
+            routes,
+        ),
+    };
+    let (start, len) = (frame.start(), frame.len());
+    p.start = start;
+    p.len = len;
+    stats.record(&action);
+    verdict(action, from, &mut p.meta)
+}
+
+impl Handler for VxlanHandler {
+    fn run_batch<Q: PacketQueue>(&mut self, queue: &mut Q, budget: usize) -> io::Result<usize> {
+        let snapshot = self.routes.load();
+        let routes: &Routes = &snapshot;
+        let (cfg, stats) = (&self.config, &*self.stats);
+        let out = queue.rx_burst(Port::Overlay, budget, |p| {
+            route_packet(p, Port::Overlay, Q::UNDERLAY, cfg, routes, stats)
+        })?;
+        let inb = queue.rx_burst(Port::Underlay, budget, |p| {
+            route_packet(p, Port::Underlay, Q::UNDERLAY, cfg, routes, stats)
+        })?;
+        stats.add_rx((out + inb) as u64);
+        Ok(out + inb)
+    }
 }
 
 /// How the loop polls.
