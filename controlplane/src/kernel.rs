@@ -584,6 +584,133 @@ const fn libc_enodev() -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use linen_testbed::Testbed;
+
+    /// Runs `f` on a thread inside `ns` (rtnetlink sockets belong to the opener's namespace).
+    fn in_netns<T: Send + 'static>(
+        ns: &linen_testbed::Netns,
+        f: impl FnOnce(Kernel) -> std::pin::Pin<Box<dyn std::future::Future<Output = T>>>
+            + Send
+            + 'static,
+    ) -> T {
+        let path = ns.path();
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).expect("open netns");
+            nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let k = Kernel::connect().expect("rtnetlink");
+                f(k).await
+            })
+        })
+        .join()
+        .expect("netns thread")
+    }
+
+    const MAC_2: [u8; 6] = [0x26, 0x69, 0xc7, 0x3a, 0x5b, 0x8c];
+    const MAC_3: [u8; 6] = [0x26, 0x69, 0xc7, 0x3a, 0x5b, 0x03];
+
+    fn state(routes: &[(&str, [u8; 6])]) -> OverlayState {
+        OverlayState {
+            local_subnet: "10.244.1.0/24".parse().unwrap(),
+            mtu: 1450,
+            routes: routes
+                .iter()
+                .map(|(s, m)| OverlayRoute { subnet: s.parse().unwrap(), vtep_mac: *m })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn overlay_programming_converges_and_is_idempotent() {
+        let mut tb = Testbed::new("kern");
+        let ns = tb.netns("n");
+        ns.sh("ip link add eth0 mtu 1500 type veth peer name eth0p
+             ip link set eth0 up && ip link set eth0p up
+             ip addr add 192.168.90.1/24 dev eth0
+             ip route add default via 192.168.90.254 dev eth0
+             ip neigh replace 192.168.90.254 lladdr 02:00:00:00:00:fe dev eth0 nud permanent");
+
+        let underlay = in_netns(&ns, |k| {
+            Box::pin(async move {
+                let (a, b) = k.ensure_veth(OVERLAY_DEV, OVERLAY_PEER_DEV).await.unwrap();
+                // Finding it again is a no-op.
+                let (a2, b2) = k.ensure_veth(OVERLAY_DEV, OVERLAY_PEER_DEV).await.unwrap();
+                assert_eq!((a.index, b.index), (a2.index, b2.index));
+                k.set_mac(OVERLAY_DEV, [0x2a, 0xa9, 0xdf, 0x4e, 0xcb, 0xb8]).await.unwrap();
+                let st = state(&[("10.244.2.0/24", MAC_2), ("10.244.3.0/24", MAC_3)]);
+                k.apply_overlay(OVERLAY_DEV, &st).await.unwrap();
+                k.apply_overlay(OVERLAY_DEV, &st).await.unwrap();
+                linen_dataplane::io::sys::disable_tx_offloads(OVERLAY_DEV).unwrap();
+                k.underlay(None, None).await.unwrap()
+            })
+        });
+        assert_eq!(underlay.link.name, "eth0");
+        assert_eq!(underlay.ip, Ipv4Addr::new(192, 168, 90, 1));
+        assert_eq!(underlay.link.mtu, 1500);
+        let features = ns.sh("ethtool -k linen.1");
+        for off in [
+            "tx-checksumming: off",
+            "tx-tcp-segmentation: off",
+            "tx-tcp6-segmentation: off",
+            "generic-segmentation-offload: off",
+        ] {
+            assert!(features.contains(off), "{off} expected:\n{features}");
+        }
+
+        let link = ns.sh("ip -o link show linen.1");
+        assert!(
+            link.contains("mtu 1450") && link.contains(",UP") && link.contains("2a:a9:df:4e:cb:b8"),
+            "{link}"
+        );
+        assert_eq!(ns.sh("ip -4 -o addr show dev linen.1").matches("inet ").count(), 1);
+        assert!(ns.sh("ip -4 -o addr show dev linen.1").contains("10.244.1.0/32"));
+        let routes = ns.sh("ip route show dev linen.1");
+        assert!(routes.contains("10.244.2.0/24 via 10.244.2.0 proto static onlink"), "{routes}");
+        assert!(routes.contains("10.244.3.0/24 via 10.244.3.0 proto static onlink"), "{routes}");
+        assert_eq!(routes.lines().count(), 2, "{routes}");
+        let neigh = ns.sh("ip neigh show dev linen.1");
+        assert!(neigh.contains("10.244.2.0 lladdr 26:69:c7:3a:5b:8c PERMANENT"), "{neigh}");
+        assert!(neigh.contains("10.244.3.0 lladdr 26:69:c7:3a:5b:03 PERMANENT"), "{neigh}");
+
+        // Stale entries (a leftover route, neighbour and address), a peer gone, a MAC changed.
+        ns.sh("ip route add 10.244.9.0/24 via 10.244.9.0 dev linen.1 onlink
+             ip neigh replace 10.244.9.0 lladdr 02:00:00:00:00:09 dev linen.1 nud permanent
+             ip addr add 10.9.9.9/32 dev linen.1");
+        in_netns(&ns, |k| {
+            Box::pin(async move {
+                let st = state(&[("10.244.2.0/24", MAC_3)]);
+                k.apply_overlay(OVERLAY_DEV, &st).await.unwrap();
+            })
+        });
+        let routes = ns.sh("ip route show dev linen.1");
+        assert_eq!(routes.trim(), "10.244.2.0/24 via 10.244.2.0 proto static onlink", "{routes}");
+        let neigh = ns.sh("ip neigh show dev linen.1");
+        assert_eq!(neigh.trim(), "10.244.2.0 lladdr 26:69:c7:3a:5b:03 PERMANENT", "{neigh}");
+        let addrs = ns.sh("ip -4 -o addr show dev linen.1");
+        assert!(addrs.contains("10.244.1.0/32") && !addrs.contains("10.9.9.9"), "{addrs}");
+
+        // Next-hop MACs: via the gateway (resolved), on-link and unresolved.
+        let (gw, unresolved) = in_netns(&ns, |k| {
+            Box::pin(async move {
+                let gw = k.next_hop_mac(Ipv4Addr::new(198, 51, 100, 7)).await.unwrap();
+                let unresolved = k.next_hop_mac(Ipv4Addr::new(192, 168, 90, 77)).await.unwrap();
+                (gw, unresolved)
+            })
+        });
+        assert_eq!(gw.map(|(_, m)| m), Some([2, 0, 0, 0, 0, 0xfe]));
+        assert_eq!(unresolved, None);
+
+        // Removing the device takes its peer along.
+        in_netns(&ns, |k| {
+            Box::pin(async move {
+                k.delete_link(OVERLAY_DEV).await.unwrap();
+                assert!(k.link_by_name(OVERLAY_DEV).await.unwrap().is_none());
+                assert!(k.link_by_name(OVERLAY_PEER_DEV).await.unwrap().is_none());
+                k.delete_link(OVERLAY_DEV).await.unwrap();
+            })
+        });
+    }
 
     #[test]
     fn mac_round_trip() {
