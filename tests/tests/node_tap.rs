@@ -328,6 +328,27 @@ fn tap_two_nodes_ping_udp_tcp_mtu_idle() {
     udp_exchange(&a.pods[0], &b.pods[1], &b.pod_ip(1));
     udp_exchange(&b.pods[0], &a.pods[0], &a.pod_ip(0));
 
+    // Outer UDP source ports are the pipeline's flow hash (raw-socket send), not the bound 8472.
+    let cap = a
+        .host
+        .command("timeout")
+        .args(["5", "tcpdump", "-lni", "eth0", "-c", "4", "src 192.168.77.1 and udp dst port 8472"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tcpdump");
+    std::thread::sleep(Duration::from_millis(500));
+    a.pods[0].sh(&format!("ping -c 2 -i 0.2 {}", b.pod_ip(0)));
+    a.pods[1].sh(&format!("ping -c 2 -i 0.2 {}", b.pod_ip(1)));
+    let cap =
+        String::from_utf8_lossy(&cap.wait_with_output().expect("tcpdump").stdout).into_owned();
+    let ports: Vec<u16> = cap
+        .lines()
+        .filter_map(|l| l.split("192.168.77.1.").nth(1)?.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert!(ports.len() >= 2, "no VXLAN captured on the underlay: {cap}");
+    assert!(ports.iter().all(|p| (32768..=60999).contains(p)), "outer source ports {ports:?}");
+
     // MTU: 1450 overlay MTU → 1422 bytes of ICMP payload fit with DF, 1423 do not.
     a.pods[0].sh(&format!("ping -c 2 -W 2 -M do -s 1422 {}", b.pod_ip(0)));
     let big = a.pods[0].sh_output(&format!("ping -c 2 -W 2 -M do -s 1472 {}", b.pod_ip(0)));
