@@ -470,9 +470,12 @@ fn inject(
 
 #[test]
 fn tap_hostile_frames_are_counted_and_forwarding_goes_on() {
-    let c = cluster("ntaph", "tap", Overlay::Linen("tap"));
+    // B runs `--datapath auto`, which picks the TAP datapath and says why.
+    let c = cluster("ntaph", "tap", Overlay::Linen("auto"));
     let (a, b) = (&c.a, &c.b);
     ping(&a.pods[0], &b.pod_ip(0));
+    let log_b = std::fs::read_to_string(&b.log).unwrap_or_default();
+    assert!(log_b.contains("using the TAP/UDP fallback"), "{log_b}");
     // A second address on B's underlay that is no cluster node.
     b.host.sh("ip addr add 192.168.77.3/24 dev eth0");
 
@@ -541,4 +544,44 @@ fn tap_hostile_frames_are_counted_and_forwarding_goes_on() {
     ping(&a.pods[0], &b.pod_ip(0));
     ping(&b.pods[1], &a.pod_ip(1));
     assert_idle(a);
+}
+
+#[test]
+fn linend_refuses_what_it_cannot_do_with_a_clear_message() {
+    let dir = TempDir::new("ntapr");
+    let mut tb = Testbed::new("ntapr");
+    let ns = tb.netns("n");
+    ns.sh("ip link add eth0 type veth peer name eth0p && ip link set eth0 up && ip addr add 192.168.77.1/24 dev eth0");
+    let good = dir.0.join("good.json");
+    std::fs::write(
+        &good,
+        r#"{"network":"10.244.0.0/16","subnet":"10.244.1.0/24","public_ip":"192.168.77.1","peers":[]}"#,
+    )
+    .unwrap();
+    let bad = dir.0.join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"{"network":"10.244.0.0/16","subnet":"10.244.1.0/24","peers":[{"subnet":"10.244.1.0/24","public_ip":"192.168.77.2","vtep_mac":"26:69:c7:3a:5b:8c"}]}"#,
+    )
+    .unwrap();
+    let linend = workspace_bin("linend");
+    let run = |args: &[&str]| {
+        let out = ns
+            .command(linend.to_str().unwrap())
+            .args(args)
+            .args(["--subnet-file", dir.0.join("subnet.env").to_str().unwrap()])
+            .output()
+            .expect("run linend");
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (ok, err) = run(&["--static-peers", good.to_str().unwrap(), "--datapath", "xdp"]);
+    assert!(!ok && err.contains("AF_XDP backend is not available"), "{err}");
+    let (ok, err) = run(&["--static-peers", bad.to_str().unwrap(), "--datapath", "tap"]);
+    assert!(!ok && err.contains("overlaps this node's subnet"), "{err}");
+    let (ok, err) = run(&["--static-peers", dir.0.join("missing.json").to_str().unwrap()]);
+    assert!(!ok && err.contains("cannot read static-peers file"), "{err}");
+    let (ok, err) = run(&["--static-peers", good.to_str().unwrap(), "--iface", "nosuch0"]);
+    assert!(!ok && err.contains("interface nosuch0 does not exist"), "{err}");
+    // Nothing was left behind by the failed starts.
+    assert!(!ns.sh_output("ip link show linen.1").status.success());
 }
