@@ -373,8 +373,35 @@ fn tap_two_nodes_ping_udp_tcp_mtu_idle() {
     assert_idle(a);
     assert_idle(b);
 
-    // Clean shutdown: SIGTERM removes linen.1.
+    // SIGHUP reloads the peers: a third node appears; a broken file changes nothing.
     let pid = a.pid.unwrap();
+    let peers_a = c._dir.0.join("1.peers.json");
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&peers_a).unwrap()).unwrap();
+    doc["peers"].as_array_mut().unwrap().push(serde_json::json!({
+        "subnet": "10.244.3.0/24", "public_ip": "192.168.77.9", "vtep_mac": "02:00:00:00:00:03"
+    }));
+    std::fs::write(&peers_a, doc.to_string()).unwrap();
+    linen_testbed::run("kill", &["-HUP", &pid.to_string()]);
+    let added = wait_for(Duration::from_secs(5), || {
+        a.host
+            .sh("ip route show dev linen.1")
+            .contains("10.244.3.0/24 via 10.244.3.0")
+            .then_some(())
+    });
+    assert!(added.is_some(), "SIGHUP did not add the new peer's route: {}", a.host.sh("ip route"));
+    assert!(a
+        .host
+        .sh("ip neigh show dev linen.1")
+        .contains("10.244.3.0 lladdr 02:00:00:00:00:03 PERMANENT"));
+    std::fs::write(&peers_a, "{ not json").unwrap();
+    linen_testbed::run("kill", &["-HUP", &pid.to_string()]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_alive(a);
+    assert!(a.host.sh("ip route show dev linen.1").contains("10.244.3.0/24"));
+    ping(&a.pods[0], &b.pod_ip(0));
+
+    // Clean shutdown: SIGTERM removes linen.1.
     linen_testbed::run("kill", &["-TERM", &pid.to_string()]);
     let gone = wait_for(Duration::from_secs(5), || {
         (!a.host.sh_output("ip link show linen.1").status.success()).then_some(())
