@@ -73,14 +73,21 @@ fn check_vxlan(
 /// On success the action is [`Action::Transmit`]`(`[`Egress::Overlay`]`)` and the frame is the
 /// inner Ethernet frame (start moved forward past the outer headers, length from the UDP length,
 /// so outer padding is dropped). On a drop the frame is unchanged.
-#[inline]
+#[inline(always)]
 pub fn decap(frame: &mut Frame<'_>, cfg: &Config, routes: &Routes) -> Action {
     if let Some(inner_len) = decap_fast(frame.data(), cfg, routes) {
         let start = frame.start() + FAST_INNER_OFFSET;
-        frame.set_bounds(start, inner_len);
+        frame.set_valid_bounds(start, inner_len);
         return Action::Transmit(Egress::Overlay);
     }
-    decap_general(frame, cfg, routes)
+    match decap_general(frame.data(), cfg, routes) {
+        Ok((offset, len)) => {
+            let start = frame.start() + offset;
+            frame.set_valid_bounds(start, len);
+            Action::Transmit(Egress::Overlay)
+        }
+        Err(reason) => Action::Drop(reason),
+    }
 }
 
 /// Offset of the inner frame behind an outer IPv4 header without options.
@@ -126,18 +133,12 @@ fn decap_fast(data: &[u8], cfg: &Config, routes: &Routes) -> Option<usize> {
     }
 }
 
-/// [`decap`] for every frame: all checks, exact drop reasons.
+/// [`decap`] for every frame: all checks, exact drop reasons. Returns the inner frame's offset
+/// and length.
 #[cold]
 #[inline(never)]
-fn decap_general(frame: &mut Frame<'_>, cfg: &Config, routes: &Routes) -> Action {
-    match decap_inner(frame.data(), cfg, routes) {
-        Ok((offset, len)) => {
-            let start = frame.start() + offset;
-            frame.set_bounds(start, len);
-            Action::Transmit(Egress::Overlay)
-        }
-        Err(reason) => Action::Drop(reason),
-    }
+fn decap_general(data: &[u8], cfg: &Config, routes: &Routes) -> Result<(usize, usize), DropReason> {
+    decap_inner(data, cfg, routes)
 }
 
 /// [`decap`] on the frame bytes: returns the inner frame's offset and length.

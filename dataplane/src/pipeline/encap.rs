@@ -87,7 +87,7 @@ fn classify_v4<'r>(
     let hash = flow::hash_v4(src, dst, proto, ports);
     // The outer header has DF clear, so its ID should differ between packets of a flow: reuse the
     // inner ID (senders vary it), spread across flows by the hash. No per-worker counter needed.
-    let id = be16([h[18], h[19]]) ^ (hash >> 16) as u16;
+    let id = u16::from_ne_bytes([h[18], h[19]]) ^ (hash >> 16) as u16;
     Ok(Inner { next_hop, len: 14 + ip_len, hash, id })
 }
 
@@ -158,28 +158,42 @@ fn classify_v6<'r>(
 ///
 /// The inner frame is carried unchanged (MACs, TTL, checksums); Ethernet padding after the IP
 /// packet is removed.
-#[inline]
+#[inline(always)]
 pub fn encap(frame: &mut Frame<'_>, cfg: &Config, routes: &Routes) -> Action {
-    match encap_fast_v4(frame, cfg, routes) {
-        Some(action) => action,
-        None => encap_general(frame, cfg, routes),
-    }
+    let (buf, start, len) = frame.raw_mut();
+    // The frame is passed on as parts so that it never escapes and stays in registers.
+    let (action, start, len) = match encap_fast_v4(buf, start, len, cfg, routes) {
+        Some(done) => done,
+        None => {
+            let mut f = Frame::from_valid_parts(buf, start, len);
+            let action = encap_general(&mut f, cfg, routes);
+            (action, f.start(), f.len())
+        }
+    };
+    frame.set_valid_bounds(start, len);
+    action
 }
 
 /// [`encap`] for the common case, in as few instructions as we could: an untagged IPv4 frame
 /// with a 20-byte header and at least 4 bytes of payload, TTL left, within the MTU, with 50 bytes
-/// of headroom. Returns `None` for anything else without touching the frame, and
+/// of headroom. Returns `None` for anything else without touching the buffer, and
 /// [`encap_general`] then decides (it repeats every check, so this function only has to be right
 /// about what it accepts). Only `no_route` is answered here, the one drop that needs the lookup.
+/// On success returns the action and the frame's new start and length.
 #[inline(always)]
-fn encap_fast_v4(frame: &mut Frame<'_>, cfg: &Config, routes: &Routes) -> Option<Action> {
-    let (buf, start, len) = frame.raw_mut();
+fn encap_fast_v4(
+    buf: &mut [u8],
+    start: usize,
+    len: usize,
+    cfg: &Config,
+    routes: &Routes,
+) -> Option<(Action, usize, usize)> {
     let new_start = start.checked_sub(OUTER_V4_LEN)?;
     let region = buf.get_mut(new_start..start + len)?;
     let (hdr, data) = region.split_first_chunk_mut::<OUTER_V4_LEN>()?;
     let h = data.first_chunk::<38>()?;
-    // EtherType 0x0800 and IPv4 version/IHL 0x45 in one compare.
-    if u32::from_le_bytes([h[12], h[13], h[14], 0]) != 0x0045_0008 || h[22] == 0 {
+    // EtherType IPv4, version 4 with a 20-byte header, TTL left.
+    if [h[12], h[13]] != [0x08, 0x00] || h[14] != 0x45 || h[22] == 0 {
         return None;
     }
     let ip_len = usize::from(be16([h[16], h[17]]));
@@ -189,7 +203,7 @@ fn encap_fast_v4(frame: &mut Frame<'_>, cfg: &Config, routes: &Routes) -> Option
     }
     let dst = u32::from_be_bytes([h[30], h[31], h[32], h[33]]);
     let Some(nh) = routes.lookup_v4(dst) else {
-        return Some(Action::Drop(DropReason::NoRoute));
+        return Some((Action::Drop(DropReason::NoRoute), start, len));
     };
     let proto = h[23];
     // Ports only for unfragmented TCP/UDP/SCTP/UDP-Lite (see `flow`), selected without a branch.
@@ -198,19 +212,19 @@ fn encap_fast_v4(frame: &mut Frame<'_>, cfg: &Config, routes: &Routes) -> Option
     let ports = u32::from_ne_bytes([h[34], h[35], h[36], h[37]]) & mask;
     let src = u32::from_ne_bytes([h[26], h[27], h[28], h[29]]);
     let hash = flow::hash_v4(src, dst, proto, ports);
-    let id = be16([h[18], h[19]]) ^ (hash >> 16) as u16;
+    let id = u16::from_ne_bytes([h[18], h[19]]) ^ (hash >> 16) as u16;
     let inner_len = 14 + ip_len;
     write_outer(hdr, nh, cfg, inner_len, hash, id);
     if cfg.udp_checksum {
         let payload = data.get(..inner_len)?;
         fill_udp_checksum(hdr, payload, nh);
     }
-    frame.set_bounds(new_start, OUTER_V4_LEN + inner_len);
-    Some(if nh.resolved() {
+    let action = if nh.resolved() {
         Action::Transmit(Egress::Underlay { ifindex: nh.ifindex() })
     } else {
         Action::ToKernel
-    })
+    };
+    Some((action, new_start, OUTER_V4_LEN + inner_len))
 }
 
 /// Copies the next hop's template into `hdr` and patches lengths, ID, IPv4 checksum and source
@@ -232,9 +246,10 @@ fn write_outer(
     // that way, the length is added as the bytes it is stored as, and the ID needs no swap at all
     // since any value will do.
     let ip_len_ne = u16::from_ne_bytes(ip_len.to_be_bytes());
-    let ip_csum = csum::finish(nh.ip_sum_ne() + u32::from(ip_len_ne) + u32::from(id));
-    hdr[v4::IP_TOTAL_LEN..v4::IP_TOTAL_LEN + 2].copy_from_slice(&ip_len.to_be_bytes());
-    hdr[v4::IP_ID..v4::IP_ID + 2].copy_from_slice(&id.to_ne_bytes());
+    let ip_csum = !csum::fold_fast(nh.ip_sum_ne() + u32::from(ip_len_ne) + u32::from(id));
+    let [l0, l1] = ip_len.to_be_bytes();
+    let [i0, i1] = id.to_ne_bytes();
+    hdr[v4::IP_TOTAL_LEN..v4::IP_TOTAL_LEN + 4].copy_from_slice(&[l0, l1, i0, i1]);
     hdr[v4::IP_CHECKSUM..v4::IP_CHECKSUM + 2].copy_from_slice(&ip_csum.to_ne_bytes());
     hdr[v4::UDP_SRC_PORT..v4::UDP_SRC_PORT + 2].copy_from_slice(&sport.to_be_bytes());
     hdr[v4::UDP_LEN..v4::UDP_LEN + 2].copy_from_slice(&udp_len.to_be_bytes());
@@ -373,12 +388,12 @@ mod tests {
             let mut fast_buf = vec![0u8; 64];
             fast_buf.extend_from_slice(&packet);
             let mut general_buf = fast_buf.clone();
-            let mut fast = Frame::new(&mut fast_buf, 64, packet.len()).unwrap();
-            if let Some(action) = encap_fast_v4(&mut fast, &cfg, &routes) {
+            let fast = encap_fast_v4(&mut fast_buf, 64, packet.len(), &cfg, &routes);
+            if let Some((action, start, len)) = fast {
                 let mut general = Frame::new(&mut general_buf, 64, packet.len()).unwrap();
                 prop_assert_eq!(encap_general(&mut general, &cfg, &routes), action);
-                prop_assert_eq!((fast.start(), fast.len()), (general.start(), general.len()));
-                prop_assert_eq!(fast.buffer(), general.buffer());
+                prop_assert_eq!((start, len), (general.start(), general.len()));
+                prop_assert_eq!(&fast_buf[..], general.buffer());
             }
         }
     }

@@ -29,7 +29,6 @@ pub(crate) mod v4 {
     pub const ETH_TYPE: usize = 12;
     pub const IP: usize = 14;
     pub const IP_TOTAL_LEN: usize = 16;
-    pub const IP_ID: usize = 18;
     pub const IP_TTL: usize = 22;
     pub const IP_PROTO: usize = 23;
     pub const IP_CHECKSUM: usize = 24;
