@@ -5,10 +5,10 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use super::trie::{Dir16_8_8, Trie, V6Trie, CHILD};
+use super::trie::{Dir20_4_4_4, Trie, V6Trie, CHILD};
 
 /// The IPv4 trie geometry [`Table`] uses (chosen by benchmark; see `docs/route.md`).
-pub type V4Layout = Dir16_8_8;
+pub type V4Layout = Dir20_4_4_4;
 
 /// An immutable longest-prefix-match snapshot over IPv4 and IPv6 prefixes.
 ///

@@ -67,12 +67,39 @@ impl Layout for Dir16_8_8 {
     const STRIDES: &'static [u32] = &[16, 8, 8];
 }
 
-/// IPv6: a 2^16-entry root, then fourteen levels of 256-entry chunks.
+/// DIR-16-4-4-4-4: a 2^16-entry root, then 16-entry (one cache line) chunks.
+#[derive(Debug)]
+pub enum Dir16_4_4_4_4 {}
+impl Layout for Dir16_4_4_4_4 {
+    type Key = u32;
+    const STRIDES: &'static [u32] = &[16, 4, 4, 4, 4];
+}
+
+/// DIR-16-8-4-4: a 2^16-entry root, 256-entry chunks for /17–/24, 16-entry ones beyond.
+#[derive(Debug)]
+pub enum Dir16_8_4_4 {}
+impl Layout for Dir16_8_4_4 {
+    type Key = u32;
+    const STRIDES: &'static [u32] = &[16, 8, 4, 4];
+}
+
+/// DIR-20-4-4-4: a 2^20-entry (4 MiB) root, then 16-entry chunks.
+#[derive(Debug)]
+pub enum Dir20_4_4_4 {}
+impl Layout for Dir20_4_4_4 {
+    type Key = u32;
+    const STRIDES: &'static [u32] = &[20, 4, 4, 4];
+}
+
+/// IPv6: a 2^16-entry root, six levels of 256-entry chunks down to /64 (where node subnets
+/// end), then sixteen levels of 16-entry chunks, so a rare long prefix costs one cache line per
+/// level rather than a kilobyte.
 #[derive(Debug)]
 pub enum V6Trie {}
 impl Layout for V6Trie {
     type Key = u128;
-    const STRIDES: &'static [u32] = &[16, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8];
+    const STRIDES: &'static [u32] =
+        &[16, 8, 8, 8, 8, 8, 8, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4];
 }
 
 /// An immutable expanded multibit trie mapping prefixes to leaf values (`index + 1`).
@@ -106,6 +133,9 @@ impl<L: Layout> Trie<L> {
             last_len = len;
             Self::insert(&mut entries, key, len, leaf);
         }
+        // Chunks were appended with amortised doubling; give the slack back (a large
+        // allocation shrinks in place, without copying).
+        entries.shrink_to_fit();
         Self { entries, _layout: std::marker::PhantomData }
     }
 
@@ -156,6 +186,50 @@ impl<L: Layout> Trie<L> {
         0
     }
 
+    /// Looks up every key of `keys` into the same position of `out` (leaves as for
+    /// [`Trie::lookup`]).
+    ///
+    /// The batch is walked level by level rather than key by key: all loads of one level are
+    /// independent of each other, so the CPU keeps many cache misses in flight instead of
+    /// waiting out each lookup's chain of dependent loads. Keys that already reached their leaf
+    /// re-read entry 0 (always cached) and keep their leaf, so the loop has no data-dependent
+    /// branches; a level is skipped once no key in the group needs it.
+    ///
+    /// # Panics
+    /// When `out` is shorter than `keys`.
+    #[inline]
+    pub fn lookup_batch(&self, keys: &[L::Key], out: &mut [u32]) {
+        const GROUP: usize = 32;
+        let out = &mut out[..keys.len()];
+        for (keys, out) in keys.chunks(GROUP).zip(out.chunks_mut(GROUP)) {
+            let first = L::STRIDES[0];
+            let mut pending = 0u32;
+            for (slot, &key) in out.iter_mut().zip(keys) {
+                let entry = self.entries[key.bits(0, first)];
+                pending |= entry;
+                *slot = entry;
+            }
+            let mut start = first;
+            for &stride in &L::STRIDES[1..] {
+                if pending & CHILD == 0 {
+                    break;
+                }
+                pending = 0;
+                for (slot, &key) in out.iter_mut().zip(keys) {
+                    let entry = *slot;
+                    let child = entry & CHILD != 0;
+                    let index =
+                        if child { (entry & !CHILD) as usize + key.bits(start, stride) } else { 0 };
+                    let next = self.entries[index];
+                    let entry = if child { next } else { entry };
+                    pending |= entry;
+                    *slot = entry;
+                }
+                start += stride;
+            }
+        }
+    }
+
     /// Bytes of memory the trie holds.
     pub fn memory_bytes(&self) -> usize {
         self.entries.capacity() * std::mem::size_of::<u32>()
@@ -173,6 +247,9 @@ mod tests {
         }
         assert_eq!(total::<Dir24_8>(), 32);
         assert_eq!(total::<Dir16_8_8>(), 32);
+        assert_eq!(total::<Dir16_4_4_4_4>(), 32);
+        assert_eq!(total::<Dir16_8_4_4>(), 32);
+        assert_eq!(total::<Dir20_4_4_4>(), 32);
         assert_eq!(total::<V6Trie>(), 128);
     }
 
