@@ -428,6 +428,9 @@ fn tap_interop_with_kernel_vxlan() {
     udp_exchange(&b.pods[1], &a.pods[0], &a.pod_ip(0));
     a.pods[0].sh(&format!("ping -c 2 -W 2 -M do -s 1422 {}", b.pod_ip(0)));
     b.pods[0].sh(&format!("ping -c 2 -W 2 -M do -s 1422 {}", a.pod_ip(0)));
+    // Bulk TCP both ways: inner checksums and segmentation survive both implementations.
+    tcp_transfer(&b.pods[1], &a.pods[1], &a.pod_ip(1), &c._dir.0);
+    tcp_transfer(&a.pods[0], &b.pods[0], &b.pod_ip(0), &c._dir.0);
     // Nothing the kernel peer sent was refused.
     let drops = stats(a)["drops"].clone();
     for reason in
