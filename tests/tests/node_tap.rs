@@ -443,7 +443,7 @@ fn tap_interop_with_kernel_vxlan() {
 }
 
 /// Builds the i-th hostile UDP payload of a wave.
-type MakeFrame = Box<dyn Fn(usize) -> Vec<u8> + Send>;
+type MakeFrame = Box<dyn Fn(usize) -> Vec<u8> + Sync>;
 
 /// A tiny deterministic generator for the random-bytes frames.
 struct XorShift(u64);
@@ -472,30 +472,45 @@ fn vxlan(flags: u8, vni: u32, dst_mac: [u8; 6]) -> Vec<u8> {
     p
 }
 
-/// Sends `count` copies of what `make` builds from `from` (an address in `ns`) to A's VTEP,
-/// paced so the receiver's socket buffer never overflows. Runs on a thread that enters `ns`.
+/// Sends `count` frames built by `make` from `from` (an address in `ns`) to A's VTEP, from a
+/// thread that enters `ns`. Flow control keeps at most `WINDOW` frames unaccounted for
+/// (`counted()` says how many of this wave linen has counted so far), so a slow (debug, loaded)
+/// linend never loses frames to a full socket buffer and the counts can be exact.
 fn inject(
     ns: &Netns,
     from: Ipv4Addr,
     count: usize,
-    make: impl Fn(usize) -> Vec<u8> + Send + 'static,
+    make: &(dyn Fn(usize) -> Vec<u8> + Sync),
+    counted: &(dyn Fn() -> u64 + Sync),
+    diag: &(dyn Fn() -> String + Sync),
 ) {
+    const WINDOW: usize = 1000;
     let path = ns.path();
-    std::thread::spawn(move || {
-        let f = std::fs::File::open(&path).expect("open netns");
-        nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        let s = UdpSocket::bind(SocketAddrV4::new(from, 0)).expect("bind injector");
-        let to = SocketAddrV4::new(Ipv4Addr::new(192, 168, 77, 1), 8472);
-        for i in 0..count {
-            let p = make(i);
-            s.send_to(&p, to).expect("send hostile frame");
-            if i % 256 == 255 {
-                std::thread::sleep(Duration::from_millis(2));
-            }
-        }
-    })
-    .join()
-    .expect("injector thread");
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let f = std::fs::File::open(&path).expect("open netns");
+                nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+                let s = UdpSocket::bind(SocketAddrV4::new(from, 0)).expect("bind injector");
+                let to = SocketAddrV4::new(Ipv4Addr::new(192, 168, 77, 1), 8472);
+                for i in 0..count {
+                    if i % WINDOW == 0 && i > 0 {
+                        let caught_up = wait_for(Duration::from_secs(20), || {
+                            (counted() + WINDOW as u64 >= i as u64).then_some(())
+                        });
+                        assert!(
+                            caught_up.is_some(),
+                            "linend counted {} of {i} frames sent: {}",
+                            counted(),
+                            diag()
+                        );
+                    }
+                    s.send_to(&make(i), to).expect("send hostile frame");
+                }
+            })
+            .join()
+            .expect("injector thread");
+    });
 }
 
 #[test]
@@ -534,9 +549,13 @@ fn tap_hostile_frames_are_counted_and_forwarding_goes_on() {
             Box::new(move |_| vxlan(0x08, 1, MAC_A_BYTES)[..8 + 10].to_vec()),
         ),
     ];
+    // On failure: linen's counters and the kernel's UDP counters on A (RcvbufErrors = socket full).
+    let diag = || format!("{} / {}", stats(a), a.host.sh("grep Udp: /proc/net/snmp"));
     let mut sent = 0u64;
     for (reason, from, make) in kinds {
-        inject(&b.host, from, N, make);
+        let base = d0(reason);
+        let now = |r: &str| stats(a)["drops"][r].as_u64().unwrap_or(0);
+        inject(&b.host, from, N, &*make, &|| now(reason) - base, &diag);
         sent += N as u64;
         let want = d0(reason) + N as u64;
         let got = wait_for(Duration::from_secs(10), || {
@@ -549,12 +568,17 @@ fn tap_hostile_frames_are_counted_and_forwarding_goes_on() {
         a.pods[0].sh(&format!("ping -c 1 -W 2 {}", b.pod_ip(0)));
     }
     // Random bytes of random lengths from the known peer: every one dropped, none forwarded.
-    inject(&b.host, known, N, |i| {
+    let total_now = || -> u64 {
+        stats(a)["drops"].as_object().map_or(0, |d| d.values().filter_map(|v| v.as_u64()).sum())
+    };
+    let base = total_now();
+    let random = |i: usize| -> Vec<u8> {
         let mut r =
             XorShift(0x1234_5678_9abc_def0 ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
         let len = (r.next() % 200) as usize;
         (0..len).map(|_| r.next() as u8).collect()
-    });
+    };
+    inject(&b.host, known, N, &random, &|| total_now().saturating_sub(base), &diag);
     sent += N as u64;
     let total = wait_for(Duration::from_secs(10), || {
         let t: u64 = stats(a)["drops"].as_object()?.values().filter_map(|v| v.as_u64()).sum();
