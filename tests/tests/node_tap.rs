@@ -314,6 +314,18 @@ fn tap_two_nodes_ping_udp_tcp_mtu_idle() {
     let c = cluster("ntap", "tap", Overlay::Linen("tap"));
     let (a, b) = (&c.a, &c.b);
 
+    // The flannel-format subnet file the CNI plugin reads.
+    let env = std::fs::read_to_string(c._dir.0.join("1.subnet.env")).expect("subnet file");
+    assert_eq!(
+        env,
+        "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n"
+    );
+    let link = a.host.sh("ip -d link show linen.1");
+    assert!(
+        link.contains("mtu 1450") && link.contains(MAC_A) && link.contains("tun type tap"),
+        "{link}"
+    );
+
     // Cross-node, every pod pair, both directions.
     for (i, pa) in a.pods.iter().enumerate() {
         for j in 0..2 {
