@@ -18,7 +18,7 @@ use std::thread;
 use criterion::{BenchmarkId, Criterion, Throughput};
 use linen_dataplane::route::synthetic::{self, Shape};
 use linen_dataplane::route::trie::{
-    Dir16_4_4_4_4, Dir16_8_4_4, Dir16_8_8, Dir20_4_4_4, Dir24_8, Layout, Trie,
+    Dir16_4_4_4_4, Dir16_8_4_4, Dir16_8_8, Dir20_4_4_4, Dir24_8, Layout, Recycler, Trie,
 };
 use linen_dataplane::route::{IpNet, Ipv4Net, Ipv6Net, Published, Table, TableBuilder};
 
@@ -138,7 +138,7 @@ fn publish(c: &mut Criterion) {
     let cell = Published::new(b.build());
     let mut g = c.benchmark_group("publish");
     g.sample_size(10);
-    g.bench_function("routes_100k", |bch| bch.iter(|| cell.publish(b.build())));
+    g.bench_function("routes_100k", |bch| bch.iter(|| cell.publish_with(|| b.build())));
     g.finish();
     eprintln!(
         "routes_100k table: {} bytes in lookup structures and values",
@@ -183,6 +183,10 @@ fn candidates(c: &mut Criterion) {
         g.sample_size(10);
         g.bench_function(BenchmarkId::new(name, "build_100k"), |b| {
             b.iter(|| Trie::<L>::build(routes.iter().copied()))
+        });
+        let recycler = Recycler::new();
+        g.bench_function(BenchmarkId::new(name, "build_recycled_100k"), |b| {
+            b.iter(|| Trie::<L>::build_with(routes.iter().copied(), Some(&recycler)))
         });
         g.finish();
     }
