@@ -9,11 +9,15 @@
 //! Prefixes are *expanded* into every entry they cover at the level where they end, and *pushed*
 //! into child chunks when a longer prefix forces a chunk below them, so the entry where a lookup
 //! stops already holds the longest match: a lookup is one dependent load per level it descends,
-//! with no backtracking. [`Dir24_8`] is the classic DIR-24-8; [`Dir16_8_8`] trades one more load
-//! for a 256 KiB root that stays in cache; [`V6Trie`] strides IPv6 as 16 then 8 bits per level.
+//! with no backtracking.
+//!
+//! [`Dir24_8`] (the classic DIR-24-8, one load for prefixes up to /24, 64 MiB root) is what
+//! [`super::Table`] uses for IPv4; the other IPv4 layouts are kept because the benchmarks compare
+//! them (`docs/route.md`). [`V6Trie`] strides IPv6 as 16, then 8 down to /64, then 4.
 //!
 //! The trie is built once from a prefix list sorted by length (shortest first) and never changed
-//! afterwards: [`super::Table`] snapshots are immutable.
+//! afterwards: [`super::Table`] snapshots are immutable. Building into a recycled array (see
+//! [`Recycler`]) avoids page-faulting a large root afresh on every rebuild.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
