@@ -7,13 +7,18 @@ use ipnet::IpNet;
 
 use super::trie::{Dir24_8, Recycler, Trie, V6Trie, CHILD};
 
-/// The IPv4 trie geometry [`Table`] uses (chosen by benchmark; see `docs/route.md`).
+/// The IPv4 trie geometry [`Table`] uses: DIR-24-8, chosen by benchmark (see `docs/route.md`;
+/// [`super::trie::Dir20_4_4_4`] is the compact alternative at about a third of the lookup rate).
 pub type V4Layout = Dir24_8;
 
 /// An immutable longest-prefix-match snapshot over IPv4 and IPv6 prefixes.
 ///
 /// Built by [`TableBuilder::build`] off the fast path; workers read it through
 /// [`super::Published`]. Lookups never allocate, lock or fail.
+///
+/// Memory: the IPv4 trie's 64 MiB root (allocated zeroed, so an unused family is not resident)
+/// plus 1 KiB per /24 that holds longer prefixes, the IPv6 trie, and one `V` per prefix.
+/// Dropping a table returns its trie arrays to the builder that made it, for the next build.
 pub struct Table<V> {
     v4: Trie<V4Layout>,
     v6: Trie<V6Trie>,
@@ -36,7 +41,7 @@ impl<V> Table<V> {
     /// The value of the longest IPv6 prefix containing `dst` (`u128::from(Ipv6Addr)`).
     #[inline]
     pub fn lookup_v6(&self, dst: u128) -> Option<&V> {
-        self.value(self.v6.lookup(dst))
+        self.value(self.v6.lookup_v6(dst))
     }
 
     /// The value of the longest prefix of `dst`'s family containing it.
