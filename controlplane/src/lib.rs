@@ -6,3 +6,12 @@
 pub mod kernel;
 
 // config, leases, registry, watch
+pub mod config;
+pub mod lease;
+pub mod manager;
+pub mod registry;
+pub mod subnet_env;
+pub mod watch;
+
+/// flannel's default etcd key prefix.
+pub const DEFAULT_PREFIX: &str = "/coreos.com/network";
