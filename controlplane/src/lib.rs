@@ -6,6 +6,7 @@
 pub mod kernel;
 
 // config, leases, registry, watch
+pub mod cli;
 pub mod config;
 pub mod lease;
 pub mod manager;

@@ -12,8 +12,10 @@
 //! - When that revision has been compacted away, the watcher re-lists and yields the difference
 //!   between what it knew and what is there now (again `resync: true`).
 //! - A changed VtepMAC or PublicIP on an existing key is an [`PeerEvent::Upsert`] of that subnet.
-//! - Our own lease (from the [`crate::manager::LeaseHandle`]) never appears as a peer; when our
-//!   subnet changes, the map is re-filtered and the difference yielded.
+//! - Our own lease (from the [`crate::manager::LeaseHandle`]) never appears as a peer, nor does any
+//!   other lease carrying our PublicIP (a stale lease of ours from before a subnet change must not
+//!   become a route to ourselves); when our lease changes, the map is re-filtered and the
+//!   difference yielded.
 //! - Values that do not decode, keys that are not subnets and non-vxlan leases are skipped (the
 //!   key's previous peer, if any, is removed — its value no longer describes a vxlan node) with a
 //!   rate-limited warning.
@@ -120,7 +122,7 @@ impl WarnLimiter {
 pub struct PeerWatcher<R: Registry> {
     registry: R,
     own_rx: Option<watch::Receiver<Option<Lease>>>,
-    own: Option<Ipv4Net>,
+    own: Option<(Ipv4Net, Ipv4Addr)>,
     all: BTreeMap<Ipv4Net, Peer>,
     revision: i64,
     need_resync: bool,
@@ -137,7 +139,7 @@ impl<R: Registry> PeerWatcher<R> {
     /// A watcher that hides the lease published on `own` (pass
     /// [`crate::manager::LeaseHandle::subscribe`]; `None` to see every lease, as `linenctl` does).
     pub fn new(registry: R, own: Option<watch::Receiver<Option<Lease>>>) -> Self {
-        let own_subnet = own.as_ref().and_then(|rx| rx.borrow().as_ref().map(|l| l.subnet));
+        let own_subnet = own.as_ref().and_then(|rx| rx.borrow().as_ref().map(own_key));
         PeerWatcher {
             registry,
             own_rx: own,
@@ -163,7 +165,7 @@ impl<R: Registry> PeerWatcher<R> {
 
     /// Every known peer (our own lease excluded), by subnet.
     pub fn peers(&self) -> impl Iterator<Item = &Peer> + '_ {
-        self.all.values().filter(move |p| Some(p.subnet) != self.own)
+        self.all.values().filter(move |p| !self.is_own(p))
     }
 
     /// The peer holding `subnet`, if any (never our own).
@@ -186,12 +188,15 @@ impl<R: Registry> PeerWatcher<R> {
         self.revision > 0
     }
 
+    fn is_own(&self, p: &Peer) -> bool {
+        self.own.is_some_and(|(subnet, ip)| p.subnet == subnet || p.public_ip == ip)
+    }
+
     fn view(&self, subnet: Ipv4Net) -> Option<&Peer> {
-        if Some(subnet) == self.own {
-            None
-        } else {
-            self.all.get(&subnet)
+        if self.own.is_some_and(|(s, _)| s == subnet) {
+            return None;
         }
+        self.all.get(&subnet).filter(|p| !self.is_own(p))
     }
 
     fn diff(before: Option<Peer>, after: Option<Peer>, subnet: Ipv4Net, out: &mut Vec<PeerEvent>) {
@@ -240,11 +245,19 @@ impl<R: Registry> PeerWatcher<R> {
         Self::diff(before, after, subnet, out);
     }
 
-    fn set_own(&mut self, own: Option<Ipv4Net>, out: &mut Vec<PeerEvent>) {
+    fn set_own(&mut self, own: Option<(Ipv4Net, Ipv4Addr)>, out: &mut Vec<PeerEvent>) {
         if own == self.own {
             return;
         }
-        let touched: Vec<Ipv4Net> = [self.own, own].into_iter().flatten().collect();
+        // Rare (re-acquisition): re-filter every key.
+        let touched: Vec<Ipv4Net> = self
+            .all
+            .keys()
+            .copied()
+            .chain([self.own, own].into_iter().flatten().map(|(s, _)| s))
+            .collect();
+        let touched: Vec<Ipv4Net> =
+            touched.into_iter().collect::<std::collections::BTreeSet<_>>().into_iter().collect();
         let before: Vec<Option<Peer>> = touched.iter().map(|s| self.view(*s).copied()).collect();
         self.own = own;
         for (s, b) in touched.into_iter().zip(before) {
@@ -329,7 +342,7 @@ impl<R: Registry> PeerWatcher<R> {
                 }
             }
             enum Got {
-                Own(Option<Ipv4Net>),
+                Own(Option<(Ipv4Net, Ipv4Addr)>),
                 OwnClosed,
                 Msg(Result<WatchMessage, RegistryError>),
             }
@@ -339,7 +352,7 @@ impl<R: Registry> PeerWatcher<R> {
                 tokio::select! {
                     changed = async {
                         match own_rx {
-                            Some(rx) => rx.changed().await.map(|_| rx.borrow_and_update().as_ref().map(|l| l.subnet)),
+                            Some(rx) => rx.changed().await.map(|_| rx.borrow_and_update().as_ref().map(own_key)),
                             None => std::future::pending().await,
                         }
                     } => match changed { Ok(s) => Got::Own(s), Err(_) => Got::OwnClosed },
@@ -412,6 +425,10 @@ impl<R: Registry> PeerWatcher<R> {
     }
 }
 
+fn own_key(l: &Lease) -> (Ipv4Net, Ipv4Addr) {
+    (l.subnet, l.attrs.public_ip)
+}
+
 /// Keeps only the last event per subnet, in order of last change.
 fn coalesce(events: Vec<PeerEvent>) -> Vec<PeerEvent> {
     let subnet = |e: &PeerEvent| match e {
@@ -479,6 +496,7 @@ mod tests {
         reg.put_raw("10.244.3.0-24", b"{not json".to_vec());
         reg.put_raw("10.244.4.0-24", br#"{"PublicIP":"192.168.0.4","BackendType":"udp"}"#.to_vec());
         reg.put_raw("garbage", value([192, 168, 0, 5], 5));
+        reg.put_raw("10.244.9.0-24", value([192, 168, 0, 1], 1)); // a stale lease of ours
         let (_tx, rx) = watch::channel(Some(own_lease("10.244.1.0/24")));
         let mut w = PeerWatcher::new(reg.clone(), Some(rx));
         let u = peers(&mut w).await;
@@ -577,7 +595,7 @@ mod tests {
     #[tokio::test]
     async fn own_subnet_change_refilters() {
         let reg = MemoryRegistry::new();
-        reg.put_raw("10.244.1.0-24", value([192, 168, 0, 1], 1));
+        reg.put_raw("10.244.1.0-24", value([192, 168, 0, 11], 1));
         reg.put_raw("10.244.2.0-24", value([192, 168, 0, 2], 2));
         let (tx, rx) = watch::channel(Some(own_lease("10.244.1.0/24")));
         let mut w = PeerWatcher::new(reg.clone(), Some(rx));

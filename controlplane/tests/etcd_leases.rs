@@ -86,7 +86,8 @@ async fn racing_managers_end_with_distinct_subnets() {
         // Both nodes remember the same subnet, so both go for it first: one must lose the race.
         let same = SubnetEnv {
             network: "10.244.0.0/16".parse().unwrap(),
-            subnet: format!("10.244.{}.0/24", 10 + round).parse().unwrap(),
+            // Outside the first 100 subnets, where the loser of a round picks its random one.
+            subnet: format!("10.244.{}.0/24", 200 + round).parse().unwrap(),
             mtu: 1450,
             ip_masq: false,
         };

@@ -9,14 +9,14 @@
 //! Every flag has an environment mirror (`LINEN_ETCD_ENDPOINTS`, …), shown in `--help`.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use ipnet::{Ipv4Net, Ipv6Net};
+use linen_controlplane::cli::EtcdFlags;
 use linen_controlplane::config::{NetworkConfig, RawBackend, RawConfig};
 use linen_controlplane::lease::{decode_lease, parse_subnet_key, LeaseValue};
-use linen_controlplane::registry::{EtcdOptions, EtcdRegistry, Registry, TlsFiles};
+use linen_controlplane::registry::{EtcdRegistry, Registry};
 use serde_json::json;
 
 #[derive(Parser, Debug)]
@@ -27,34 +27,9 @@ use serde_json::json;
 )]
 struct Cli {
     #[command(flatten)]
-    etcd: EtcdArgs,
+    etcd: EtcdFlags,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Args, Debug)]
-struct EtcdArgs {
-    /// Comma-separated etcd client URLs.
-    #[arg(
-        long,
-        env = "LINEN_ETCD_ENDPOINTS",
-        default_value = "http://127.0.0.1:2379",
-        value_delimiter = ',',
-        global = true
-    )]
-    etcd_endpoints: Vec<String>,
-    /// Key prefix holding `config` and `subnets/`.
-    #[arg(long, env = "LINEN_ETCD_PREFIX", default_value = linen_controlplane::DEFAULT_PREFIX, global = true)]
-    etcd_prefix: String,
-    /// CA certificate file for etcd TLS.
-    #[arg(long, env = "LINEN_ETCD_CAFILE", global = true)]
-    etcd_cafile: Option<PathBuf>,
-    /// Client certificate file for etcd TLS.
-    #[arg(long, env = "LINEN_ETCD_CERTFILE", global = true)]
-    etcd_certfile: Option<PathBuf>,
-    /// Client key file for etcd TLS.
-    #[arg(long, env = "LINEN_ETCD_KEYFILE", global = true)]
-    etcd_keyfile: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -168,18 +143,8 @@ fn main() -> ExitCode {
     }
 }
 
-async fn connect(a: &EtcdArgs) -> Result<EtcdRegistry, String> {
-    EtcdRegistry::connect(&EtcdOptions {
-        endpoints: a.etcd_endpoints.clone(),
-        prefix: a.etcd_prefix.clone(),
-        tls: TlsFiles {
-            ca_file: a.etcd_cafile.clone(),
-            cert_file: a.etcd_certfile.clone(),
-            key_file: a.etcd_keyfile.clone(),
-        },
-    })
-    .await
-    .map_err(|e| e.to_string())
+async fn connect(flags: &EtcdFlags) -> Result<EtcdRegistry, String> {
+    EtcdRegistry::connect(&flags.options()).await.map_err(|e| e.to_string())
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
