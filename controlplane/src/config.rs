@@ -753,6 +753,32 @@ mod tests {
         assert!(!c.allows("10.245.8.0/24".parse().unwrap()));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn parse_and_validate_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            if let Ok(raw) = RawConfig::parse(&bytes) {
+                let _ = raw.validate();
+            }
+        }
+
+        #[test]
+        fn any_network_and_len_validates_or_errors(a in proptest::prelude::any::<u32>(), plen in 0u8..=32, len in proptest::option::of(0u8..=40)) {
+            let raw = RawConfig {
+                network: Some(Ipv4Net::new(Ipv4Addr::from(a), plen).unwrap().trunc()),
+                subnet_len: len,
+                backend: Some(RawBackend { backend_type: Some("vxlan".into()), ..RawBackend::default() }),
+                ..RawConfig::default()
+            };
+            if let Ok(c) = raw.validate() {
+                let v = c.ipv4.unwrap();
+                proptest::prop_assert!(v.subnet_len <= 30 && v.subnet_len >= plen + 2);
+                proptest::prop_assert!(v.network.contains(&v.subnet_min) && v.network.contains(&v.subnet_max));
+                proptest::prop_assert!(v.subnet_min <= v.subnet_max);
+                proptest::prop_assert!(v.nth_subnet(0).is_some_and(|s| v.allows(s)));
+            }
+        }
+    }
+
     #[test]
     fn to_json_round_trips() {
         let raw = RawConfig::parse(br#"{"network":"10.5.0.0/16","SubnetLen":26,"Backend":{"Type":"vxlan","VNI":3,"Port":4789}}"#).unwrap();

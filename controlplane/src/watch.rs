@@ -608,6 +608,13 @@ mod tests {
         assert!(w.peer(net("10.244.1.0/24")).is_some());
     }
 
+    /// The daemon runs the watcher inside a spawned task: its future must be `Send`.
+    #[allow(dead_code)]
+    fn next_is_send(w: &mut PeerWatcher<crate::registry::EtcdRegistry>) {
+        fn send<T: Send>(_: T) {}
+        send(w.next());
+    }
+
     #[test]
     fn coalesce_keeps_last_per_subnet() {
         let a = net("10.0.1.0/24");
