@@ -329,6 +329,26 @@ impl<R: Registry> PeerWatcher<R> {
                     },
                 }
             }
+            if self.stream.is_none() && !self.connected && self.revision > 0 {
+                // Back after an outage. If the store's revision is now below ours, etcd was
+                // restored from a backup or replaced: our resume point means nothing there.
+                match self.registry.current_revision().await {
+                    Ok(current) if current < self.revision => {
+                        warn!(
+                            ours = self.revision,
+                            current,
+                            "etcd revision went backwards (restored or replaced?); re-listing"
+                        );
+                        self.need_resync = true;
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(e) => match self.failed(e) {
+                        Some(u) => return u,
+                        None => continue,
+                    },
+                }
+            }
             if self.stream.is_none() {
                 match self.registry.watch_leases(self.revision + 1).await {
                     Ok(s) => {
@@ -590,6 +610,35 @@ mod tests {
         assert!(!u.resync, "resumed, not re-listed");
         assert_eq!(u.events.len(), 1);
         assert!(w.is_connected());
+    }
+
+    #[tokio::test]
+    async fn revision_going_backwards_forces_a_resync() {
+        let reg = MemoryRegistry::new();
+        for i in 2..8u8 {
+            reg.put_raw(&format!("10.244.{i}.0-24"), value([192, 168, 0, i], i));
+        }
+        let mut w = PeerWatcher::new(reg.clone(), None);
+        assert_eq!(peers(&mut w).await.events.len(), 6);
+        reg.put_raw("10.244.9.0-24", value([192, 168, 0, 9], 9));
+        assert_eq!(peers(&mut w).await.events.len(), 1);
+        // An old backup: revision 3, holding only .2 and .20.
+        reg.restore(
+            3,
+            vec![
+                ("10.244.2.0-24".into(), value([192, 168, 0, 2], 2)),
+                ("10.244.20.0-24".into(), value([192, 168, 0, 20], 20)),
+            ],
+        );
+        assert!(matches!(next_in_time(&mut w).await, WatchUpdate::Disconnected { .. }));
+        let u = peers(&mut w).await;
+        assert!(u.resync);
+        assert_eq!(u.revision, 3);
+        assert_eq!(u.events.len(), 7, "{:?}", u.events); // 6 removed, 1 added
+        assert_eq!(
+            w.peers().map(|p| p.subnet).collect::<Vec<_>>(),
+            vec![net("10.244.2.0/24"), net("10.244.20.0/24")]
+        );
     }
 
     #[tokio::test]

@@ -206,6 +206,13 @@ impl Registry for EtcdRegistry {
         Ok(Listing { revision, leases })
     }
 
+    async fn current_revision(&self) -> Result<i64, RegistryError> {
+        let mut c = self.client.clone();
+        let opts = GetOptions::new().with_prefix().with_count_only();
+        let resp = self.timed("read revision", c.get(self.subnets_prefix(), Some(opts))).await?;
+        Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
+    }
+
     async fn get_lease(&self, key: &str) -> Result<Option<KeyValue>, RegistryError> {
         let mut c = self.client.clone();
         let resp = self.timed("read lease", c.get(self.lease_key(key), None)).await?;

@@ -111,6 +111,9 @@ pub trait Registry: Send + Sync + 'static {
     /// Lists every key below `<prefix>/subnets/` with the revision of the listing.
     fn list_leases(&self) -> impl Future<Output = Result<Listing, RegistryError>> + Send;
 
+    /// The store's current revision (no keys transferred).
+    fn current_revision(&self) -> impl Future<Output = Result<i64, RegistryError>> + Send;
+
     /// Reads one lease key.
     fn get_lease(
         &self,
@@ -179,6 +182,9 @@ impl<R: Registry> Registry for std::sync::Arc<R> {
     }
     fn list_leases(&self) -> impl Future<Output = Result<Listing, RegistryError>> + Send {
         (**self).list_leases()
+    }
+    fn current_revision(&self) -> impl Future<Output = Result<i64, RegistryError>> + Send {
+        (**self).current_revision()
     }
     fn get_lease(
         &self,
