@@ -449,18 +449,17 @@ fn own_key(l: &Lease) -> (Ipv4Net, Ipv4Addr) {
     (l.subnet, l.attrs.public_ip)
 }
 
-/// Keeps only the last event per subnet, in order of last change.
+/// Keeps only the last event per subnet, in order of last change. Linear in the batch size.
 fn coalesce(events: Vec<PeerEvent>) -> Vec<PeerEvent> {
     let subnet = |e: &PeerEvent| match e {
         PeerEvent::Upsert(p) => p.subnet,
         PeerEvent::Remove { subnet } => *subnet,
     };
-    let mut out: Vec<PeerEvent> = Vec::with_capacity(events.len());
-    for e in events {
-        out.retain(|o| subnet(o) != subnet(&e));
-        out.push(e);
+    let mut last = std::collections::HashMap::with_capacity(events.len());
+    for (i, e) in events.iter().enumerate() {
+        last.insert(subnet(e), i);
     }
-    out
+    events.into_iter().enumerate().filter(|(i, e)| last[&subnet(e)] == *i).map(|(_, e)| e).collect()
 }
 
 #[cfg(test)]
