@@ -251,6 +251,23 @@ impl<R: Registry + Clone> LeaseManager<R> {
         Err(LeaseError::TooManyRaces(MAX_CLAIMS))
     }
 
+    /// [`Self::acquire`] until it succeeds, logging each failure and backing off from
+    /// `retry_interval` to `max_retry_interval`. For daemon start-up while etcd may still be
+    /// unreachable or the network full; cancel it by dropping the future.
+    pub async fn acquire_retrying(&self) -> Lease {
+        let mut delay = self.opts.retry_interval;
+        loop {
+            match self.acquire().await {
+                Ok(l) => return l,
+                Err(e) => {
+                    warn!(error = %e, retry_in = ?delay, "claiming a subnet failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(self.opts.max_retry_interval);
+                }
+            }
+        }
+    }
+
     async fn try_claim(&self, subnet: Ipv4Net, value: &[u8]) -> Result<Option<Lease>, LeaseError> {
         let id = self.registry.grant(self.opts.ttl).await?;
         if self.registry.create_lease(&subnet_key(subnet), value.to_vec(), id).await? {
@@ -412,23 +429,9 @@ impl<R: Registry + Clone> LeaseManager<R> {
                 tx.send_replace(None);
                 stream = None;
                 let old_id = lease.etcd_lease_id;
-                let mut delay = self.opts.retry_interval;
-                lease = loop {
-                    let acquired = tokio::select! {
-                        _ = &mut stop => return,
-                        r = self.acquire() => r,
-                    };
-                    match acquired {
-                        Ok(l) => break l,
-                        Err(e) => {
-                            warn!(error = %e, retry_in = ?delay, "claiming a subnet failed; retrying");
-                            tokio::select! {
-                                _ = &mut stop => return,
-                                _ = tokio::time::sleep(delay) => {}
-                            }
-                            delay = (delay * 2).min(self.opts.max_retry_interval);
-                        }
-                    }
+                lease = tokio::select! {
+                    _ = &mut stop => return,
+                    l = self.acquire_retrying() => l,
                 };
                 if old_id != lease.etcd_lease_id {
                     let _ = self.registry.revoke(old_id).await;
@@ -629,6 +632,23 @@ mod tests {
         wait_until(|| handle.current().is_some_and(|l| l.etcd_lease_id != now.etcd_lease_id)).await;
         assert_eq!(handle.current().unwrap().subnet, lease.subnet);
         handle.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn acquire_retrying_waits_out_an_outage() {
+        let reg = MemoryRegistry::new();
+        let dir = tempfile::tempdir().unwrap();
+        let m = manager(&reg, opts([192, 168, 0, 1], &dir));
+        reg.set_down(true);
+        assert!(m.acquire().await.is_err());
+        let r = reg.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            r.set_down(false);
+        });
+        let lease =
+            tokio::time::timeout(Duration::from_secs(5), m.acquire_retrying()).await.unwrap();
+        assert!(reg.get_raw(&lease.key()).is_some());
     }
 
     #[tokio::test]
