@@ -256,6 +256,45 @@ async fn three_member_cluster_keeps_serving_with_one_member_killed() {
     }
     let second = second.expect("cluster with two of three members serves");
     assert_ne!(first.subnet, second.subnet);
-    assert_eq!(reg.list_leases().await.unwrap().leases.len(), 2);
+    assert_eq!(reg.list_leases().await.expect("list with one member down").leases.len(), 2);
     assert!(cluster.members[2].etcdctl(&["endpoint", "health"]).0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lease_survives_an_etcd_outage_longer_than_its_ttl() {
+    let mut etcd = EtcdServer::start();
+    etcd.etcdctl_ok(&["put", &format!("{PREFIX}/config"), CONFIG]);
+    let reg = registry(vec![etcd.endpoint()], TlsFiles::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = opts([192, 168, 0, 1], "02:00:00:00:00:01", &dir);
+    o.ttl = Duration::from_secs(3);
+    o.renew_margin = Duration::from_secs(2);
+    o.max_retry_interval = Duration::from_millis(500);
+    let m = LeaseManager::new(reg.clone(), &config(&reg).await, o).unwrap();
+    let lease = m.acquire().await.unwrap();
+    let handle = m.spawn(lease.clone());
+    etcd.stop();
+    // Renewals fail meanwhile and are retried.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    etcd.restart();
+    // Afterwards the node holds its subnet again, renewed or re-claimed, and the key says so.
+    let r = reg.clone();
+    wait_for("lease held after the outage", || {
+        let r = r.clone();
+        let cur = handle.current();
+        async move {
+            let Some(cur) = cur else { return false };
+            matches!(r.get_lease(&cur.key()).await, Ok(Some(kv)) if kv.lease_id == cur.etcd_lease_id)
+        }
+    })
+    .await;
+    assert_eq!(handle.current().unwrap().subnet, lease.subnet);
+    // And it stays held across several more TTLs.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let cur = handle.current().unwrap();
+    assert_eq!(
+        reg.get_lease(&cur.key()).await.unwrap().map(|kv| kv.lease_id),
+        Some(cur.etcd_lease_id)
+    );
+    handle.shutdown().await;
 }

@@ -166,6 +166,26 @@ impl EtcdRegistry {
         }
     }
 
+    /// Runs a read up to three times: with several endpoints, a request can land on a member
+    /// that just died before the channel notices; reads are safe to repeat.
+    async fn read<T, F, Fut>(&self, op: &'static str, mut f: F) -> Result<T, RegistryError>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match self.timed(op, f(self.client.clone())).await {
+                Ok(v) => return Ok(v),
+                Err(e) if attempt >= 2 => return Err(e),
+                Err(_) => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
     fn to_kv(&self, kv: &etcd_client::KeyValue) -> Option<KeyValue> {
         let full = std::str::from_utf8(kv.key()).ok()?;
         let key = full.strip_prefix(&self.subnets_prefix())?;
@@ -182,8 +202,13 @@ impl Registry for EtcdRegistry {
     type Watch = EtcdWatch;
 
     async fn get_config(&self) -> Result<Option<Vec<u8>>, RegistryError> {
-        let mut c = self.client.clone();
-        let resp = self.timed("read config", c.get(self.config_key(), None)).await?;
+        let key = self.config_key();
+        let resp = self
+            .read("read config", |mut c| {
+                let key = key.clone();
+                async move { c.get(key, None).await }
+            })
+            .await?;
         Ok(resp.kvs().first().map(|kv| kv.value().to_vec()))
     }
 
@@ -207,15 +232,26 @@ impl Registry for EtcdRegistry {
     }
 
     async fn current_revision(&self) -> Result<i64, RegistryError> {
-        let mut c = self.client.clone();
-        let opts = GetOptions::new().with_prefix().with_count_only();
-        let resp = self.timed("read revision", c.get(self.subnets_prefix(), Some(opts))).await?;
+        let prefix = self.subnets_prefix();
+        let resp = self
+            .read("read revision", |mut c| {
+                let prefix = prefix.clone();
+                async move {
+                    c.get(prefix, Some(GetOptions::new().with_prefix().with_count_only())).await
+                }
+            })
+            .await?;
         Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
     }
 
     async fn get_lease(&self, key: &str) -> Result<Option<KeyValue>, RegistryError> {
-        let mut c = self.client.clone();
-        let resp = self.timed("read lease", c.get(self.lease_key(key), None)).await?;
+        let full = self.lease_key(key);
+        let resp = self
+            .read("read lease", |mut c| {
+                let full = full.clone();
+                async move { c.get(full, None).await }
+            })
+            .await?;
         Ok(resp.kvs().first().and_then(|kv| self.to_kv(kv)))
     }
 
