@@ -7,3 +7,13 @@ pub mod kernel;
 pub mod static_peers;
 
 // config, leases, registry, watch
+pub mod cli;
+pub mod config;
+pub mod lease;
+pub mod manager;
+pub mod registry;
+pub mod subnet_env;
+pub mod watch;
+
+/// flannel's default etcd key prefix.
+pub const DEFAULT_PREFIX: &str = "/coreos.com/network";

@@ -1,0 +1,387 @@
+//! [`Registry`] over etcd v3 (etcd-client), with optional TLS client certificates.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use etcd_client::{
+    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
+    PutOptions, TlsOptions, Txn, TxnOp, WatchOptions, WatchStream,
+};
+
+use super::{KeyValue, LeaseWatch, Listing, Registry, RegistryError, WatchEvent, WatchMessage};
+
+/// How long one unary etcd request may take before it counts as failed.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// PEM files for TLS to etcd (flannel's `--etcd-cafile/--etcd-certfile/--etcd-keyfile`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// CA bundle that signed the etcd server certificates.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (needs `key_file` too).
+    pub cert_file: Option<PathBuf>,
+    /// Client private key.
+    pub key_file: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    /// Whether any TLS file is configured.
+    pub fn is_enabled(&self) -> bool {
+        self.ca_file.is_some() || self.cert_file.is_some() || self.key_file.is_some()
+    }
+}
+
+/// Where the registry lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdOptions {
+    /// Client URLs (`http://127.0.0.1:2379`, `https://…`); a bare `host:port` gets `http://` or,
+    /// with TLS configured, `https://`.
+    pub endpoints: Vec<String>,
+    /// Key prefix, flannel's default `/coreos.com/network`.
+    pub prefix: String,
+    /// TLS material; all `None` for plain HTTP.
+    pub tls: TlsFiles,
+}
+
+impl Default for EtcdOptions {
+    fn default() -> Self {
+        EtcdOptions {
+            endpoints: vec!["http://127.0.0.1:2379".into()],
+            prefix: crate::DEFAULT_PREFIX.into(),
+            tls: TlsFiles::default(),
+        }
+    }
+}
+
+/// The etcd-backed registry. Cheap to clone (the gRPC channel is shared).
+#[derive(Clone)]
+pub struct EtcdRegistry {
+    client: Client,
+    prefix: String,
+    target: String,
+}
+
+impl std::fmt::Debug for EtcdRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdRegistry")
+            .field("target", &self.target)
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+fn read_file(what: &str, path: &PathBuf) -> Result<Vec<u8>, RegistryError> {
+    std::fs::read(path)
+        .map_err(|e| RegistryError::Setup(format!("reading {what} {}: {e}", path.display())))
+}
+
+impl EtcdRegistry {
+    /// Builds the client. The connection itself is made lazily, so this succeeds while etcd is
+    /// down; the first request reports the outage.
+    ///
+    /// # Errors
+    /// [`RegistryError::Setup`] for unreadable TLS files, a key without certificate or an invalid
+    /// endpoint.
+    pub async fn connect(opts: &EtcdOptions) -> Result<EtcdRegistry, RegistryError> {
+        let tls = opts.tls.is_enabled();
+        let scheme = if tls { "https://" } else { "http://" };
+        let endpoints: Vec<String> = opts
+            .endpoints
+            .iter()
+            .map(|e| e.trim())
+            .filter(|e| !e.is_empty())
+            .map(|e| if e.contains("://") { e.to_string() } else { format!("{scheme}{e}") })
+            .collect();
+        if endpoints.is_empty() {
+            return Err(RegistryError::Setup("no etcd endpoints given".into()));
+        }
+        let mut connect = ConnectOptions::new()
+            .with_connect_timeout(REQUEST_TIMEOUT)
+            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3))
+            .with_keep_alive_while_idle(true);
+        if tls {
+            let mut t = TlsOptions::new();
+            if let Some(ca) = &opts.tls.ca_file {
+                t = t.ca_certificate(Certificate::from_pem(read_file("etcd CA file", ca)?));
+            }
+            match (&opts.tls.cert_file, &opts.tls.key_file) {
+                (Some(c), Some(k)) => {
+                    t = t.identity(Identity::from_pem(
+                        read_file("etcd client certificate", c)?,
+                        read_file("etcd client key", k)?,
+                    ));
+                }
+                (None, None) => {}
+                _ => {
+                    return Err(RegistryError::Setup(
+                        "etcd client certificate and key must be given together".into(),
+                    ))
+                }
+            }
+            connect = connect.with_tls(t);
+        }
+        let target = endpoints.join(",");
+        let client = Client::connect(&endpoints, Some(connect))
+            .await
+            .map_err(|e| RegistryError::Setup(format!("etcd endpoints {target}: {e}")))?;
+        let prefix = opts.prefix.trim_end_matches('/').to_string();
+        Ok(EtcdRegistry { client, prefix, target })
+    }
+
+    /// The underlying etcd-client handle (for tools and tests: compaction, status).
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// The configured prefix, without trailing slash.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn config_key(&self) -> String {
+        format!("{}/config", self.prefix)
+    }
+
+    fn subnets_prefix(&self) -> String {
+        format!("{}/subnets/", self.prefix)
+    }
+
+    fn lease_key(&self, key: &str) -> String {
+        format!("{}{key}", self.subnets_prefix())
+    }
+
+    fn err(&self, op: &'static str, e: impl std::fmt::Display) -> RegistryError {
+        RegistryError::Unavailable { op, target: self.target.clone(), message: e.to_string() }
+    }
+
+    async fn timed<T>(
+        &self,
+        op: &'static str,
+        f: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+    ) -> Result<T, RegistryError> {
+        match tokio::time::timeout(REQUEST_TIMEOUT, f).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(self.err(op, e)),
+            Err(_) => Err(self.err(op, format!("no answer within {REQUEST_TIMEOUT:?}"))),
+        }
+    }
+
+    /// Runs a read up to three times: with several endpoints, a request can land on a member
+    /// that just died before the channel notices; reads are safe to repeat.
+    async fn read<T, F, Fut>(&self, op: &'static str, mut f: F) -> Result<T, RegistryError>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match self.timed(op, f(self.client.clone())).await {
+                Ok(v) => return Ok(v),
+                Err(e) if attempt >= 2 => return Err(e),
+                Err(_) => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    fn to_kv(&self, kv: &etcd_client::KeyValue) -> Option<KeyValue> {
+        let full = std::str::from_utf8(kv.key()).ok()?;
+        let key = full.strip_prefix(&self.subnets_prefix())?;
+        Some(KeyValue {
+            key: key.to_string(),
+            value: kv.value().to_vec(),
+            mod_revision: kv.mod_revision(),
+            lease_id: kv.lease(),
+        })
+    }
+}
+
+impl Registry for EtcdRegistry {
+    type Watch = EtcdWatch;
+
+    async fn get_config(&self) -> Result<Option<Vec<u8>>, RegistryError> {
+        let key = self.config_key();
+        let resp = self
+            .read("read config", |mut c| {
+                let key = key.clone();
+                async move { c.get(key, None).await }
+            })
+            .await?;
+        Ok(resp.kvs().first().map(|kv| kv.value().to_vec()))
+    }
+
+    async fn put_config(&self, value: Vec<u8>) -> Result<(), RegistryError> {
+        let mut c = self.client.clone();
+        self.timed("write config", c.put(self.config_key(), value, None)).await?;
+        Ok(())
+    }
+
+    async fn list_leases(&self) -> Result<Listing, RegistryError> {
+        let mut c = self.client.clone();
+        let resp = self
+            .timed(
+                "list leases",
+                c.get(self.subnets_prefix(), Some(GetOptions::new().with_prefix())),
+            )
+            .await?;
+        let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+        let leases = resp.kvs().iter().filter_map(|kv| self.to_kv(kv)).collect();
+        Ok(Listing { revision, leases })
+    }
+
+    async fn current_revision(&self) -> Result<i64, RegistryError> {
+        let prefix = self.subnets_prefix();
+        let resp = self
+            .read("read revision", |mut c| {
+                let prefix = prefix.clone();
+                async move {
+                    c.get(prefix, Some(GetOptions::new().with_prefix().with_count_only())).await
+                }
+            })
+            .await?;
+        Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
+    }
+
+    async fn get_lease(&self, key: &str) -> Result<Option<KeyValue>, RegistryError> {
+        let full = self.lease_key(key);
+        let resp = self
+            .read("read lease", |mut c| {
+                let full = full.clone();
+                async move { c.get(full, None).await }
+            })
+            .await?;
+        Ok(resp.kvs().first().and_then(|kv| self.to_kv(kv)))
+    }
+
+    async fn create_lease(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        lease_id: i64,
+    ) -> Result<bool, RegistryError> {
+        let full = self.lease_key(key);
+        let opts = (lease_id != 0).then(|| PutOptions::new().with_lease(lease_id));
+        let txn = Txn::new()
+            .when([Compare::version(full.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(full, value, opts)]);
+        let mut c = self.client.clone();
+        Ok(self.timed("create lease", c.txn(txn)).await?.succeeded())
+    }
+
+    async fn update_lease(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        lease_id: i64,
+        expected_mod_revision: i64,
+    ) -> Result<bool, RegistryError> {
+        let full = self.lease_key(key);
+        let opts = (lease_id != 0).then(|| PutOptions::new().with_lease(lease_id));
+        let txn = Txn::new()
+            .when([Compare::mod_revision(full.clone(), CompareOp::Equal, expected_mod_revision)])
+            .and_then([TxnOp::put(full, value, opts)]);
+        let mut c = self.client.clone();
+        Ok(self.timed("update lease", c.txn(txn)).await?.succeeded())
+    }
+
+    async fn delete_lease(&self, key: &str) -> Result<(), RegistryError> {
+        let mut c = self.client.clone();
+        self.timed("delete lease", c.delete(self.lease_key(key), None)).await?;
+        Ok(())
+    }
+
+    async fn grant(&self, ttl: Duration) -> Result<i64, RegistryError> {
+        let secs = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
+        let mut c = self.client.clone();
+        Ok(self.timed("grant TTL lease", c.lease_grant(secs, None)).await?.id())
+    }
+
+    async fn keep_alive(&self, lease_id: i64) -> Result<Option<Duration>, RegistryError> {
+        let mut c = self.client.clone();
+        let (mut keeper, mut stream) =
+            self.timed("keep-alive", c.lease_keep_alive(lease_id)).await?;
+        self.timed("keep-alive", keeper.keep_alive()).await?;
+        match self.timed("keep-alive", stream.message()).await? {
+            Some(resp) if resp.ttl() > 0 => {
+                Ok(Some(Duration::from_secs(resp.ttl().unsigned_abs())))
+            }
+            Some(_) => Ok(None),
+            None => Err(self.err("keep-alive", "stream closed without an answer")),
+        }
+    }
+
+    async fn revoke(&self, lease_id: i64) -> Result<(), RegistryError> {
+        let mut c = self.client.clone();
+        match tokio::time::timeout(REQUEST_TIMEOUT, c.lease_revoke(lease_id)).await {
+            Ok(Ok(_)) => Ok(()),
+            // "requested lease not found": already gone, which is what we wanted.
+            Ok(Err(e)) if e.to_string().contains("not found") => Ok(()),
+            Ok(Err(e)) => Err(self.err("revoke TTL lease", e)),
+            Err(_) => Err(self.err("revoke TTL lease", "timed out")),
+        }
+    }
+
+    async fn watch_leases(&self, from_revision: i64) -> Result<EtcdWatch, RegistryError> {
+        let mut c = self.client.clone();
+        let opts = WatchOptions::new().with_prefix().with_start_revision(from_revision);
+        let stream = self.timed("watch leases", c.watch(self.subnets_prefix(), Some(opts))).await?;
+        Ok(EtcdWatch { stream, registry: self.clone() })
+    }
+
+    fn target(&self) -> String {
+        self.target.clone()
+    }
+}
+
+/// A watch over `<prefix>/subnets/` on etcd.
+pub struct EtcdWatch {
+    stream: WatchStream,
+    registry: EtcdRegistry,
+}
+
+impl LeaseWatch for EtcdWatch {
+    async fn next(&mut self) -> Result<WatchMessage, RegistryError> {
+        loop {
+            let closed = |message: String| RegistryError::WatchClosed {
+                target: self.registry.target.clone(),
+                message,
+            };
+            let resp = match self.stream.message().await {
+                Ok(Some(r)) => r,
+                Ok(None) => return Err(closed("stream ended".into())),
+                Err(e) => return Err(closed(e.to_string())),
+            };
+            if resp.compact_revision() > 0 {
+                return Ok(WatchMessage::Compacted { compact_revision: resp.compact_revision() });
+            }
+            if resp.canceled() {
+                return Err(closed(format!("watch canceled by server: {}", resp.cancel_reason())));
+            }
+            // The creation acknowledgement carries no events and no news.
+            if resp.created() && resp.events().is_empty() {
+                continue;
+            }
+            // Resume points come from the events themselves (a header may run ahead of events
+            // still queued for this watcher); an empty progress message uses the header.
+            let mut revision = 0;
+            let mut events = Vec::with_capacity(resp.events().len());
+            for ev in resp.events() {
+                let Some(kv) = ev.kv() else { continue };
+                revision = revision.max(kv.mod_revision());
+                let Some(kv) = self.registry.to_kv(kv) else { continue };
+                events.push(match ev.event_type() {
+                    EventType::Put => WatchEvent::Put(kv),
+                    EventType::Delete => {
+                        WatchEvent::Delete { key: kv.key, mod_revision: kv.mod_revision }
+                    }
+                });
+            }
+            if resp.events().is_empty() {
+                revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+            }
+            return Ok(WatchMessage::Events { revision, events });
+        }
+    }
+}
