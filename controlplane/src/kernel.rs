@@ -1,1 +1,725 @@
-//! placeholder
+//! Kernel programming over rtnetlink: the overlay device (`linen.1`), its address, the routes
+//! and permanent neighbours per remote subnet, and look-ups of the underlay (interface, IP, MAC,
+//! next-hop MAC).
+//!
+//! Everything here is idempotent: [`Kernel::apply_overlay`] converges the kernel to the wanted
+//! state (adds what is missing, replaces what differs, removes stale routes, neighbours and
+//! addresses on the overlay device) and may be called again at any time — after a peer change or
+//! after the device was recreated. Nothing here shells out to `ip`.
+//!
+//! This module never touches routes or neighbours on devices other than the overlay device.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use futures::TryStreamExt;
+use ipnet::Ipv4Net;
+use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use rtnetlink::packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
+};
+use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol};
+use rtnetlink::packet_route::AddressFamily;
+use rtnetlink::{Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
+
+/// Name of the overlay device, as flannel's `flannel.1` (`.1` is the VNI by convention).
+pub const OVERLAY_DEV: &str = "linen.1";
+/// Name of the veth peer of [`OVERLAY_DEV`] that the AF_XDP datapath attaches to.
+pub const OVERLAY_PEER_DEV: &str = "linen.1x";
+/// Bytes of outer header that VXLAN over IPv4 adds (Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8).
+pub const VXLAN_OVERHEAD: u32 = 50;
+
+/// A failed kernel operation.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    /// Opening the rtnetlink socket failed.
+    #[error("cannot open an rtnetlink socket: {0}")]
+    Connect(#[source] std::io::Error),
+    /// A netlink request failed.
+    #[error("netlink {what} failed: {source}")]
+    Netlink {
+        /// What was being done, in operator terms (`"add route 10.244.2.0/24 via linen.1"`).
+        what: String,
+        /// The error the kernel returned.
+        #[source]
+        source: rtnetlink::Error,
+    },
+    /// A device that must exist does not.
+    #[error("network device {0} not found")]
+    NoSuchLink(String),
+    /// No underlay could be determined.
+    #[error("cannot determine the underlay: {0}")]
+    Underlay(String),
+}
+
+fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> KernelError {
+    let what = what.into();
+    move |source| KernelError::Netlink { what, source }
+}
+
+/// A network device as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    /// Interface index.
+    pub index: u32,
+    /// Interface name.
+    pub name: String,
+    /// Hardware (MAC) address; all zero for devices without one.
+    pub mac: [u8; 6],
+    /// MTU in bytes.
+    pub mtu: u32,
+    /// Administratively up.
+    pub up: bool,
+}
+
+impl Link {
+    fn from_message(msg: &LinkMessage) -> Link {
+        let mut link = Link {
+            index: msg.header.index,
+            name: String::new(),
+            mac: [0; 6],
+            mtu: 0,
+            up: msg.header.flags.contains(LinkFlags::Up),
+        };
+        for attr in &msg.attributes {
+            match attr {
+                LinkAttribute::IfName(n) => link.name = n.clone(),
+                LinkAttribute::Mtu(m) => link.mtu = *m,
+                LinkAttribute::Address(a) if a.len() == 6 => link.mac.copy_from_slice(a),
+                _ => {}
+            }
+        }
+        link
+    }
+}
+
+/// The underlay a node sends VXLAN over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Underlay {
+    /// The underlay device.
+    pub link: Link,
+    /// The local VTEP (public) IPv4 address.
+    pub ip: Ipv4Addr,
+}
+
+/// One remote subnet reachable through the overlay device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OverlayRoute {
+    /// The remote node's pod subnet.
+    pub subnet: Ipv4Net,
+    /// The remote node's VTEP MAC (its overlay device's MAC).
+    pub vtep_mac: [u8; 6],
+}
+
+/// The wanted state of the overlay device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverlayState {
+    /// The local pod subnet; the device gets `<subnet>.0/32`.
+    pub local_subnet: Ipv4Net,
+    /// Device MTU (underlay MTU − [`VXLAN_OVERHEAD`] unless overridden).
+    pub mtu: u32,
+    /// Remote subnets.
+    pub routes: Vec<OverlayRoute>,
+}
+
+/// Formats a MAC address the way `ip` prints it.
+pub fn fmt_mac(mac: &[u8; 6]) -> String {
+    let m = mac;
+    format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut mac {
+        let p = parts.next()?;
+        if p.is_empty() || p.len() > 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+/// A connection to the kernel's routing netlink family, in the caller's network namespace.
+#[derive(Debug, Clone)]
+pub struct Kernel {
+    handle: Handle,
+}
+
+impl Kernel {
+    /// Opens an rtnetlink connection; its I/O task runs on the current tokio runtime.
+    ///
+    /// # Errors
+    /// [`KernelError::Connect`] when the socket cannot be opened.
+    pub fn connect() -> Result<Kernel, KernelError> {
+        let (conn, handle, _) = rtnetlink::new_connection().map_err(KernelError::Connect)?;
+        tokio::spawn(conn);
+        Ok(Kernel { handle })
+    }
+
+    /// The device named `name`, if it exists.
+    ///
+    /// # Errors
+    /// A netlink failure other than "no such device".
+    pub async fn link_by_name(&self, name: &str) -> Result<Option<Link>, KernelError> {
+        let mut req = self.handle.link().get().match_name(name.to_string()).execute();
+        match req.try_next().await {
+            Ok(Some(msg)) => Ok(Some(Link::from_message(&msg))),
+            Ok(None) => Ok(None),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc_enodev() => Ok(None),
+            Err(e) => Err(nl(format!("get link {name}"))(e)),
+        }
+    }
+
+    /// The device with index `index`.
+    ///
+    /// # Errors
+    /// [`KernelError::NoSuchLink`] or a netlink failure.
+    pub async fn link_by_index(&self, index: u32) -> Result<Link, KernelError> {
+        let mut req = self.handle.link().get().match_index(index).execute();
+        match req.try_next().await {
+            Ok(Some(msg)) => Ok(Link::from_message(&msg)),
+            Ok(None) => Err(KernelError::NoSuchLink(format!("#{index}"))),
+            Err(e) => Err(nl(format!("get link #{index}"))(e)),
+        }
+    }
+
+    /// Finds or creates the veth pair `name` / `peer` (the AF_XDP datapath's overlay device).
+    /// Both ends are brought up.
+    ///
+    /// # Errors
+    /// A netlink failure; [`KernelError::NoSuchLink`] when `name` exists but `peer` does not.
+    pub async fn ensure_veth(&self, name: &str, peer: &str) -> Result<(Link, Link), KernelError> {
+        if self.link_by_name(name).await?.is_none() {
+            self.handle
+                .link()
+                .add(LinkVeth::new(name, peer).build())
+                .execute()
+                .await
+                .map_err(nl(format!("create veth {name}/{peer}")))?;
+        }
+        let a =
+            self.link_by_name(name).await?.ok_or_else(|| KernelError::NoSuchLink(name.into()))?;
+        let b =
+            self.link_by_name(peer).await?.ok_or_else(|| KernelError::NoSuchLink(peer.into()))?;
+        self.set_link(b.index, None, true).await?;
+        Ok((a, b))
+    }
+
+    /// Deletes the device `name` if it exists (its routes, neighbours and addresses go with it).
+    ///
+    /// # Errors
+    /// A netlink failure.
+    pub async fn delete_link(&self, name: &str) -> Result<(), KernelError> {
+        if let Some(link) = self.link_by_name(name).await? {
+            self.handle
+                .link()
+                .del(link.index)
+                .execute()
+                .await
+                .map_err(nl(format!("delete link {name}")))?;
+        }
+        Ok(())
+    }
+
+    /// Sets the hardware address of `dev` (the overlay device's VtepMAC).
+    ///
+    /// # Errors
+    /// [`KernelError::NoSuchLink`] or a netlink failure.
+    pub async fn set_mac(&self, dev: &str, mac: [u8; 6]) -> Result<(), KernelError> {
+        let link =
+            self.link_by_name(dev).await?.ok_or_else(|| KernelError::NoSuchLink(dev.into()))?;
+        if link.mac == mac {
+            return Ok(());
+        }
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(link.index).address(mac.to_vec()).build())
+            .execute()
+            .await
+            .map_err(nl(format!("set {dev} address {}", fmt_mac(&mac))))
+    }
+
+    /// Sets the MTU (when given) and brings the device up.
+    async fn set_link(&self, index: u32, mtu: Option<u32>, up: bool) -> Result<(), KernelError> {
+        let mut b = LinkUnspec::new_with_index(index);
+        if let Some(mtu) = mtu {
+            b = b.mtu(mtu);
+        }
+        if up {
+            b = b.up();
+        }
+        self.handle
+            .link()
+            .set(b.build())
+            .execute()
+            .await
+            .map_err(nl(format!("set link #{index} mtu/up")))
+    }
+
+    /// Converges the overlay device `dev` to `state`: MTU and up, exactly one IPv4 address
+    /// `<subnet>.0/32`, per remote subnet the route `<subnet> via <subnet>.0 dev <dev> onlink`
+    /// and the permanent neighbour `<subnet>.0 lladdr <vtep mac>`; stale IPv4 routes, neighbours
+    /// and addresses on `dev` are removed. Safe to call repeatedly.
+    ///
+    /// # Errors
+    /// [`KernelError::NoSuchLink`] or the first netlink failure.
+    pub async fn apply_overlay(&self, dev: &str, state: &OverlayState) -> Result<(), KernelError> {
+        let link =
+            self.link_by_name(dev).await?.ok_or_else(|| KernelError::NoSuchLink(dev.into()))?;
+        self.set_link(link.index, Some(state.mtu), true).await?;
+
+        // Address: <subnet>.0/32, nothing else (IPv4).
+        let own = state.local_subnet.network();
+        let addrs: Vec<_> = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(link.index)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(nl(format!("list addresses of {dev}")))?;
+        let mut have_own = false;
+        for msg in addrs {
+            if msg.header.family != AddressFamily::Inet {
+                continue;
+            }
+            let ip = msg.attributes.iter().find_map(|a| match a {
+                AddressAttribute::Address(ip) => Some(*ip),
+                _ => None,
+            });
+            if ip == Some(IpAddr::V4(own)) && msg.header.prefix_len == 32 {
+                have_own = true;
+            } else {
+                self.handle
+                    .address()
+                    .del(msg)
+                    .execute()
+                    .await
+                    .map_err(nl(format!("remove stale address {ip:?} from {dev}")))?;
+            }
+        }
+        if !have_own {
+            self.handle
+                .address()
+                .add(link.index, IpAddr::V4(own), 32)
+                .replace()
+                .execute()
+                .await
+                .map_err(nl(format!("add address {own}/32 to {dev}")))?;
+        }
+
+        // Neighbours first, so that no route points at an unresolved next hop.
+        let neighs: Vec<NeighbourMessage> = self
+            .handle
+            .neighbours()
+            .get()
+            .set_address_family(AddressFamily::Inet)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(nl("list neighbours"))?;
+        for msg in neighs.into_iter().filter(|m| m.header.ifindex == link.index) {
+            let dst = msg.attributes.iter().find_map(|a| match a {
+                NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
+                _ => None,
+            });
+            let lladdr = msg.attributes.iter().find_map(|a| match a {
+                NeighbourAttribute::LinkLayerAddress(l) => Some(l.clone()),
+                _ => None,
+            });
+            let wanted = state.routes.iter().any(|r| {
+                Some(r.subnet.network()) == dst
+                    && lladdr.as_deref() == Some(&r.vtep_mac[..])
+                    && msg.header.state == NeighbourState::Permanent
+            });
+            if !wanted {
+                // Differing entries are replaced below; stale ones go.
+                let _ = self.handle.neighbours().del(msg).execute().await;
+            }
+        }
+        for r in &state.routes {
+            let gw = r.subnet.network();
+            self.handle
+                .neighbours()
+                .add(link.index, IpAddr::V4(gw))
+                .link_layer_address(&r.vtep_mac)
+                .state(NeighbourState::Permanent)
+                .replace()
+                .execute()
+                .await
+                .map_err(nl(format!(
+                    "add neighbour {gw} lladdr {} dev {dev}",
+                    fmt_mac(&r.vtep_mac)
+                )))?;
+        }
+
+        // Routes.
+        for msg in self.routes_on(link.index).await? {
+            let (dst, len) = route_destination(&msg);
+            let gw = msg.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Gateway(RouteAddress::Inet(ip)) => Some(*ip),
+                _ => None,
+            });
+            let wanted = state.routes.iter().any(|r| {
+                r.subnet.network() == dst && r.subnet.prefix_len() == len && gw == Some(dst)
+            });
+            if !wanted {
+                self.handle
+                    .route()
+                    .del(msg)
+                    .execute()
+                    .await
+                    .map_err(nl(format!("remove stale route {dst}/{len} dev {dev}")))?;
+            }
+        }
+        for r in &state.routes {
+            let gw = r.subnet.network();
+            let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(gw, r.subnet.prefix_len())
+                .gateway(gw)
+                .output_interface(link.index)
+                .onlink()
+                .build();
+            self.handle
+                .route()
+                .add(msg)
+                .replace()
+                .execute()
+                .await
+                .map_err(nl(format!("add route {} via {gw} dev {dev} onlink", r.subnet)))?;
+        }
+        Ok(())
+    }
+
+    /// IPv4 main-table unicast routes whose output device is `index`, except the kernel's own.
+    async fn routes_on(&self, index: u32) -> Result<Vec<RouteMessage>, KernelError> {
+        let all: Vec<RouteMessage> = self
+            .handle
+            .route()
+            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+            .execute()
+            .try_collect()
+            .await
+            .map_err(nl("list routes"))?;
+        Ok(all
+            .into_iter()
+            .filter(|m| {
+                m.header.table == 254
+                    && m.header.protocol != RouteProtocol::Kernel
+                    && m.attributes
+                        .iter()
+                        .any(|a| matches!(a, RouteAttribute::Oif(i) if *i == index))
+            })
+            .collect())
+    }
+
+    /// Finds the underlay: the device `iface` (or, without it, the device holding `public_ip`,
+    /// or else the device of the default route) and its IPv4 address (`public_ip` when given,
+    /// else the device's first IPv4 address).
+    ///
+    /// # Errors
+    /// [`KernelError::Underlay`] naming what is missing, or a netlink failure.
+    pub async fn underlay(
+        &self,
+        iface: Option<&str>,
+        public_ip: Option<Ipv4Addr>,
+    ) -> Result<Underlay, KernelError> {
+        let addrs: Vec<(u32, Ipv4Addr)> = self
+            .handle
+            .address()
+            .get()
+            .execute()
+            .try_collect::<Vec<_>>()
+            .await
+            .map_err(nl("list addresses"))?
+            .into_iter()
+            .filter_map(|m| {
+                m.attributes.iter().find_map(|a| match a {
+                    AddressAttribute::Local(IpAddr::V4(ip)) => Some((m.header.index, *ip)),
+                    _ => None,
+                })
+            })
+            .collect();
+        let index = if let Some(name) = iface {
+            self.link_by_name(name)
+                .await?
+                .ok_or_else(|| KernelError::Underlay(format!("interface {name} does not exist")))?
+                .index
+        } else if let Some(ip) = public_ip {
+            addrs.iter().find(|(_, a)| *a == ip).map(|(i, _)| *i).ok_or_else(|| {
+                KernelError::Underlay(format!("no interface holds the public IP {ip}"))
+            })?
+        } else {
+            let routes: Vec<RouteMessage> = self
+                .handle
+                .route()
+                .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+                .execute()
+                .try_collect()
+                .await
+                .map_err(nl("list routes"))?;
+            routes
+                .iter()
+                .filter(|m| m.header.table == 254 && m.header.destination_prefix_length == 0)
+                .find_map(|m| {
+                    m.attributes.iter().find_map(|a| match a {
+                        RouteAttribute::Oif(i) => Some(*i),
+                        _ => None,
+                    })
+                })
+                .ok_or_else(|| {
+                    KernelError::Underlay(
+                        "no default route; pass --iface or --public-ip".to_string(),
+                    )
+                })?
+        };
+        let link = self.link_by_index(index).await?;
+        let ip = match public_ip {
+            Some(ip) => {
+                if !addrs.iter().any(|(i, a)| *i == index && *a == ip) {
+                    return Err(KernelError::Underlay(format!(
+                        "public IP {ip} is not an address of {}",
+                        link.name
+                    )));
+                }
+                ip
+            }
+            None => addrs.iter().find(|(i, _)| *i == index).map(|(_, a)| *a).ok_or_else(|| {
+                KernelError::Underlay(format!("{} has no IPv4 address", link.name))
+            })?,
+        };
+        Ok(Underlay { link, ip })
+    }
+
+    /// The MAC of the underlay next hop towards `dst` (the gateway of the kernel's route, or
+    /// `dst` itself when it is on-link), if the neighbour table has it resolved. `None` means
+    /// "not resolved yet": the caller falls back to the kernel path, which also triggers ARP.
+    ///
+    /// # Errors
+    /// A netlink failure (including "no route to `dst`").
+    pub async fn next_hop_mac(&self, dst: Ipv4Addr) -> Result<Option<(u32, [u8; 6])>, KernelError> {
+        let msg = RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(dst, 32).build();
+        let route = self
+            .handle
+            .route()
+            .get(msg)
+            .execute()
+            .try_next()
+            .await
+            .map_err(nl(format!("route get {dst}")))?
+            .ok_or_else(|| KernelError::Underlay(format!("no route to {dst}")))?;
+        let oif = route
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                RouteAttribute::Oif(i) => Some(*i),
+                _ => None,
+            })
+            .ok_or_else(|| KernelError::Underlay(format!("route to {dst} has no device")))?;
+        let hop = route
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                RouteAttribute::Gateway(RouteAddress::Inet(g)) => Some(*g),
+                _ => None,
+            })
+            .unwrap_or(dst);
+        let neighs: Vec<NeighbourMessage> = self
+            .handle
+            .neighbours()
+            .get()
+            .set_address_family(AddressFamily::Inet)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(nl("list neighbours"))?;
+        for n in neighs {
+            if n.header.ifindex != oif
+                || matches!(
+                    n.header.state,
+                    NeighbourState::Incomplete | NeighbourState::Failed | NeighbourState::None
+                )
+            {
+                continue;
+            }
+            let is_hop = n.attributes.iter().any(
+                |a| matches!(a, NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) if *ip == hop),
+            );
+            let mac = n.attributes.iter().find_map(|a| match a {
+                NeighbourAttribute::LinkLayerAddress(l) if l.len() == 6 => {
+                    let mut m = [0u8; 6];
+                    m.copy_from_slice(l);
+                    Some(m)
+                }
+                _ => None,
+            });
+            if let (true, Some(mac)) = (is_hop, mac) {
+                return Ok(Some((oif, mac)));
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn route_destination(msg: &RouteMessage) -> (Ipv4Addr, u8) {
+    let dst = msg
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Destination(RouteAddress::Inet(ip)) => Some(*ip),
+            _ => None,
+        })
+        .unwrap_or(Ipv4Addr::UNSPECIFIED);
+    (dst, msg.header.destination_prefix_length)
+}
+
+const fn libc_enodev() -> i32 {
+    19
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use linen_testbed::Testbed;
+
+    /// Runs `f` on a thread inside `ns` (rtnetlink sockets belong to the opener's namespace).
+    fn in_netns<T: Send + 'static>(
+        ns: &linen_testbed::Netns,
+        f: impl FnOnce(Kernel) -> std::pin::Pin<Box<dyn std::future::Future<Output = T>>>
+            + Send
+            + 'static,
+    ) -> T {
+        let path = ns.path();
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).expect("open netns");
+            nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let k = Kernel::connect().expect("rtnetlink");
+                f(k).await
+            })
+        })
+        .join()
+        .expect("netns thread")
+    }
+
+    const MAC_2: [u8; 6] = [0x26, 0x69, 0xc7, 0x3a, 0x5b, 0x8c];
+    const MAC_3: [u8; 6] = [0x26, 0x69, 0xc7, 0x3a, 0x5b, 0x03];
+
+    fn state(routes: &[(&str, [u8; 6])]) -> OverlayState {
+        OverlayState {
+            local_subnet: "10.244.1.0/24".parse().unwrap(),
+            mtu: 1450,
+            routes: routes
+                .iter()
+                .map(|(s, m)| OverlayRoute { subnet: s.parse().unwrap(), vtep_mac: *m })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn overlay_programming_converges_and_is_idempotent() {
+        let mut tb = Testbed::new("kern");
+        let ns = tb.netns("n");
+        ns.sh("ip link add eth0 mtu 1500 type veth peer name eth0p
+             ip link set eth0 up && ip link set eth0p up
+             ip addr add 192.168.90.1/24 dev eth0
+             ip route add default via 192.168.90.254 dev eth0
+             ip neigh replace 192.168.90.254 lladdr 02:00:00:00:00:fe dev eth0 nud permanent");
+
+        let underlay = in_netns(&ns, |k| {
+            Box::pin(async move {
+                let (a, b) = k.ensure_veth(OVERLAY_DEV, OVERLAY_PEER_DEV).await.unwrap();
+                // Finding it again is a no-op.
+                let (a2, b2) = k.ensure_veth(OVERLAY_DEV, OVERLAY_PEER_DEV).await.unwrap();
+                assert_eq!((a.index, b.index), (a2.index, b2.index));
+                k.set_mac(OVERLAY_DEV, [0x2a, 0xa9, 0xdf, 0x4e, 0xcb, 0xb8]).await.unwrap();
+                let st = state(&[("10.244.2.0/24", MAC_2), ("10.244.3.0/24", MAC_3)]);
+                k.apply_overlay(OVERLAY_DEV, &st).await.unwrap();
+                k.apply_overlay(OVERLAY_DEV, &st).await.unwrap();
+                linen_dataplane::io::sys::disable_tx_offloads(OVERLAY_DEV).unwrap();
+                k.underlay(None, None).await.unwrap()
+            })
+        });
+        assert_eq!(underlay.link.name, "eth0");
+        assert_eq!(underlay.ip, Ipv4Addr::new(192, 168, 90, 1));
+        assert_eq!(underlay.link.mtu, 1500);
+        let features = ns.sh("ethtool -k linen.1");
+        for off in [
+            "tx-checksumming: off",
+            "tx-tcp-segmentation: off",
+            "tx-tcp6-segmentation: off",
+            "generic-segmentation-offload: off",
+        ] {
+            assert!(features.contains(off), "{off} expected:\n{features}");
+        }
+
+        let link = ns.sh("ip -o link show linen.1");
+        assert!(
+            link.contains("mtu 1450") && link.contains(",UP") && link.contains("2a:a9:df:4e:cb:b8"),
+            "{link}"
+        );
+        assert_eq!(ns.sh("ip -4 -o addr show dev linen.1").matches("inet ").count(), 1);
+        assert!(ns.sh("ip -4 -o addr show dev linen.1").contains("10.244.1.0/32"));
+        let routes = ns.sh("ip route show dev linen.1");
+        assert!(routes.contains("10.244.2.0/24 via 10.244.2.0 proto static onlink"), "{routes}");
+        assert!(routes.contains("10.244.3.0/24 via 10.244.3.0 proto static onlink"), "{routes}");
+        assert_eq!(routes.lines().count(), 2, "{routes}");
+        let neigh = ns.sh("ip neigh show dev linen.1");
+        assert!(neigh.contains("10.244.2.0 lladdr 26:69:c7:3a:5b:8c PERMANENT"), "{neigh}");
+        assert!(neigh.contains("10.244.3.0 lladdr 26:69:c7:3a:5b:03 PERMANENT"), "{neigh}");
+
+        // Stale entries (a leftover route, neighbour and address), a peer gone, a MAC changed.
+        ns.sh("ip route add 10.244.9.0/24 via 10.244.9.0 dev linen.1 onlink
+             ip neigh replace 10.244.9.0 lladdr 02:00:00:00:00:09 dev linen.1 nud permanent
+             ip addr add 10.9.9.9/32 dev linen.1");
+        in_netns(&ns, |k| {
+            Box::pin(async move {
+                let st = state(&[("10.244.2.0/24", MAC_3)]);
+                k.apply_overlay(OVERLAY_DEV, &st).await.unwrap();
+            })
+        });
+        let routes = ns.sh("ip route show dev linen.1");
+        assert_eq!(routes.trim(), "10.244.2.0/24 via 10.244.2.0 proto static onlink", "{routes}");
+        let neigh = ns.sh("ip neigh show dev linen.1");
+        assert_eq!(neigh.trim(), "10.244.2.0 lladdr 26:69:c7:3a:5b:03 PERMANENT", "{neigh}");
+        let addrs = ns.sh("ip -4 -o addr show dev linen.1");
+        assert!(addrs.contains("10.244.1.0/32") && !addrs.contains("10.9.9.9"), "{addrs}");
+
+        // Next-hop MACs: via the gateway (resolved), on-link and unresolved.
+        let (gw, unresolved) = in_netns(&ns, |k| {
+            Box::pin(async move {
+                let gw = k.next_hop_mac(Ipv4Addr::new(198, 51, 100, 7)).await.unwrap();
+                let unresolved = k.next_hop_mac(Ipv4Addr::new(192, 168, 90, 77)).await.unwrap();
+                (gw, unresolved)
+            })
+        });
+        assert_eq!(gw.map(|(_, m)| m), Some([2, 0, 0, 0, 0, 0xfe]));
+        assert_eq!(unresolved, None);
+
+        // Removing the device takes its peer along.
+        in_netns(&ns, |k| {
+            Box::pin(async move {
+                k.delete_link(OVERLAY_DEV).await.unwrap();
+                assert!(k.link_by_name(OVERLAY_DEV).await.unwrap().is_none());
+                assert!(k.link_by_name(OVERLAY_PEER_DEV).await.unwrap().is_none());
+                k.delete_link(OVERLAY_DEV).await.unwrap();
+            })
+        });
+    }
+
+    #[test]
+    fn mac_round_trip() {
+        let m = parse_mac("c6:d2:32:6f:8f:44").unwrap();
+        assert_eq!(m, [0xc6, 0xd2, 0x32, 0x6f, 0x8f, 0x44]);
+        assert_eq!(fmt_mac(&m), "c6:d2:32:6f:8f:44");
+        assert_eq!(parse_mac("c6:d2:32:6f:8f"), None);
+        assert_eq!(parse_mac("c6:d2:32:6f:8f:44:00"), None);
+        assert_eq!(parse_mac("c6:d2:32:6f:8f:4g"), None);
+        assert_eq!(parse_mac("c6::32:6f:8f:44"), None);
+    }
+}

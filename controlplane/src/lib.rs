@@ -4,5 +4,6 @@
 
 // kernel programming and the static-peers node
 pub mod kernel;
+pub mod static_peers;
 
 // config, leases, registry, watch

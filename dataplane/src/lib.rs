@@ -10,6 +10,7 @@
 #![deny(missing_docs)]
 
 pub mod io;
+pub mod pcap;
 pub mod pipeline;
 pub mod route;
 pub mod wire;

@@ -1,0 +1,395 @@
+//! `linend`: linen's node daemon.
+//!
+//! Static-peers mode (`--static-peers FILE`): the node's subnet and its peers come from a file
+//! (see `linen_controlplane::static_peers`), no etcd. linend finds the underlay, creates and
+//! programs the overlay device `linen.1` (address, MTU, routes, permanent neighbours, offloads
+//! off), writes the flannel-format subnet file for the CNI plugin, and runs the datapath until
+//! SIGTERM or SIGINT, then removes what it created.
+//!
+//! Datapaths: `tap` (TAP device + UDP socket, the fallback) is available; `xdp` is not wired in
+//! yet and is refused with a clear message; `auto` picks `tap` and says why.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use linen_controlplane::kernel::{
+    fmt_mac, Kernel, OverlayRoute, OverlayState, OVERLAY_DEV, VXLAN_OVERHEAD,
+};
+use linen_controlplane::static_peers::StaticNode;
+use linen_dataplane::io::tap::{TapConfig, TapQueue, UnderlaySend};
+use linen_dataplane::pipeline::{Config, NextHop, Peer, Routes, RoutesBuilder, WorkerStats};
+use linen_dataplane::route::Published;
+use linen_dataplane::worker::{LoopStats, PollConfig, VxlanHandler, Worker};
+use tracing::{error, info, warn};
+
+/// Which packet I/O backend to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Datapath {
+    /// AF_XDP when it works, else the TAP fallback.
+    Auto,
+    /// AF_XDP (poll-mode userspace router).
+    Xdp,
+    /// TAP device + UDP socket (fallback for hosts without AF_XDP).
+    Tap,
+}
+
+/// How the TAP datapath sends VXLAN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TapSend {
+    /// Raw IPv4 socket: the outer UDP source port is the flow hash (needs CAP_NET_RAW).
+    Raw,
+    /// The bound UDP socket: every outer packet has the VXLAN port as source port.
+    Udp,
+}
+
+/// linen node daemon.
+#[derive(Debug, Parser)]
+#[command(name = "linend", version, about = "linen node daemon: VXLAN pod overlay router")]
+struct Args {
+    /// Run from a static-peers file (JSON: network, subnet, public_ip, vtep_mac, peers) instead of etcd.
+    #[arg(long, env = "LINEN_STATIC_PEERS", value_name = "FILE")]
+    static_peers: PathBuf,
+
+    /// Packet I/O backend.
+    #[arg(long, env = "LINEN_DATAPATH", value_enum, default_value = "auto")]
+    datapath: Datapath,
+
+    /// Underlay interface (default: the one holding --public-ip, else the default route's).
+    #[arg(long, env = "LINEN_IFACE")]
+    iface: Option<String>,
+
+    /// Public (underlay) IPv4 address, the local VTEP (default: from the static file, else the
+    /// underlay interface's first address).
+    #[arg(long, env = "LINEN_PUBLIC_IP")]
+    public_ip: Option<Ipv4Addr>,
+
+    /// VXLAN network identifier.
+    #[arg(long, env = "LINEN_VNI", default_value_t = 1)]
+    vni: u32,
+
+    /// VXLAN UDP port.
+    #[arg(long, env = "LINEN_PORT", default_value_t = 8472)]
+    port: u16,
+
+    /// Overlay MTU (default: underlay MTU − 50).
+    #[arg(long, env = "LINEN_MTU")]
+    mtu: Option<u32>,
+
+    /// Compute the outer UDP checksum (the kernel's `udpcsum`); default zero, as RFC 7348 allows.
+    #[arg(long, env = "LINEN_UDP_CHECKSUM")]
+    udp_checksum: bool,
+
+    /// Where to write the flannel-format subnet file for the CNI plugin.
+    #[arg(long, env = "LINEN_SUBNET_FILE", default_value = "/run/flannel/subnet.env")]
+    subnet_file: PathBuf,
+
+    /// Value written as FLANNEL_IPMASQ (masquerading itself is done by the etcd-mode daemon).
+    #[arg(long, env = "LINEN_IP_MASQ")]
+    ip_masq: bool,
+
+    /// Write per-worker counters (JSON) to this file, replaced atomically every --stats-interval-ms.
+    #[arg(long, env = "LINEN_STATS_FILE")]
+    stats_file: Option<PathBuf>,
+
+    /// Interval of the stats file, in milliseconds.
+    #[arg(long, env = "LINEN_STATS_INTERVAL_MS", default_value_t = 1000)]
+    stats_interval_ms: u64,
+
+    /// Microseconds a worker keeps busy-polling after the last packet before it blocks.
+    #[arg(long, env = "LINEN_IDLE_SPELL_US", default_value_t = 200)]
+    idle_spell_us: u64,
+
+    /// How the TAP datapath sends VXLAN.
+    #[arg(long, env = "LINEN_TAP_SEND", value_enum, default_value = "raw")]
+    tap_send: TapSend,
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let args = Args::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(error = %e, "cannot start the async runtime");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn choose_datapath(d: Datapath) -> Result<Datapath, BoxError> {
+    match d {
+        Datapath::Tap => {
+            info!(datapath = "tap", "datapath chosen by --datapath tap");
+            Ok(Datapath::Tap)
+        }
+        Datapath::Auto => {
+            info!(
+                datapath = "tap",
+                "datapath auto: the AF_XDP backend is not wired into this linend build yet; using the TAP/UDP fallback"
+            );
+            Ok(Datapath::Tap)
+        }
+        Datapath::Xdp => {
+            Err("--datapath xdp: the AF_XDP backend is not available in this linend build yet; \
+             use --datapath tap (or auto)"
+                .into())
+        }
+    }
+}
+
+/// Builds the route snapshot for `peers`: one route per peer subnet, every peer a known VTEP.
+async fn build_routes(kernel: &Kernel, cfg: &Config, ifindex: u32, node: &StaticNode) -> Routes {
+    let mut b = RoutesBuilder::new();
+    for p in &node.peers {
+        // The underlay next hop's MAC matters to frame-level datapaths only; unresolved is fine.
+        let underlay_mac = match kernel.next_hop_mac(p.public_ip).await {
+            Ok(m) => m.map(|(_, mac)| mac),
+            Err(e) => {
+                warn!(peer = %p.public_ip, error = %e, "cannot look up the underlay next hop");
+                None
+            }
+        };
+        let peer = Peer { vtep: p.public_ip, vtep_mac: p.vtep_mac, underlay_mac, ifindex };
+        b.insert(ipnet::IpNet::V4(p.subnet), NextHop::new(cfg, &peer));
+        b.add_peer(p.public_ip);
+    }
+    b.build()
+}
+
+/// Writes flannel's subnet.env (the CNI plugin reads it) atomically: temp file, then rename.
+fn write_subnet_file(
+    path: &Path,
+    node: &StaticNode,
+    mtu: u32,
+    ip_masq: bool,
+) -> std::io::Result<()> {
+    let gw = Ipv4Addr::from(u32::from(node.subnet.network()) + 1);
+    let text = format!(
+        "FLANNEL_NETWORK={}\nFLANNEL_SUBNET={}/{}\nFLANNEL_MTU={}\nFLANNEL_IPMASQ={}\n",
+        node.network,
+        gw,
+        node.subnet.prefix_len(),
+        mtu,
+        ip_masq
+    );
+    write_atomic(path, text.as_bytes())
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        if !dir.as_os_str().is_empty() {
+            std::fs::create_dir_all(dir)?;
+        }
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp.{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+struct StatsSources {
+    datapath: &'static str,
+    send_mode: &'static str,
+    vtep_mac: [u8; 6],
+    workers: Vec<(Arc<WorkerStats>, Arc<LoopStats>)>,
+}
+
+fn stats_json(s: &StatsSources) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    let workers: Vec<_> = s
+        .workers
+        .iter()
+        .map(|(w, l)| {
+            let snap = w.snapshot();
+            let drops: serde_json::Map<String, serde_json::Value> = snap
+                .drops_by_reason()
+                .map(|(r, n)| (r.name().to_string(), serde_json::Value::from(n)))
+                .collect();
+            serde_json::json!({
+                "rx": snap.rx,
+                "tx": snap.tx,
+                "to_kernel": snap.to_kernel,
+                "replies": snap.replies,
+                "drops": drops,
+                "io": {
+                    "tx_failed": l.tx_failed.load(Relaxed),
+                    "rx_oversize": l.rx_oversize.load(Relaxed),
+                    "kernel_unsupported": l.kernel_unsupported.load(Relaxed),
+                    "errors": l.io_errors.load(Relaxed),
+                },
+                "loop": {
+                    "busy_batches": l.busy_batches.load(Relaxed),
+                    "blocks": l.blocks.load(Relaxed),
+                },
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "datapath": s.datapath,
+        "tap_send": s.send_mode,
+        "vtep_mac": fmt_mac(&s.vtep_mac),
+        "workers": workers,
+    })
+    .to_string()
+}
+
+async fn run(args: Args) -> Result<(), BoxError> {
+    let node = StaticNode::load(&args.static_peers)?;
+    let datapath = choose_datapath(args.datapath)?;
+    debug_assert_eq!(datapath, Datapath::Tap);
+
+    let kernel = Kernel::connect()?;
+    let public_ip = args.public_ip.or(node.public_ip);
+    let underlay = kernel.underlay(args.iface.as_deref(), public_ip).await?;
+    let mtu = match args.mtu {
+        Some(m) => m,
+        None => underlay.link.mtu.checked_sub(VXLAN_OVERHEAD).ok_or_else(|| {
+            format!(
+                "underlay {} MTU {} is too small for VXLAN",
+                underlay.link.name, underlay.link.mtu
+            )
+        })?,
+    };
+    let overlay_mtu = u16::try_from(mtu).map_err(|_| format!("overlay MTU {mtu} is too large"))?;
+    info!(
+        underlay = %underlay.link.name, public_ip = %underlay.ip, mtu = overlay_mtu,
+        subnet = %node.subnet, peers = node.peers.len(), "starting"
+    );
+
+    // A leftover overlay device (a veth from an AF_XDP run, or one left by a crash) goes first.
+    if kernel.link_by_name(OVERLAY_DEV).await?.is_some() {
+        warn!(dev = OVERLAY_DEV, "removing a stale overlay device");
+        kernel.delete_link(OVERLAY_DEV).await?;
+    }
+
+    let queue = TapQueue::new(&TapConfig {
+        device: OVERLAY_DEV.to_string(),
+        local_ip: underlay.ip,
+        port: args.port,
+        mtu,
+        send: match args.tap_send {
+            TapSend::Raw => UnderlaySend::RawIp,
+            TapSend::Udp => UnderlaySend::Udp,
+        },
+    })?;
+    let send_mode = match queue.send_mode() {
+        UnderlaySend::RawIp => "raw",
+        UnderlaySend::Udp => {
+            warn!(
+                port = args.port,
+                "VXLAN leaves from the bound UDP socket: the outer source port is always {}",
+                args.port
+            );
+            "udp"
+        }
+    };
+
+    // From here on the TAP exists; any failure drops the queue, which removes it.
+    if let Some(mac) = node.vtep_mac {
+        kernel.set_mac(OVERLAY_DEV, mac).await?;
+    }
+    if let Err(e) = linen_dataplane::io::sys::disable_tx_offloads(OVERLAY_DEV) {
+        warn!(dev = OVERLAY_DEV, error = %e, "cannot switch tx checksum offload/TSO off");
+    }
+    let state = OverlayState {
+        local_subnet: node.subnet,
+        mtu,
+        routes: node
+            .peers
+            .iter()
+            .map(|p| OverlayRoute { subnet: p.subnet, vtep_mac: p.vtep_mac })
+            .collect(),
+    };
+    kernel.apply_overlay(OVERLAY_DEV, &state).await?;
+    let overlay = kernel
+        .link_by_name(OVERLAY_DEV)
+        .await?
+        .ok_or("the overlay device vanished during setup")?;
+    info!(dev = OVERLAY_DEV, vtep_mac = %fmt_mac(&overlay.mac), "overlay device ready");
+
+    let mut cfg = Config::new(underlay.ip, underlay.link.mac, overlay.mac);
+    cfg.vni = args.vni;
+    cfg.port = args.port;
+    cfg.udp_checksum = args.udp_checksum;
+    cfg.overlay_mtu = overlay_mtu;
+    cfg.validate()?;
+    let routes =
+        Arc::new(Published::new(build_routes(&kernel, &cfg, underlay.link.index, &node).await));
+
+    let stats = Arc::new(WorkerStats::new());
+    let handler = VxlanHandler::new(cfg, routes.clone(), stats.clone());
+    let poll = PollConfig {
+        idle_spell: Duration::from_micros(args.idle_spell_us),
+        ..PollConfig::default()
+    };
+    let worker = Worker::new("tap-0", queue, handler, poll)?;
+    let control = worker.control();
+    let loop_stats = worker.loop_stats();
+    let thread =
+        std::thread::Builder::new().name("linen-tap-0".into()).spawn(move || worker.run())?;
+
+    write_subnet_file(&args.subnet_file, &node, mtu, args.ip_masq)?;
+    info!(path = %args.subnet_file.display(), "subnet file written");
+
+    let sources = StatsSources {
+        datapath: "tap",
+        send_mode,
+        vtep_mac: overlay.mac,
+        workers: vec![(stats, loop_stats)],
+    };
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut tick = tokio::time::interval(Duration::from_millis(args.stats_interval_ms.max(10)));
+    info!("forwarding");
+    loop {
+        tokio::select! {
+            _ = term.recv() => { info!("SIGTERM: shutting down"); break; }
+            _ = int.recv() => { info!("SIGINT: shutting down"); break; }
+            _ = tick.tick() => {
+                if thread.is_finished() {
+                    break;
+                }
+                if let Some(path) = &args.stats_file {
+                    if let Err(e) = write_atomic(path, stats_json(&sources).as_bytes()) {
+                        warn!(path = %path.display(), error = %e, "cannot write the stats file");
+                    }
+                }
+            }
+        }
+    }
+
+    control.stop();
+    let result = thread.join().map_err(|_| "the worker thread panicked")?;
+    if let Some(path) = &args.stats_file {
+        let _ = write_atomic(path, stats_json(&sources).as_bytes());
+    }
+    let (queue, _handler) = result?;
+    // Closing the TAP removes linen.1 together with its address, routes and neighbours.
+    drop(queue);
+    if kernel.link_by_name(OVERLAY_DEV).await?.is_some() {
+        kernel.delete_link(OVERLAY_DEV).await?;
+    }
+    drop(routes);
+    info!("stopped; {OVERLAY_DEV} removed");
+    Ok(())
+}

@@ -1,0 +1,295 @@
+//! The raw system calls of the TAP/UDP backend, in one place: batched datagram receive and send
+//! (`recvmmsg`/`sendmmsg`) over a caller-owned packet region, and the legacy ethtool ioctls that
+//! switch transmit checksum offload and TSO off on a device.
+//!
+//! Every function here has a safe signature: buffers are passed as slices, offsets are checked
+//! against them before a pointer is formed, and nothing the kernel returns is trusted beyond the
+//! lengths it reports.
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::RawFd;
+
+/// Most datagrams moved by one `recvmmsg`/`sendmmsg` call.
+pub const MAX_BATCH: usize = 64;
+
+/// One datagram received by [`recv_batch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RxDatagram {
+    /// Bytes received (the datagram is truncated to the slot when longer; see `truncated`).
+    pub len: usize,
+    /// Sender address (IPv4 only; other families read as 0.0.0.0:0).
+    pub from: SocketAddrV4,
+    /// The datagram was longer than the slot and was cut.
+    pub truncated: bool,
+}
+
+impl Default for RxDatagram {
+    fn default() -> Self {
+        RxDatagram { len: 0, from: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0), truncated: false }
+    }
+}
+
+/// One datagram to send with [`send_batch`]: `region[start..start + len]` to `to`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxDatagram {
+    /// Offset of the first byte in the region.
+    pub start: usize,
+    /// Length in bytes.
+    pub len: usize,
+    /// Destination.
+    pub to: SocketAddrV4,
+}
+
+fn sockaddr_from(a: &libc::sockaddr_in) -> SocketAddrV4 {
+    if a.sin_family as libc::c_int != libc::AF_INET {
+        return SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0);
+    }
+    SocketAddrV4::new(Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)), u16::from_be(a.sin_port))
+}
+
+fn sockaddr_to(a: SocketAddrV4) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: a.port().to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from(*a.ip()).to_be() },
+        sin_zero: [0; 8],
+    }
+}
+
+/// Receives up to `out.len()` (≤ [`MAX_BATCH`]) datagrams from the non-blocking socket `fd` with
+/// one `recvmmsg`. Datagram `i` lands in `region[i * stride + offset ..][..slot_len]`.
+/// Returns how many arrived; 0 when none was waiting.
+///
+/// # Errors
+/// Any socket error other than "would block"; `InvalidInput` when the slots do not fit `region`.
+pub fn recv_batch(
+    fd: RawFd,
+    region: &mut [u8],
+    stride: usize,
+    offset: usize,
+    slot_len: usize,
+    out: &mut [RxDatagram],
+) -> io::Result<usize> {
+    let n = out.len().min(MAX_BATCH);
+    if n == 0 {
+        return Ok(0);
+    }
+    let needed = (n - 1)
+        .checked_mul(stride)
+        .and_then(|v| v.checked_add(offset))
+        .and_then(|v| v.checked_add(slot_len));
+    if offset + slot_len > stride || needed.is_none_or(|v| v > region.len()) {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    // SAFETY: all-zero bytes are a valid value for these plain C structs.
+    let mut addrs: [libc::sockaddr_in; MAX_BATCH] = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut iovs: [libc::iovec; MAX_BATCH] = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut hdrs: [libc::mmsghdr; MAX_BATCH] = unsafe { std::mem::zeroed() };
+    let base = region.as_mut_ptr();
+    for i in 0..n {
+        // SAFETY: i * stride + offset + slot_len <= region.len() was checked above, so the
+        // pointer stays inside `region`.
+        iovs[i].iov_base = unsafe { base.add(i * stride + offset) }.cast();
+        iovs[i].iov_len = slot_len;
+        hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
+        hdrs[i].msg_hdr.msg_iovlen = 1;
+        hdrs[i].msg_hdr.msg_name = (&mut addrs[i] as *mut libc::sockaddr_in).cast();
+        hdrs[i].msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    }
+    // SAFETY: `hdrs[..n]` point at live iovecs (inside `region`, exclusively borrowed) and
+    // sockaddr buffers of the stated sizes; all outlive the call. MSG_DONTWAIT: never blocks.
+    let got = unsafe {
+        libc::recvmmsg(
+            fd,
+            hdrs.as_mut_ptr(),
+            n as libc::c_uint,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        )
+    };
+    if got < 0 {
+        let e = io::Error::last_os_error();
+        return if e.kind() == io::ErrorKind::WouldBlock { Ok(0) } else { Err(e) };
+    }
+    let got = (got as usize).min(n);
+    for i in 0..got {
+        out[i] = RxDatagram {
+            len: (hdrs[i].msg_len as usize).min(slot_len),
+            from: sockaddr_from(&addrs[i]),
+            truncated: hdrs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
+        };
+    }
+    Ok(got)
+}
+
+/// Sends `msgs` (≤ [`MAX_BATCH`]) from `region` on `fd` with one `sendmmsg`, without blocking.
+/// Returns how many were sent (the kernel may stop early when the socket buffer is full).
+///
+/// # Errors
+/// Any socket error other than "would block"; `InvalidInput` when a message is outside `region`.
+pub fn send_batch(fd: RawFd, region: &[u8], msgs: &[TxDatagram]) -> io::Result<usize> {
+    let n = msgs.len().min(MAX_BATCH);
+    if n == 0 {
+        return Ok(0);
+    }
+    // SAFETY: all-zero bytes are a valid value for these plain C structs.
+    let mut addrs: [libc::sockaddr_in; MAX_BATCH] = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut iovs: [libc::iovec; MAX_BATCH] = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut hdrs: [libc::mmsghdr; MAX_BATCH] = unsafe { std::mem::zeroed() };
+    for (i, m) in msgs[..n].iter().enumerate() {
+        let bytes = region
+            .get(m.start..m.start.saturating_add(m.len))
+            .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+        addrs[i] = sockaddr_to(m.to);
+        iovs[i].iov_base = bytes.as_ptr() as *mut libc::c_void;
+        iovs[i].iov_len = bytes.len();
+        hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
+        hdrs[i].msg_hdr.msg_iovlen = 1;
+        hdrs[i].msg_hdr.msg_name = (&mut addrs[i] as *mut libc::sockaddr_in).cast();
+        hdrs[i].msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    }
+    // SAFETY: the iovecs point into `region` (bounds checked above; the kernel only reads them)
+    // and at sockaddr buffers of the stated size; all outlive the call.
+    let sent =
+        unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT) };
+    if sent < 0 {
+        let e = io::Error::last_os_error();
+        return if e.kind() == io::ErrorKind::WouldBlock { Ok(0) } else { Err(e) };
+    }
+    Ok(sent as usize)
+}
+
+// Legacy ethtool commands (linux/ethtool.h); the kernel maps them onto the feature flags.
+const ETHTOOL_STXCSUM: u32 = 0x0000_0017;
+const ETHTOOL_STSO: u32 = 0x0000_001f;
+const ETHTOOL_SGSO: u32 = 0x0000_0024;
+
+#[repr(C)]
+struct EthtoolValue {
+    cmd: u32,
+    data: u32,
+}
+
+#[repr(C)]
+struct IfreqData {
+    name: [libc::c_char; libc::IFNAMSIZ],
+    data: *mut libc::c_void,
+    // `struct ifreq` is 40 bytes on 64-bit Linux; pad the union to its full size.
+    _pad: [u8; 16],
+}
+
+fn ethtool_set(sock: RawFd, dev: &str, cmd: u32, value: u32) -> io::Result<()> {
+    let name = dev.as_bytes();
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "bad interface name"));
+    }
+    let mut val = EthtoolValue { cmd, data: value };
+    let mut ifr = IfreqData {
+        name: [0; libc::IFNAMSIZ],
+        data: (&mut val as *mut EthtoolValue).cast(),
+        _pad: [0; 16],
+    };
+    for (d, s) in ifr.name.iter_mut().zip(name) {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: SIOCETHTOOL reads `ifr` (a NUL-terminated name and a pointer to `val`) and reads
+    // and writes `val`, a live `struct ethtool_value`; both outlive the call.
+    let rc = unsafe { libc::ioctl(sock, libc::SIOCETHTOOL, &mut ifr as *mut IfreqData) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Switches transmit checksum offload, TSO and GSO off on `dev` (`ethtool -K dev tx off tso off
+/// gso off`), so the kernel completes checksums and segments before a frame reaches linen (AF_XDP
+/// and TAP reads carry no offload metadata). Works in the caller's network namespace.
+///
+/// # Errors
+/// The ioctl's error (`ENODEV` for a missing device, `EOPNOTSUPP` when the driver cannot change
+/// a feature).
+pub fn disable_tx_offloads(dev: &str) -> io::Result<()> {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0")
+        .or_else(|_| std::net::UdpSocket::bind("[::1]:0"))?;
+    use std::os::fd::AsRawFd;
+    let fd = sock.as_raw_fd();
+    ethtool_set(fd, dev, ETHTOOL_STXCSUM, 0)?;
+    // TSO depends on checksum offload and is already off with it on most drivers; say so explicitly.
+    match ethtool_set(fd, dev, ETHTOOL_STSO, 0) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {}
+        Err(e) => return Err(e),
+    }
+    match ethtool_set(fd, dev, ETHTOOL_SGSO, 0) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn batch_round_trip_on_loopback() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = match rx.local_addr().unwrap() {
+            std::net::SocketAddr::V4(a) => a,
+            _ => unreachable!(),
+        };
+        let mut region = vec![0u8; 4 * 64];
+        for i in 0..4 {
+            region[i * 64..i * 64 + 10].fill(i as u8 + 1);
+        }
+        let msgs: Vec<_> = (0..4).map(|i| TxDatagram { start: i * 64, len: 10 + i, to }).collect();
+        assert_eq!(send_batch(tx.as_raw_fd(), &region, &msgs).unwrap(), 4);
+
+        let mut inbox = vec![0u8; 8 * 128];
+        let mut out = [RxDatagram::default(); 8];
+        let mut got = 0;
+        for _ in 0..100 {
+            got += recv_batch(rx.as_raw_fd(), &mut inbox, 128, 16, 100, &mut out[got..]).unwrap();
+            if got == 4 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(got, 4);
+        for (i, d) in out[..4].iter().enumerate() {
+            assert_eq!(d.len, 10 + i);
+            assert!(!d.truncated);
+            assert_eq!(
+                d.from,
+                match tx.local_addr().unwrap() {
+                    std::net::SocketAddr::V4(a) => a,
+                    _ => unreachable!(),
+                }
+            );
+            assert_eq!(inbox[i * 128 + 16], i as u8 + 1);
+        }
+        // Nothing left: returns 0 instead of blocking.
+        assert_eq!(recv_batch(rx.as_raw_fd(), &mut inbox, 128, 16, 100, &mut out).unwrap(), 0);
+    }
+
+    #[test]
+    fn out_of_region_is_rejected() {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut region = vec![0u8; 100];
+        let mut out = [RxDatagram::default(); 2];
+        assert!(recv_batch(s.as_raw_fd(), &mut region, 64, 0, 64, &mut out).is_err());
+        let to = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9);
+        assert!(
+            send_batch(s.as_raw_fd(), &region, &[TxDatagram { start: 90, len: 20, to }]).is_err()
+        );
+    }
+}

@@ -1,0 +1,166 @@
+//! Decapsulation: a VXLAN frame from the underlay (or a UDP payload from the fallback socket) →
+//! the inner Ethernet frame for `linen.1x` (or the TAP device), after every check of the design's
+//! decap validation.
+
+use std::net::IpAddr;
+
+use super::nexthop::VXLAN_LEN;
+use super::{Action, Config, DropReason, Egress, Frame, Routes};
+
+/// The VXLAN checks shared by [`decap`] and [`decap_udp_payload`]: `payload` is exactly the UDP
+/// payload (VXLAN header + inner frame) and `src` the outer source address. Returns the inner
+/// frame's length.
+///
+/// Order: flags, VNI, source VTEP, then the inner frame (length, destination MAC, EtherType).
+#[inline(always)]
+fn check_vxlan(
+    payload: &[u8],
+    src: [u8; 4],
+    cfg: &Config,
+    routes: &Routes,
+) -> Result<usize, DropReason> {
+    let Some((vx, inner)) = payload.split_first_chunk::<VXLAN_LEN>() else {
+        return Err(DropReason::Truncated);
+    };
+    // RFC 7348: flags are exactly the I bit, and the 24 reserved bits after the flags and the 8
+    // after the VNI are zero. Linux rejects anything else too (unless configured for an extension
+    // such as GBP, which linen is not).
+    if u32::from_be_bytes([vx[0], vx[1], vx[2], vx[3]]) != 0x0800_0000 || vx[7] != 0 {
+        return Err(DropReason::BadVxlanFlags);
+    }
+    if u32::from_be_bytes([0, vx[4], vx[5], vx[6]]) != cfg.vni {
+        return Err(DropReason::WrongVni);
+    }
+    if !routes.peers().contains_octets(src) {
+        return Err(DropReason::UnknownVtep);
+    }
+    let Some(eth) = inner.first_chunk::<14>() else {
+        return Err(DropReason::InnerTruncated);
+    };
+    if eth[..6] != cfg.vtep_mac {
+        return Err(if eth[0] & 1 != 0 {
+            DropReason::InnerMulticast
+        } else {
+            DropReason::InnerMacMismatch
+        });
+    }
+    let min_len = match [eth[12], eth[13]] {
+        [0x08, 0x00] => 14 + 20,
+        [0x86, 0xdd] => 14 + 40,
+        _ => return Err(DropReason::InnerNotIpv4OrIpv6),
+    };
+    if inner.len() < min_len {
+        return Err(DropReason::InnerTruncated);
+    }
+    Ok(inner.len())
+}
+
+/// Decapsulates the VXLAN frame in `frame` (a whole Ethernet frame from the underlay).
+///
+/// Checks, in order, each failure its own [`DropReason`]: Ethernet + IPv4 (`not_ipv4_or_ipv6`,
+/// `vlan_tagged`, `bad_ip_header`; an IPv6 outer header is `not_local_vtep`, as linen has no IPv6
+/// VTEP yet), outer destination is the local VTEP (`not_local_vtep`), protocol UDP (`not_udp`),
+/// not a fragment (`outer_fragment`), lengths consistent (`truncated`), UDP destination port
+/// (`wrong_port`), VXLAN flags and reserved bits (`bad_vxlan_flags`), VNI (`wrong_vni`), outer
+/// source is a known peer (`unknown_vtep`), inner destination MAC is the local VtepMAC
+/// (`inner_mac_mismatch`, or `inner_multicast` for broadcast/multicast), inner frame IPv4/IPv6
+/// and long enough (`inner_not_ipv4_or_ipv6`, `inner_truncated`).
+///
+/// The outer UDP checksum is not verified (zero and non-zero both accepted: the inner packet
+/// carries its own checksums, which are never verified here either), nor is the outer IPv4 header
+/// checksum (the Ethernet FCS covers the wire).
+///
+/// On success the action is [`Action::Transmit`]`(`[`Egress::Overlay`]`)` and the frame is the
+/// inner Ethernet frame (start moved forward past the outer headers, length from the UDP length,
+/// so outer padding is dropped). On a drop the frame is unchanged.
+#[inline]
+pub fn decap(frame: &mut Frame<'_>, cfg: &Config, routes: &Routes) -> Action {
+    match decap_inner(frame.data(), cfg, routes) {
+        Ok((offset, len)) => {
+            let start = frame.start() + offset;
+            frame.set_bounds(start, len);
+            Action::Transmit(Egress::Overlay)
+        }
+        Err(reason) => Action::Drop(reason),
+    }
+}
+
+/// [`decap`] on the frame bytes: returns the inner frame's offset and length.
+#[inline(always)]
+fn decap_inner(data: &[u8], cfg: &Config, routes: &Routes) -> Result<(usize, usize), DropReason> {
+    let Some(h) = data.first_chunk::<34>() else {
+        return Err(DropReason::Truncated);
+    };
+    match [h[12], h[13]] {
+        [0x08, 0x00] => {}
+        [0x86, 0xdd] => return Err(DropReason::NotLocalVtep),
+        [0x81, 0x00] | [0x88, 0xa8] => return Err(DropReason::VlanTagged),
+        _ => return Err(DropReason::NotIpv4OrIpv6),
+    }
+    let ihl = usize::from(h[14] & 0x0f) * 4;
+    if h[14] >> 4 != 4 || ihl < 20 {
+        return Err(DropReason::BadIpHeader);
+    }
+    if [h[30], h[31], h[32], h[33]] != cfg.local_vtep.octets() {
+        return Err(DropReason::NotLocalVtep);
+    }
+    if h[23] != 17 {
+        return Err(DropReason::NotUdp);
+    }
+    if (h[20] & 0x3f) | h[21] != 0 {
+        return Err(DropReason::OuterFragment);
+    }
+    let ip_len = usize::from(u16::from_be_bytes([h[16], h[17]]));
+    let udp_off = 14 + ihl;
+    if ip_len > data.len() - 14 || ip_len < ihl + 8 {
+        return Err(DropReason::Truncated);
+    }
+    let Some(udp) = data.get(udp_off..udp_off + 8).and_then(|u| u.first_chunk::<8>()) else {
+        return Err(DropReason::Truncated);
+    };
+    if u16::from_be_bytes([udp[2], udp[3]]) != cfg.port {
+        return Err(DropReason::WrongPort);
+    }
+    let udp_len = usize::from(u16::from_be_bytes([udp[4], udp[5]]));
+    if udp_len < 8 || udp_len > ip_len - ihl {
+        return Err(DropReason::Truncated);
+    }
+    let Some(payload) = data.get(udp_off + 8..udp_off + udp_len) else {
+        return Err(DropReason::Truncated);
+    };
+    let inner_len = check_vxlan(payload, [h[26], h[27], h[28], h[29]], cfg, routes)?;
+    Ok((udp_off + 8 + VXLAN_LEN, inner_len))
+}
+
+/// Decapsulation for the TAP/UDP fallback datapath: `frame` holds a UDP payload received on the
+/// VXLAN port, `src` and `dst` are the outer source and destination addresses (from `recvfrom`
+/// and `IP_PKTINFO`; pass the local VTEP address as `dst` if the socket is bound to it).
+///
+/// Runs the same checks as [`decap`] from the outer destination on (`not_local_vtep`, then the
+/// VXLAN header, source VTEP and inner frame; the port is the socket's). An IPv6 `src` is
+/// `unknown_vtep`, an IPv6 `dst` `not_local_vtep`. On success the action is
+/// [`Action::Transmit`]`(`[`Egress::Overlay`]`)` and the frame is the inner Ethernet frame.
+#[inline]
+pub fn decap_udp_payload(
+    frame: &mut Frame<'_>,
+    src: IpAddr,
+    dst: IpAddr,
+    cfg: &Config,
+    routes: &Routes,
+) -> Action {
+    match dst {
+        IpAddr::V4(d) if d == cfg.local_vtep => {}
+        _ => return Action::Drop(DropReason::NotLocalVtep),
+    }
+    let IpAddr::V4(src) = src else {
+        return Action::Drop(DropReason::UnknownVtep);
+    };
+    match check_vxlan(frame.data(), src.octets(), cfg, routes) {
+        Ok(len) => {
+            let start = frame.start() + VXLAN_LEN;
+            frame.set_bounds(start, len);
+            Action::Transmit(Egress::Overlay)
+        }
+        Err(reason) => Action::Drop(reason),
+    }
+}
