@@ -37,11 +37,18 @@ pub const MAX_BATCH: usize = 64;
 /// simpler ones.
 pub trait Handler: Send {
     /// Receives and handles one batch from `queue` (at most `budget` packets per port), staging
-    /// verdicts in the queue. Returns the number of packets received.
-    ///
-    /// # Errors
-    /// The queue's I/O errors.
-    fn run_batch<Q: PacketQueue>(&mut self, queue: &mut Q, budget: usize) -> io::Result<usize>;
+    /// verdicts in the queue. Reports how many packets were received — also when one port
+    /// failed, so that the loop never blocks with packets left on the other port.
+    fn run_batch<Q: PacketQueue>(&mut self, queue: &mut Q, budget: usize) -> Batch;
+}
+
+/// The outcome of one [`Handler::run_batch`].
+#[derive(Debug)]
+pub struct Batch {
+    /// Packets received (all ports).
+    pub packets: usize,
+    /// The first I/O error a port reported, if any.
+    pub error: Option<io::Error>,
 }
 
 /// The VXLAN router: [`encap`] for packets from the overlay, [`decap`] for packets from the
@@ -115,18 +122,20 @@ fn route_packet(
 }
 
 impl Handler for VxlanHandler {
-    fn run_batch<Q: PacketQueue>(&mut self, queue: &mut Q, budget: usize) -> io::Result<usize> {
+    fn run_batch<Q: PacketQueue>(&mut self, queue: &mut Q, budget: usize) -> Batch {
         let snapshot = self.routes.load();
         let routes: &Routes = &snapshot;
         let (cfg, stats) = (&self.config, &*self.stats);
+        // A failing port must not starve the other one: run both, then report the first error.
         let out = queue.rx_burst(Port::Overlay, budget, |p| {
             route_packet(p, Port::Overlay, Q::UNDERLAY, cfg, routes, stats)
-        })?;
+        });
         let inb = queue.rx_burst(Port::Underlay, budget, |p| {
             route_packet(p, Port::Underlay, Q::UNDERLAY, cfg, routes, stats)
-        })?;
-        stats.add_rx((out + inb) as u64);
-        Ok(out + inb)
+        });
+        let n = out.as_ref().map_or(0, |n| *n) + inb.as_ref().map_or(0, |n| *n);
+        stats.add_rx(n as u64);
+        Batch { packets: n, error: out.err().or(inb.err()) }
     }
 }
 
@@ -246,19 +255,17 @@ impl<Q: PacketQueue, H: Handler> Worker<Q, H> {
         let mut errors_since_log = 0u64;
         let mut busy = 0u64;
         while !self.stop.load(Ordering::Acquire) {
-            let got = match self.handler.run_batch(&mut self.queue, self.cfg.batch) {
-                Ok(n) => n,
-                Err(e) => {
-                    bump(&self.stats.io_errors, 1);
-                    errors_since_log += 1;
-                    if last_error_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-                        tracing::warn!(worker = %self.name, error = %e, errors = errors_since_log, "packet I/O error");
-                        last_error_log = Some(Instant::now());
-                        errors_since_log = 0;
-                    }
-                    0
+            let Batch { packets: got, error } =
+                self.handler.run_batch(&mut self.queue, self.cfg.batch);
+            if let Some(e) = error {
+                bump(&self.stats.io_errors, 1);
+                errors_since_log += 1;
+                if last_error_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                    tracing::warn!(worker = %self.name, error = %e, errors = errors_since_log, "packet I/O error");
+                    last_error_log = Some(Instant::now());
+                    errors_since_log = 0;
                 }
-            };
+            }
             if let Err(e) = self.queue.flush() {
                 bump(&self.stats.io_errors, 1);
                 if last_error_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
@@ -407,7 +414,7 @@ mod tests {
     }
 
     impl Handler for Prepend {
-        fn run_batch<Q: PacketQueue>(&mut self, q: &mut Q, budget: usize) -> io::Result<usize> {
+        fn run_batch<Q: PacketQueue>(&mut self, q: &mut Q, budget: usize) -> Batch {
             let verdict = |p: &mut Packet<'_>, to: Port| {
                 if p.buf[p.start] == 0xff {
                     return Verdict::Drop;
@@ -425,13 +432,13 @@ mod tests {
                 }
                 Verdict::Send(to)
             };
-            let a = q.rx_burst(Port::Overlay, budget, |p| verdict(p, Port::Underlay))?;
-            let b = q.rx_burst(Port::Underlay, budget, |p| verdict(p, Port::Overlay))?;
+            let a = q.rx_burst(Port::Overlay, budget, |p| verdict(p, Port::Underlay)).unwrap();
+            let b = q.rx_burst(Port::Underlay, budget, |p| verdict(p, Port::Overlay)).unwrap();
             if a + b > 0 {
                 self.batches += 1;
                 self.largest = self.largest.max(a.max(b));
             }
-            Ok(a + b)
+            Batch { packets: a + b, error: None }
         }
     }
 

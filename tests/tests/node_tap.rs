@@ -314,6 +314,18 @@ fn tap_two_nodes_ping_udp_tcp_mtu_idle() {
     let c = cluster("ntap", "tap", Overlay::Linen("tap"));
     let (a, b) = (&c.a, &c.b);
 
+    // The flannel-format subnet file the CNI plugin reads.
+    let env = std::fs::read_to_string(c._dir.0.join("1.subnet.env")).expect("subnet file");
+    assert_eq!(
+        env,
+        "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n"
+    );
+    let link = a.host.sh("ip -d link show linen.1");
+    assert!(
+        link.contains("mtu 1450") && link.contains(MAC_A) && link.contains("tun type tap"),
+        "{link}"
+    );
+
     // Cross-node, every pod pair, both directions.
     for (i, pa) in a.pods.iter().enumerate() {
         for j in 0..2 {
@@ -363,8 +375,13 @@ fn tap_two_nodes_ping_udp_tcp_mtu_idle() {
     tcp_transfer(&a.pods[0], &b.pods[0], &b.pod_ip(0), &c._dir.0);
 
     // Counters moved on both nodes, and nothing was lost to I/O failures.
+    // 100 MiB is ≥ 72,000 segments of ≤ 1450 bytes: A encapsulated them, B decapsulated them.
+    let wait_count = |n: &Node, what: &str| {
+        wait_for(Duration::from_secs(3), || (counter(n, &[what]) > 72_000).then_some(()))
+    };
+    assert!(wait_count(a, "tx").is_some(), "A: {}", stats(a));
+    assert!(wait_count(b, "rx").is_some(), "B: {}", stats(b));
     for n in [a, b] {
-        assert!(counter(n, &["tx"]) > 70_000, "{}: {}", n.host.name, stats(n));
         assert_eq!(counter(n, &["io", "errors"]), 0, "{}: {}", n.host.name, stats(n));
     }
 
@@ -373,8 +390,35 @@ fn tap_two_nodes_ping_udp_tcp_mtu_idle() {
     assert_idle(a);
     assert_idle(b);
 
-    // Clean shutdown: SIGTERM removes linen.1.
+    // SIGHUP reloads the peers: a third node appears; a broken file changes nothing.
     let pid = a.pid.unwrap();
+    let peers_a = c._dir.0.join("1.peers.json");
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&peers_a).unwrap()).unwrap();
+    doc["peers"].as_array_mut().unwrap().push(serde_json::json!({
+        "subnet": "10.244.3.0/24", "public_ip": "192.168.77.9", "vtep_mac": "02:00:00:00:00:03"
+    }));
+    std::fs::write(&peers_a, doc.to_string()).unwrap();
+    linen_testbed::run("kill", &["-HUP", &pid.to_string()]);
+    let added = wait_for(Duration::from_secs(5), || {
+        a.host
+            .sh("ip route show dev linen.1")
+            .contains("10.244.3.0/24 via 10.244.3.0")
+            .then_some(())
+    });
+    assert!(added.is_some(), "SIGHUP did not add the new peer's route: {}", a.host.sh("ip route"));
+    assert!(a
+        .host
+        .sh("ip neigh show dev linen.1")
+        .contains("10.244.3.0 lladdr 02:00:00:00:00:03 PERMANENT"));
+    std::fs::write(&peers_a, "{ not json").unwrap();
+    linen_testbed::run("kill", &["-HUP", &pid.to_string()]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_alive(a);
+    assert!(a.host.sh("ip route show dev linen.1").contains("10.244.3.0/24"));
+    ping(&a.pods[0], &b.pod_ip(0));
+
+    // Clean shutdown: SIGTERM removes linen.1.
     linen_testbed::run("kill", &["-TERM", &pid.to_string()]);
     let gone = wait_for(Duration::from_secs(5), || {
         (!a.host.sh_output("ip link show linen.1").status.success()).then_some(())
@@ -401,6 +445,9 @@ fn tap_interop_with_kernel_vxlan() {
     udp_exchange(&b.pods[1], &a.pods[0], &a.pod_ip(0));
     a.pods[0].sh(&format!("ping -c 2 -W 2 -M do -s 1422 {}", b.pod_ip(0)));
     b.pods[0].sh(&format!("ping -c 2 -W 2 -M do -s 1422 {}", a.pod_ip(0)));
+    // Bulk TCP both ways: inner checksums and segmentation survive both implementations.
+    tcp_transfer(&b.pods[1], &a.pods[1], &a.pod_ip(1), &c._dir.0);
+    tcp_transfer(&a.pods[0], &b.pods[0], &b.pod_ip(0), &c._dir.0);
     // Nothing the kernel peer sent was refused.
     let drops = stats(a)["drops"].clone();
     for reason in
@@ -413,7 +460,7 @@ fn tap_interop_with_kernel_vxlan() {
 }
 
 /// Builds the i-th hostile UDP payload of a wave.
-type MakeFrame = Box<dyn Fn(usize) -> Vec<u8> + Send>;
+type MakeFrame = Box<dyn Fn(usize) -> Vec<u8> + Sync>;
 
 /// A tiny deterministic generator for the random-bytes frames.
 struct XorShift(u64);
@@ -442,37 +489,55 @@ fn vxlan(flags: u8, vni: u32, dst_mac: [u8; 6]) -> Vec<u8> {
     p
 }
 
-/// Sends `count` copies of what `make` builds from `from` (an address in `ns`) to A's VTEP,
-/// paced so the receiver's socket buffer never overflows. Runs on a thread that enters `ns`.
+/// Sends `count` frames built by `make` from `from` (an address in `ns`) to A's VTEP, from a
+/// thread that enters `ns`. Flow control keeps at most `WINDOW` frames unaccounted for
+/// (`counted()` says how many of this wave linen has counted so far), so a slow (debug, loaded)
+/// linend never loses frames to a full socket buffer and the counts can be exact.
 fn inject(
     ns: &Netns,
     from: Ipv4Addr,
     count: usize,
-    make: impl Fn(usize) -> Vec<u8> + Send + 'static,
+    make: &(dyn Fn(usize) -> Vec<u8> + Sync),
+    counted: &(dyn Fn() -> u64 + Sync),
+    diag: &(dyn Fn() -> String + Sync),
 ) {
+    const WINDOW: usize = 1000;
     let path = ns.path();
-    std::thread::spawn(move || {
-        let f = std::fs::File::open(&path).expect("open netns");
-        nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        let s = UdpSocket::bind(SocketAddrV4::new(from, 0)).expect("bind injector");
-        let to = SocketAddrV4::new(Ipv4Addr::new(192, 168, 77, 1), 8472);
-        for i in 0..count {
-            let p = make(i);
-            s.send_to(&p, to).expect("send hostile frame");
-            if i % 256 == 255 {
-                std::thread::sleep(Duration::from_millis(2));
-            }
-        }
-    })
-    .join()
-    .expect("injector thread");
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let f = std::fs::File::open(&path).expect("open netns");
+                nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+                let s = UdpSocket::bind(SocketAddrV4::new(from, 0)).expect("bind injector");
+                let to = SocketAddrV4::new(Ipv4Addr::new(192, 168, 77, 1), 8472);
+                for i in 0..count {
+                    if i % WINDOW == 0 && i > 0 {
+                        let caught_up = wait_for(Duration::from_secs(20), || {
+                            (counted() + WINDOW as u64 >= i as u64).then_some(())
+                        });
+                        assert!(
+                            caught_up.is_some(),
+                            "linend counted {} of {i} frames sent: {}",
+                            counted(),
+                            diag()
+                        );
+                    }
+                    s.send_to(&make(i), to).expect("send hostile frame");
+                }
+            })
+            .join()
+            .expect("injector thread");
+    });
 }
 
 #[test]
 fn tap_hostile_frames_are_counted_and_forwarding_goes_on() {
-    let c = cluster("ntaph", "tap", Overlay::Linen("tap"));
+    // B runs `--datapath auto`, which picks the TAP datapath and says why.
+    let c = cluster("ntaph", "tap", Overlay::Linen("auto"));
     let (a, b) = (&c.a, &c.b);
     ping(&a.pods[0], &b.pod_ip(0));
+    let log_b = std::fs::read_to_string(&b.log).unwrap_or_default();
+    assert!(log_b.contains("using the TAP/UDP fallback"), "{log_b}");
     // A second address on B's underlay that is no cluster node.
     b.host.sh("ip addr add 192.168.77.3/24 dev eth0");
 
@@ -501,9 +566,13 @@ fn tap_hostile_frames_are_counted_and_forwarding_goes_on() {
             Box::new(move |_| vxlan(0x08, 1, MAC_A_BYTES)[..8 + 10].to_vec()),
         ),
     ];
+    // On failure: linen's counters and the kernel's UDP counters on A (RcvbufErrors = socket full).
+    let diag = || format!("{} / {}", stats(a), a.host.sh("grep Udp: /proc/net/snmp"));
     let mut sent = 0u64;
     for (reason, from, make) in kinds {
-        inject(&b.host, from, N, make);
+        let base = d0(reason);
+        let now = |r: &str| stats(a)["drops"][r].as_u64().unwrap_or(0);
+        inject(&b.host, from, N, &*make, &|| now(reason) - base, &diag);
         sent += N as u64;
         let want = d0(reason) + N as u64;
         let got = wait_for(Duration::from_secs(10), || {
@@ -516,12 +585,17 @@ fn tap_hostile_frames_are_counted_and_forwarding_goes_on() {
         a.pods[0].sh(&format!("ping -c 1 -W 2 {}", b.pod_ip(0)));
     }
     // Random bytes of random lengths from the known peer: every one dropped, none forwarded.
-    inject(&b.host, known, N, |i| {
+    let total_now = || -> u64 {
+        stats(a)["drops"].as_object().map_or(0, |d| d.values().filter_map(|v| v.as_u64()).sum())
+    };
+    let base = total_now();
+    let random = |i: usize| -> Vec<u8> {
         let mut r =
             XorShift(0x1234_5678_9abc_def0 ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
         let len = (r.next() % 200) as usize;
         (0..len).map(|_| r.next() as u8).collect()
-    });
+    };
+    inject(&b.host, known, N, &random, &|| total_now().saturating_sub(base), &diag);
     sent += N as u64;
     let total = wait_for(Duration::from_secs(10), || {
         let t: u64 = stats(a)["drops"].as_object()?.values().filter_map(|v| v.as_u64()).sum();
@@ -541,4 +615,44 @@ fn tap_hostile_frames_are_counted_and_forwarding_goes_on() {
     ping(&a.pods[0], &b.pod_ip(0));
     ping(&b.pods[1], &a.pod_ip(1));
     assert_idle(a);
+}
+
+#[test]
+fn linend_refuses_what_it_cannot_do_with_a_clear_message() {
+    let dir = TempDir::new("ntapr");
+    let mut tb = Testbed::new("ntapr");
+    let ns = tb.netns("n");
+    ns.sh("ip link add eth0 type veth peer name eth0p && ip link set eth0 up && ip addr add 192.168.77.1/24 dev eth0");
+    let good = dir.0.join("good.json");
+    std::fs::write(
+        &good,
+        r#"{"network":"10.244.0.0/16","subnet":"10.244.1.0/24","public_ip":"192.168.77.1","peers":[]}"#,
+    )
+    .unwrap();
+    let bad = dir.0.join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"{"network":"10.244.0.0/16","subnet":"10.244.1.0/24","peers":[{"subnet":"10.244.1.0/24","public_ip":"192.168.77.2","vtep_mac":"26:69:c7:3a:5b:8c"}]}"#,
+    )
+    .unwrap();
+    let linend = workspace_bin("linend");
+    let run = |args: &[&str]| {
+        let out = ns
+            .command(linend.to_str().unwrap())
+            .args(args)
+            .args(["--subnet-file", dir.0.join("subnet.env").to_str().unwrap()])
+            .output()
+            .expect("run linend");
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (ok, err) = run(&["--static-peers", good.to_str().unwrap(), "--datapath", "xdp"]);
+    assert!(!ok && err.contains("AF_XDP backend is not available"), "{err}");
+    let (ok, err) = run(&["--static-peers", bad.to_str().unwrap(), "--datapath", "tap"]);
+    assert!(!ok && err.contains("overlaps this node's subnet"), "{err}");
+    let (ok, err) = run(&["--static-peers", dir.0.join("missing.json").to_str().unwrap()]);
+    assert!(!ok && err.contains("cannot read static-peers file"), "{err}");
+    let (ok, err) = run(&["--static-peers", good.to_str().unwrap(), "--iface", "nosuch0"]);
+    assert!(!ok && err.contains("interface nosuch0 does not exist"), "{err}");
+    // Nothing was left behind by the failed starts.
+    assert!(!ns.sh_output("ip link show linen.1").status.success());
 }

@@ -175,6 +175,56 @@ async fn build_routes(kernel: &Kernel, cfg: &Config, ifindex: u32, node: &Static
     b.build()
 }
 
+fn overlay_state(node: &StaticNode, mtu: u32) -> OverlayState {
+    OverlayState {
+        local_subnet: node.subnet,
+        mtu,
+        routes: node
+            .peers
+            .iter()
+            .map(|p| OverlayRoute { subnet: p.subnet, vtep_mac: p.vtep_mac })
+            .collect(),
+    }
+}
+
+/// SIGHUP: re-reads the static-peers file and applies peer changes (added, removed, changed
+/// VtepMAC or public IP) to the kernel and the route table without restarting. Changes to the
+/// node itself (network, subnet, public IP, VtepMAC) need a restart and are refused.
+async fn reload(
+    path: &Path,
+    kernel: &Kernel,
+    cfg: &Config,
+    ifindex: u32,
+    mtu: u32,
+    node: &mut StaticNode,
+    routes: &Published<Routes>,
+) {
+    let new = match StaticNode::load(path) {
+        Ok(n) => n,
+        Err(e) => {
+            warn!("SIGHUP: {e}; keeping the running peers");
+            return;
+        }
+    };
+    let own_changed = new.network != node.network
+        || new.subnet != node.subnet
+        || (new.public_ip.is_some() && new.public_ip != node.public_ip)
+        || (new.vtep_mac.is_some() && new.vtep_mac != node.vtep_mac);
+    if own_changed {
+        warn!(
+            "SIGHUP: {} changes this node's network, subnet, public IP or VtepMAC; that needs a restart. Keeping the running configuration",
+            path.display()
+        );
+        return;
+    }
+    routes.publish(build_routes(kernel, cfg, ifindex, &new).await);
+    match kernel.apply_overlay(OVERLAY_DEV, &overlay_state(&new, mtu)).await {
+        Ok(()) => info!(peers = new.peers.len(), "SIGHUP: peers reloaded"),
+        Err(e) => error!("SIGHUP: reprogramming {OVERLAY_DEV} failed: {e}"),
+    }
+    *node = new;
+}
+
 /// Writes flannel's subnet.env (the CNI plugin reads it) atomically: temp file, then rename.
 fn write_subnet_file(
     path: &Path,
@@ -311,22 +361,14 @@ async fn run(args: Args) -> Result<(), BoxError> {
     if let Err(e) = linen_dataplane::io::sys::disable_tx_offloads(OVERLAY_DEV) {
         warn!(dev = OVERLAY_DEV, error = %e, "cannot switch tx checksum offload/TSO off");
     }
-    let state = OverlayState {
-        local_subnet: node.subnet,
-        mtu,
-        routes: node
-            .peers
-            .iter()
-            .map(|p| OverlayRoute { subnet: p.subnet, vtep_mac: p.vtep_mac })
-            .collect(),
-    };
-    kernel.apply_overlay(OVERLAY_DEV, &state).await?;
+    kernel.apply_overlay(OVERLAY_DEV, &overlay_state(&node, mtu)).await?;
     let overlay = kernel
         .link_by_name(OVERLAY_DEV)
         .await?
         .ok_or("the overlay device vanished during setup")?;
     info!(dev = OVERLAY_DEV, vtep_mac = %fmt_mac(&overlay.mac), "overlay device ready");
 
+    let mut node = node;
     let mut cfg = Config::new(underlay.ip, underlay.link.mac, overlay.mac);
     cfg.vni = args.vni;
     cfg.port = args.port;
@@ -337,7 +379,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
         Arc::new(Published::new(build_routes(&kernel, &cfg, underlay.link.index, &node).await));
 
     let stats = Arc::new(WorkerStats::new());
-    let handler = VxlanHandler::new(cfg, routes.clone(), stats.clone());
+    let handler = VxlanHandler::new(cfg.clone(), routes.clone(), stats.clone());
     let poll = PollConfig {
         idle_spell: Duration::from_micros(args.idle_spell_us),
         ..PollConfig::default()
@@ -359,12 +401,16 @@ async fn run(args: Args) -> Result<(), BoxError> {
     };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut tick = tokio::time::interval(Duration::from_millis(args.stats_interval_ms.max(10)));
     info!("forwarding");
     loop {
         tokio::select! {
             _ = term.recv() => { info!("SIGTERM: shutting down"); break; }
             _ = int.recv() => { info!("SIGINT: shutting down"); break; }
+            _ = hup.recv() => {
+                reload(&args.static_peers, &kernel, &cfg, underlay.link.index, mtu, &mut node, &routes).await;
+            }
             _ = tick.tick() => {
                 if thread.is_finished() {
                     break;

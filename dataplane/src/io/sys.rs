@@ -164,6 +164,41 @@ pub fn send_batch(fd: RawFd, region: &[u8], msgs: &[TxDatagram]) -> io::Result<u
     Ok(sent as usize)
 }
 
+/// Sets the socket's receive and send buffers to `bytes` each, beyond `rmem_max`/`wmem_max` when
+/// the process has `CAP_NET_ADMIN` (`SO_RCVBUFFORCE`/`SO_SNDBUFFORCE`), else as far as the limits
+/// allow. Bursts of VXLAN datagrams then wait in the socket instead of being dropped.
+///
+/// # Errors
+/// Only when even the unprivileged setting fails.
+pub fn grow_socket_buffers(fd: RawFd, bytes: usize) -> io::Result<()> {
+    let v: libc::c_int = bytes.min(libc::c_int::MAX as usize) as libc::c_int;
+    for (force, plain) in
+        [(libc::SO_RCVBUFFORCE, libc::SO_RCVBUF), (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF)]
+    {
+        let set = |opt: libc::c_int| {
+            // SAFETY: `v` is a live c_int and its size is passed; the kernel only reads it.
+            let rc = unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    opt,
+                    (&v as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if rc == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            }
+        };
+        if set(force).is_err() {
+            set(plain)?;
+        }
+    }
+    Ok(())
+}
+
 // Legacy ethtool commands (linux/ethtool.h); the kernel maps them onto the feature flags.
 const ETHTOOL_STXCSUM: u32 = 0x0000_0017;
 const ETHTOOL_STSO: u32 = 0x0000_001f;

@@ -40,6 +40,8 @@ pub const TAP_TOKEN: Token = Token(0);
 pub const UDP_TOKEN: Token = Token(1);
 
 const IPV4_UDP_HDR: usize = 28;
+/// Socket buffer size asked for (receive and send): about 2,800 full-size datagrams.
+const SOCKET_BUFFER: usize = 4 << 20;
 
 /// How underlay packets are sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,9 +152,10 @@ impl TapQueue {
         let bind = |source| TapError::Bind { addr, source };
         let udp = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).map_err(bind)?;
         udp.set_nonblocking(true).map_err(bind)?;
-        // Best effort: bigger buffers absorb bursts; the kernel caps them at rmem_max/wmem_max.
-        let _ = udp.set_recv_buffer_size(4 << 20);
-        let _ = udp.set_send_buffer_size(4 << 20);
+        // Best effort: bigger buffers absorb bursts.
+        if let Err(e) = sys::grow_socket_buffers(udp.as_raw_fd(), SOCKET_BUFFER) {
+            tracing::warn!(error = %e, "cannot enlarge the VXLAN socket's buffers");
+        }
         udp.bind(&SocketAddr::V4(addr).into()).map_err(bind)?;
 
         let raw = match cfg.send {
@@ -161,8 +164,10 @@ impl TapQueue {
                 match Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(libc::IPPROTO_RAW)))
                 {
                     Ok(s) => {
-                        s.set_nonblocking(true).ok();
-                        let _ = s.set_send_buffer_size(4 << 20);
+                        if let Err(e) = s.set_nonblocking(true) {
+                            return Err(TapError::Bind { addr, source: e });
+                        }
+                        let _ = sys::grow_socket_buffers(s.as_raw_fd(), SOCKET_BUFFER);
                         Some(s)
                     }
                     Err(e) => {

@@ -73,16 +73,72 @@ fn check_vxlan(
 /// On success the action is [`Action::Transmit`]`(`[`Egress::Overlay`]`)` and the frame is the
 /// inner Ethernet frame (start moved forward past the outer headers, length from the UDP length,
 /// so outer padding is dropped). On a drop the frame is unchanged.
-#[inline]
+#[inline(always)]
 pub fn decap(frame: &mut Frame<'_>, cfg: &Config, routes: &Routes) -> Action {
-    match decap_inner(frame.data(), cfg, routes) {
+    if let Some(inner_len) = decap_fast(frame.data(), cfg, routes) {
+        let start = frame.start() + FAST_INNER_OFFSET;
+        frame.set_valid_bounds(start, inner_len);
+        return Action::Transmit(Egress::Overlay);
+    }
+    match decap_general(frame.data(), cfg, routes) {
         Ok((offset, len)) => {
             let start = frame.start() + offset;
-            frame.set_bounds(start, len);
+            frame.set_valid_bounds(start, len);
             Action::Transmit(Egress::Overlay)
         }
         Err(reason) => Action::Drop(reason),
     }
+}
+
+/// Offset of the inner frame behind an outer IPv4 header without options.
+const FAST_INNER_OFFSET: usize = 14 + 20 + 8 + VXLAN_LEN;
+
+/// [`decap`]'s common case in few instructions: an outer IPv4 header without options and a frame
+/// that passes every check. Returns the inner frame's length, or `None` for anything else, which
+/// [`decap_general`] then decides (it repeats every check, so this function only has to be right
+/// about what it accepts).
+#[inline(always)]
+fn decap_fast(data: &[u8], cfg: &Config, routes: &Routes) -> Option<usize> {
+    let h = data.first_chunk::<{ FAST_INNER_OFFSET + 14 }>()?;
+    let word = |at: usize| u32::from_ne_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
+    // EtherType IPv4 and version/IHL 0x45; outer destination; UDP; not a fragment.
+    if u32::from_le_bytes([h[12], h[13], h[14], 0]) != 0x0045_0008
+        || word(30) != u32::from_ne_bytes(cfg.local_vtep.octets())
+        || h[23] != 17
+        || (h[20] & 0x3f) | h[21] != 0
+    {
+        return None;
+    }
+    // Port, then VXLAN flags + VNI + reserved bits as one 64-bit compare.
+    let vxlan = u64::from_be_bytes([h[42], h[43], h[44], h[45], h[46], h[47], h[48], h[49]]);
+    if u16::from_be_bytes([h[36], h[37]]) != cfg.port
+        || vxlan != 0x0800_0000_0000_0000 | (u64::from(cfg.vni) << 8)
+    {
+        return None;
+    }
+    // Lengths: UDP within IP within the frame, and room for an inner IPv4 header at least.
+    let ip_len = usize::from(u16::from_be_bytes([h[16], h[17]]));
+    let udp_len = usize::from(u16::from_be_bytes([h[38], h[39]]));
+    if ip_len + 14 > data.len() || udp_len + 20 > ip_len || udp_len < 16 + 34 {
+        return None;
+    }
+    let inner_len = udp_len - 16;
+    if !routes.peers().contains_octets([h[26], h[27], h[28], h[29]]) || h[50..56] != cfg.vtep_mac {
+        return None;
+    }
+    match [h[62], h[63]] {
+        [0x08, 0x00] => Some(inner_len),
+        [0x86, 0xdd] if inner_len >= 54 => Some(inner_len),
+        _ => None,
+    }
+}
+
+/// [`decap`] for every frame: all checks, exact drop reasons. Returns the inner frame's offset
+/// and length.
+#[cold]
+#[inline(never)]
+fn decap_general(data: &[u8], cfg: &Config, routes: &Routes) -> Result<(usize, usize), DropReason> {
+    decap_inner(data, cfg, routes)
 }
 
 /// [`decap`] on the frame bytes: returns the inner frame's offset and length.
@@ -162,5 +218,78 @@ pub fn decap_udp_payload(
             Action::Transmit(Egress::Overlay)
         }
         Err(reason) => Action::Drop(reason),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::pipeline::{encap, NextHop, Peer, RoutesBuilder};
+
+    /// A valid VXLAN frame from 192.168.77.2 to 192.168.77.1 around an inner frame of `inner_len`
+    /// bytes, with the receiver's config and routes.
+    fn valid(inner_len: usize, v6: bool) -> (Vec<u8>, Config, Routes) {
+        let rx =
+            Config::new(Ipv4Addr::new(192, 168, 77, 1), [2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+        let tx =
+            Config::new(Ipv4Addr::new(192, 168, 77, 2), [2, 0, 0, 0, 0, 3], [2, 0, 0, 0, 0, 4]);
+        let to_rx = Peer {
+            vtep: rx.local_vtep,
+            vtep_mac: rx.vtep_mac,
+            underlay_mac: Some(rx.local_mac),
+            ifindex: 1,
+        };
+        let mut b = RoutesBuilder::new();
+        b.insert("0.0.0.0/0".parse().unwrap(), NextHop::new(&tx, &to_rx));
+        b.insert("::/0".parse().unwrap(), NextHop::new(&tx, &to_rx));
+        let tx_routes = b.build();
+        let mut inner = vec![0x11u8; inner_len];
+        inner[..6].copy_from_slice(&rx.vtep_mac);
+        if v6 {
+            inner[12..16].copy_from_slice(&[0x86, 0xdd, 0x60, 0]);
+            inner[18..20].copy_from_slice(&((inner_len - 54) as u16).to_be_bytes());
+        } else {
+            inner[12..16].copy_from_slice(&[0x08, 0x00, 0x45, 0]);
+            inner[16..18].copy_from_slice(&((inner_len - 14) as u16).to_be_bytes());
+            inner[20] = 0;
+        }
+        let mut buf = vec![0u8; 64];
+        buf.extend_from_slice(&inner);
+        let mut f = Frame::new(&mut buf, 64, inner_len).unwrap();
+        assert!(matches!(encap(&mut f, &tx, &tx_routes), Action::Transmit(_)));
+        let outer = f.data().to_vec();
+        let mut rb = RoutesBuilder::new();
+        rb.add_peer(tx.local_vtep);
+        (outer, rx, rb.build())
+    }
+
+    proptest! {
+        /// Whenever the fast path accepts, the general path accepts with the same inner frame.
+        #[test]
+        fn fast_path_agrees_with_the_general_path(
+            inner_len in 54usize..300,
+            v6 in any::<bool>(),
+            flips in proptest::collection::vec((0usize..80, any::<u8>()), 0..3),
+            cut in 0usize..8,
+        ) {
+            let (mut outer, cfg, routes) = valid(inner_len, v6);
+            for (at, v) in flips {
+                outer[at] = v;
+            }
+            outer.truncate(outer.len() - cut);
+            if let Some(len) = decap_fast(&outer, &cfg, &routes) {
+                prop_assert_eq!(decap_inner(&outer, &cfg, &routes), Ok((FAST_INNER_OFFSET, len)));
+            }
+        }
+
+        #[test]
+        fn unmodified_frames_take_the_fast_path(inner_len in 54usize..1400, v6 in any::<bool>()) {
+            let (outer, cfg, routes) = valid(inner_len, v6);
+            prop_assert_eq!(decap_fast(&outer, &cfg, &routes), Some(inner_len));
+        }
     }
 }

@@ -87,7 +87,7 @@ fn classify_v4<'r>(
     let hash = flow::hash_v4(src, dst, proto, ports);
     // The outer header has DF clear, so its ID should differ between packets of a flow: reuse the
     // inner ID (senders vary it), spread across flows by the hash. No per-worker counter needed.
-    let id = be16([h[18], h[19]]) ^ (hash >> 16) as u16;
+    let id = u16::from_ne_bytes([h[18], h[19]]) ^ (hash >> 16) as u16;
     Ok(Inner { next_hop, len: 14 + ip_len, hash, id })
 }
 
@@ -158,8 +158,122 @@ fn classify_v6<'r>(
 ///
 /// The inner frame is carried unchanged (MACs, TTL, checksums); Ethernet padding after the IP
 /// packet is removed.
-#[inline]
+#[inline(always)]
 pub fn encap(frame: &mut Frame<'_>, cfg: &Config, routes: &Routes) -> Action {
+    let (buf, start, len) = frame.raw_mut();
+    // The frame is passed on as parts so that it never escapes and stays in registers.
+    let (action, start, len) = match encap_fast_v4(buf, start, len, cfg, routes) {
+        Some(done) => done,
+        None => {
+            let mut f = Frame::from_valid_parts(buf, start, len);
+            let action = encap_general(&mut f, cfg, routes);
+            (action, f.start(), f.len())
+        }
+    };
+    frame.set_valid_bounds(start, len);
+    action
+}
+
+/// [`encap`] for the common case, in as few instructions as we could: an untagged IPv4 frame
+/// with a 20-byte header and at least 4 bytes of payload, TTL left, within the MTU, with 50 bytes
+/// of headroom. Returns `None` for anything else without touching the buffer, and
+/// [`encap_general`] then decides (it repeats every check, so this function only has to be right
+/// about what it accepts). Only `no_route` is answered here, the one drop that needs the lookup.
+/// On success returns the action and the frame's new start and length.
+#[inline(always)]
+fn encap_fast_v4(
+    buf: &mut [u8],
+    start: usize,
+    len: usize,
+    cfg: &Config,
+    routes: &Routes,
+) -> Option<(Action, usize, usize)> {
+    let new_start = start.checked_sub(OUTER_V4_LEN)?;
+    let region = buf.get_mut(new_start..start + len)?;
+    let (hdr, data) = region.split_first_chunk_mut::<OUTER_V4_LEN>()?;
+    let h = data.first_chunk::<38>()?;
+    // EtherType IPv4, version 4 with a 20-byte header, TTL left.
+    if [h[12], h[13]] != [0x08, 0x00] || h[14] != 0x45 || h[22] == 0 {
+        return None;
+    }
+    let ip_len = usize::from(be16([h[16], h[17]]));
+    // 24 <= ip_len <= len - 14 and ip_len <= MTU.
+    if ip_len.wrapping_sub(24) > len - 38 || ip_len > usize::from(cfg.overlay_mtu) {
+        return None;
+    }
+    let dst = u32::from_be_bytes([h[30], h[31], h[32], h[33]]);
+    let Some(nh) = routes.lookup_v4(dst) else {
+        return Some((Action::Drop(DropReason::NoRoute), start, len));
+    };
+    let proto = h[23];
+    // Ports only for unfragmented TCP/UDP/SCTP/UDP-Lite (see `flow`), selected without a branch.
+    let unfragmented = (h[20] & 0x3f) | h[21] == 0;
+    let mask = flow::ports_mask(proto) & 0u32.wrapping_sub(u32::from(unfragmented));
+    let ports = u32::from_ne_bytes([h[34], h[35], h[36], h[37]]) & mask;
+    let src = u32::from_ne_bytes([h[26], h[27], h[28], h[29]]);
+    let hash = flow::hash_v4(src, dst, proto, ports);
+    let id = u16::from_ne_bytes([h[18], h[19]]) ^ (hash >> 16) as u16;
+    let inner_len = 14 + ip_len;
+    write_outer(hdr, nh, cfg, inner_len, hash, id);
+    if cfg.udp_checksum {
+        let payload = data.get(..inner_len)?;
+        fill_udp_checksum(hdr, payload, nh);
+    }
+    let action = if nh.resolved() {
+        Action::Transmit(Egress::Underlay { ifindex: nh.ifindex() })
+    } else {
+        Action::ToKernel
+    };
+    Some((action, new_start, OUTER_V4_LEN + inner_len))
+}
+
+/// Copies the next hop's template into `hdr` and patches lengths, ID, IPv4 checksum and source
+/// port for an inner frame of `inner_len` bytes.
+#[inline(always)]
+fn write_outer(
+    hdr: &mut [u8; OUTER_V4_LEN],
+    nh: &NextHop,
+    cfg: &Config,
+    inner_len: usize,
+    hash: u32,
+    id: u16,
+) {
+    *hdr = *nh.template();
+    let ip_len = (OUTER_V4_LEN - 14 + inner_len) as u16;
+    let udp_len = (OUTER_V4_LEN - 34 + inner_len) as u16;
+    let sport = flow::source_port(hash, cfg.source_port_min, cfg.source_port_max);
+    // The checksum is summed in native byte order (RFC 1071 §2(B)): the template's sum was taken
+    // that way, the length is added as the bytes it is stored as, and the ID needs no swap at all
+    // since any value will do.
+    let ip_len_ne = u16::from_ne_bytes(ip_len.to_be_bytes());
+    let ip_csum = !csum::fold_fast(nh.ip_sum_ne() + u32::from(ip_len_ne) + u32::from(id));
+    let [l0, l1] = ip_len.to_be_bytes();
+    let [i0, i1] = id.to_ne_bytes();
+    hdr[v4::IP_TOTAL_LEN..v4::IP_TOTAL_LEN + 4].copy_from_slice(&[l0, l1, i0, i1]);
+    hdr[v4::IP_CHECKSUM..v4::IP_CHECKSUM + 2].copy_from_slice(&ip_csum.to_ne_bytes());
+    hdr[v4::UDP_SRC_PORT..v4::UDP_SRC_PORT + 2].copy_from_slice(&sport.to_be_bytes());
+    hdr[v4::UDP_LEN..v4::UDP_LEN + 2].copy_from_slice(&udp_len.to_be_bytes());
+}
+
+/// Computes the outer UDP checksum over the pseudo-header, the header in `hdr` (source port and
+/// length already written) and `payload` (the inner frame): what the kernel's `udpcsum` does.
+#[inline(never)]
+fn fill_udp_checksum(hdr: &mut [u8; OUTER_V4_LEN], payload: &[u8], nh: &NextHop) {
+    let sport = be16([hdr[v4::UDP_SRC_PORT], hdr[v4::UDP_SRC_PORT + 1]]);
+    let udp_len = be16([hdr[v4::UDP_LEN], hdr[v4::UDP_LEN + 1]]);
+    // Pseudo-header length and UDP length are the same number, counted twice.
+    let s = nh.udp_sum() + 2 * u32::from(udp_len) + u32::from(sport) + csum::sum(payload);
+    let c = match csum::finish(s) {
+        0 => 0xffff, // zero means "no checksum" in UDP
+        c => c,
+    };
+    hdr[v4::UDP_CHECKSUM..v4::UDP_CHECKSUM + 2].copy_from_slice(&c.to_be_bytes());
+}
+
+/// [`encap`] for every frame: all checks, exact drop reasons, ICMP errors.
+#[cold]
+#[inline(never)]
+fn encap_general(frame: &mut Frame<'_>, cfg: &Config, routes: &Routes) -> Action {
     if frame.headroom() < OUTER_V4_LEN {
         return Action::Drop(DropReason::NoHeadroom);
     }
@@ -168,7 +282,6 @@ pub fn encap(frame: &mut Frame<'_>, cfg: &Config, routes: &Routes) -> Action {
         Err(action) => return action,
     };
     let nh = inner.next_hop;
-    let sport = flow::source_port(inner.hash, cfg.source_port_min, cfg.source_port_max);
     let (buf, start, _) = frame.raw_mut();
     let new_start = start - OUTER_V4_LEN;
     let Some((hdr, payload)) = buf
@@ -177,23 +290,9 @@ pub fn encap(frame: &mut Frame<'_>, cfg: &Config, routes: &Routes) -> Action {
     else {
         return Action::Drop(DropReason::Truncated);
     };
-    *hdr = *nh.template();
-    let ip_len = (OUTER_V4_LEN - 14 + inner.len) as u16;
-    let udp_len = (OUTER_V4_LEN - 34 + inner.len) as u16;
-    hdr[v4::IP_TOTAL_LEN..v4::IP_TOTAL_LEN + 2].copy_from_slice(&ip_len.to_be_bytes());
-    hdr[v4::IP_ID..v4::IP_ID + 2].copy_from_slice(&inner.id.to_be_bytes());
-    let ip_csum = csum::finish(nh.ip_sum() + u32::from(ip_len) + u32::from(inner.id));
-    hdr[v4::IP_CHECKSUM..v4::IP_CHECKSUM + 2].copy_from_slice(&ip_csum.to_be_bytes());
-    hdr[v4::UDP_SRC_PORT..v4::UDP_SRC_PORT + 2].copy_from_slice(&sport.to_be_bytes());
-    hdr[v4::UDP_LEN..v4::UDP_LEN + 2].copy_from_slice(&udp_len.to_be_bytes());
+    write_outer(hdr, nh, cfg, inner.len, inner.hash, inner.id);
     if cfg.udp_checksum {
-        // Pseudo-header length and UDP length are the same number, counted twice.
-        let s = nh.udp_sum() + 2 * u32::from(udp_len) + u32::from(sport) + csum::sum(payload);
-        let c = match csum::finish(s) {
-            0 => 0xffff, // zero means "no checksum" in UDP
-            c => c,
-        };
-        hdr[v4::UDP_CHECKSUM..v4::UDP_CHECKSUM + 2].copy_from_slice(&c.to_be_bytes());
+        fill_udp_checksum(hdr, payload, nh);
     }
     frame.set_bounds(new_start, OUTER_V4_LEN + inner.len);
     if nh.resolved() {
@@ -236,4 +335,66 @@ pub fn encap_udp_payload(frame: &mut Frame<'_>, cfg: &Config, routes: &Routes) -
         remote: SocketAddrV4::new(nh.remote_vtep(), cfg.port),
         source_port: flow::source_port(inner.hash, cfg.source_port_min, cfg.source_port_max),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::pipeline::{Peer, RoutesBuilder};
+
+    fn setup(udp_checksum: bool, resolved: bool) -> (Config, Routes) {
+        let mut cfg =
+            Config::new(Ipv4Addr::new(192, 168, 77, 1), [2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+        cfg.udp_checksum = udp_checksum;
+        let peer = Peer {
+            vtep: Ipv4Addr::new(192, 168, 77, 2),
+            vtep_mac: [2, 0, 0, 0, 0, 3],
+            underlay_mac: resolved.then_some([2, 0, 0, 0, 0, 4]),
+            ifindex: 9,
+        };
+        let mut b = RoutesBuilder::new();
+        b.insert("10.244.0.0/16".parse().unwrap(), NextHop::new(&cfg, &peer));
+        (cfg, b.build())
+    }
+
+    proptest! {
+        /// Whenever the fast path answers, the general path gives the same answer and bytes.
+        #[test]
+        fn fast_path_agrees_with_the_general_path(
+            mut ip in proptest::collection::vec(any::<u8>(), 20..200),
+            pad in 0usize..8,
+            flags in any::<u8>(),
+            proto in prop_oneof![Just(6u8), Just(17u8), Just(1u8), any::<u8>()],
+            udp_checksum in any::<bool>(),
+            resolved in any::<bool>(),
+            dst_in_route in any::<bool>(),
+        ) {
+            let (cfg, routes) = setup(udp_checksum, resolved);
+            let ip_len = ip.len() as u16;
+            ip[0] = 0x45;
+            ip[2..4].copy_from_slice(&ip_len.to_be_bytes());
+            ip[6] = flags;
+            ip[9] = proto;
+            if dst_in_route {
+                ip[16..18].copy_from_slice(&[10, 244]);
+            }
+            let mut packet = vec![2, 0, 0, 0, 0, 3, 2, 0, 0, 0, 0, 2, 0x08, 0x00];
+            packet.extend_from_slice(&ip);
+            packet.extend(std::iter::repeat_n(0xee, pad));
+            let mut fast_buf = vec![0u8; 64];
+            fast_buf.extend_from_slice(&packet);
+            let mut general_buf = fast_buf.clone();
+            let fast = encap_fast_v4(&mut fast_buf, 64, packet.len(), &cfg, &routes);
+            if let Some((action, start, len)) = fast {
+                let mut general = Frame::new(&mut general_buf, 64, packet.len()).unwrap();
+                prop_assert_eq!(encap_general(&mut general, &cfg, &routes), action);
+                prop_assert_eq!((start, len), (general.start(), general.len()));
+                prop_assert_eq!(&fast_buf[..], general.buffer());
+            }
+        }
+    }
 }

@@ -113,6 +113,21 @@ impl<'a> Frame<'a> {
         (self.buf, self.start, self.len)
     }
 
+    /// A frame from parts already known to satisfy the invariant (taken from another `Frame`).
+    #[inline(always)]
+    pub(crate) fn from_valid_parts(buf: &'a mut [u8], start: usize, len: usize) -> Self {
+        debug_assert!(start + len <= buf.len());
+        Frame { buf, start, len }
+    }
+
+    /// Sets bounds already known to fit the buffer (computed from a successful range check).
+    #[inline(always)]
+    pub(crate) fn set_valid_bounds(&mut self, start: usize, len: usize) {
+        debug_assert!(start + len <= self.buf.len());
+        self.start = start;
+        self.len = len;
+    }
+
     /// The whole buffer, writable, with the current start and length (pipeline internals).
     #[inline]
     pub(crate) fn raw_mut(&mut self) -> (&mut [u8], usize, usize) {

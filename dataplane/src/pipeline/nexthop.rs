@@ -29,7 +29,6 @@ pub(crate) mod v4 {
     pub const ETH_TYPE: usize = 12;
     pub const IP: usize = 14;
     pub const IP_TOTAL_LEN: usize = 16;
-    pub const IP_ID: usize = 18;
     pub const IP_TTL: usize = 22;
     pub const IP_PROTO: usize = 23;
     pub const IP_CHECKSUM: usize = 24;
@@ -77,8 +76,9 @@ pub struct Peer {
 pub struct NextHop {
     peer: Peer,
     template: [u8; OUTER_V4_LEN],
-    /// Sum of the template's IPv4 header words (length, ID and checksum zero).
-    ip_sum: u32,
+    /// Sum of the template's IPv4 header words (length, ID and checksum zero), taken over
+    /// native-endian words and folded to 16 bits.
+    ip_sum_ne: u32,
     /// Sum of the UDP pseudo-header and constant UDP/VXLAN words (lengths and source port zero).
     udp_sum: u32,
 }
@@ -100,12 +100,13 @@ impl NextHop {
         t[VXLAN] = 0x08; // I flag
         let vni = (config.vni & 0x00ff_ffff).to_be_bytes();
         t[VXLAN_VNI..VXLAN_VNI + 3].copy_from_slice(&vni[1..]);
-        let ip_sum = csum::sum(&t[IP..UDP]);
+        let ip_sum_ne =
+            u32::from(u16::from_ne_bytes(csum::fold(csum::sum(&t[IP..UDP])).to_be_bytes()));
         let udp_sum = csum::sum_addr4(config.local_vtep.octets())
             + csum::sum_addr4(peer.vtep.octets())
             + 17
             + csum::sum(&t[UDP..OUTER_V4_LEN]);
-        NextHop { peer: *peer, template: t, ip_sum, udp_sum }
+        NextHop { peer: *peer, template: t, ip_sum_ne, udp_sum }
     }
 
     /// The peer this next hop was built from.
@@ -150,8 +151,8 @@ impl NextHop {
     }
 
     #[inline(always)]
-    pub(crate) fn ip_sum(&self) -> u32 {
-        self.ip_sum
+    pub(crate) fn ip_sum_ne(&self) -> u32 {
+        self.ip_sum_ne
     }
 
     #[inline(always)]

@@ -34,8 +34,10 @@
 //! ```
 
 mod rcu;
+pub mod synthetic;
 mod table;
 pub mod trie;
 
+pub use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 pub use rcu::{Published, Snapshot};
 pub use table::{Table, TableBuilder, V4Layout};

@@ -15,6 +15,8 @@
 //! The trie is built once from a prefix list sorted by length (shortest first) and never changed
 //! afterwards: [`super::Table`] snapshots are immutable.
 
+use std::sync::{Arc, Mutex, PoisonError};
+
 /// Marks an entry as a pointer to a child chunk; the low 31 bits are the chunk's offset.
 pub const CHILD: u32 = 1 << 31;
 
@@ -67,17 +69,46 @@ impl Layout for Dir16_8_8 {
     const STRIDES: &'static [u32] = &[16, 8, 8];
 }
 
-/// IPv6: a 2^16-entry root, then fourteen levels of 256-entry chunks.
+/// DIR-16-4-4-4-4: a 2^16-entry root, then 16-entry (one cache line) chunks.
+#[derive(Debug)]
+pub enum Dir16_4_4_4_4 {}
+impl Layout for Dir16_4_4_4_4 {
+    type Key = u32;
+    const STRIDES: &'static [u32] = &[16, 4, 4, 4, 4];
+}
+
+/// DIR-16-8-4-4: a 2^16-entry root, 256-entry chunks for /17–/24, 16-entry ones beyond.
+#[derive(Debug)]
+pub enum Dir16_8_4_4 {}
+impl Layout for Dir16_8_4_4 {
+    type Key = u32;
+    const STRIDES: &'static [u32] = &[16, 8, 4, 4];
+}
+
+/// DIR-20-4-4-4: a 2^20-entry (4 MiB) root, then 16-entry chunks.
+#[derive(Debug)]
+pub enum Dir20_4_4_4 {}
+impl Layout for Dir20_4_4_4 {
+    type Key = u32;
+    const STRIDES: &'static [u32] = &[20, 4, 4, 4];
+}
+
+/// IPv6: a 2^16-entry root, six levels of 256-entry chunks down to /64 (where node subnets
+/// end), then sixteen levels of 16-entry chunks, so a rare long prefix costs one cache line per
+/// level rather than a kilobyte.
 #[derive(Debug)]
 pub enum V6Trie {}
 impl Layout for V6Trie {
     type Key = u128;
-    const STRIDES: &'static [u32] = &[16, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8];
+    const STRIDES: &'static [u32] =
+        &[16, 8, 8, 8, 8, 8, 8, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4];
 }
 
 /// An immutable expanded multibit trie mapping prefixes to leaf values (`index + 1`).
 pub struct Trie<L: Layout> {
     entries: Vec<u32>,
+    /// Where `entries` goes when the trie is dropped, for the next build to reuse.
+    recycler: Option<Recycler>,
     _layout: std::marker::PhantomData<L>,
 }
 
@@ -90,6 +121,64 @@ impl<L: Layout> std::fmt::Debug for Trie<L> {
     }
 }
 
+/// Entry arrays of dropped tries, kept for the next build.
+///
+/// A large root (64 MiB for DIR-24-8) costs far more to page-fault into a fresh allocation
+/// than to overwrite in memory that is already mapped, so tries built with a recycler hand
+/// their array back when dropped and the next build starts from it. At most [`SPARES`] arrays
+/// are kept; the pool is shared by clones and only touched when a trie is built or dropped
+/// (by the writer, off the fast path — see [`super::Published`]).
+#[derive(Clone, Debug, Default)]
+pub struct Recycler(Arc<Mutex<Vec<Vec<u32>>>>);
+
+/// How many spare arrays a [`Recycler`] keeps.
+pub const SPARES: usize = 2;
+
+impl Recycler {
+    /// An empty pool.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn take(&self) -> Option<Vec<u32>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).pop()
+    }
+
+    fn give(&self, entries: Vec<u32>) {
+        let mut spares = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if spares.len() < SPARES {
+            spares.push(entries);
+        }
+    }
+
+    /// Bytes held by spare arrays.
+    pub fn spare_bytes(&self) -> usize {
+        let spares = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        spares.iter().map(|v| v.capacity() * std::mem::size_of::<u32>()).sum()
+    }
+}
+
+impl<L: Layout> Drop for Trie<L> {
+    fn drop(&mut self) {
+        if let Some(recycler) = self.recycler.take() {
+            recycler.give(std::mem::take(&mut self.entries));
+        }
+    }
+}
+
+/// `slice.fill(value)` as a few large `memmove`s: as fast as `fill` when optimised, and it
+/// keeps unoptimised (test) builds from crawling through a 64 MiB root one entry at a time.
+fn fill_fast(slice: &mut [u32], value: u32) {
+    let seed = slice.len().min(4096);
+    slice[..seed].fill(value);
+    let mut done = seed;
+    while done < slice.len() {
+        let n = done.min(slice.len() - done);
+        slice.copy_within(..n, done);
+        done += n;
+    }
+}
+
 impl<L: Layout> Trie<L> {
     /// Builds a trie from `(network, prefix_len, leaf)` triples.
     ///
@@ -97,8 +186,38 @@ impl<L: Layout> Trie<L> {
     /// length, shortest first** (then a shorter prefix never has to overwrite chunks a longer one
     /// created). `leaf` must be non-zero and below [`CHILD`].
     pub fn build(prefixes: impl IntoIterator<Item = (L::Key, u32, u32)>) -> Self {
+        Self::build_with(prefixes, None)
+    }
+
+    /// As [`Trie::build`], reusing a spare array from `recycler` when it has one and returning
+    /// this trie's array to it on drop.
+    pub fn build_with(
+        prefixes: impl IntoIterator<Item = (L::Key, u32, u32)>,
+        recycler: Option<&Recycler>,
+    ) -> Self {
         let root = 1usize << L::STRIDES[0];
-        let mut entries = vec![0u32; root];
+        let mut prefixes = prefixes.into_iter().peekable();
+        // A default route fills the whole root: write it while initialising instead of after.
+        let mut fill = 0;
+        if let Some(&(_, 0, leaf)) = prefixes.peek() {
+            fill = leaf;
+            prefixes.next();
+        }
+        let spare = recycler.and_then(Recycler::take);
+        let recycled = spare.is_some();
+        let mut entries = match spare {
+            Some(mut entries) => {
+                // Overwritten in full below; only the length matters here.
+                entries.truncate(root);
+                entries.resize(root, 0);
+                entries
+            }
+            // Zeroed allocations come straight from the allocator (lazily mapped zero pages).
+            None => vec![0; root],
+        };
+        if recycled || fill != 0 {
+            fill_fast(&mut entries, fill);
+        }
         let mut last_len = 0;
         for (key, len, leaf) in prefixes {
             debug_assert!(len >= last_len, "prefixes must come sorted by length");
@@ -106,7 +225,13 @@ impl<L: Layout> Trie<L> {
             last_len = len;
             Self::insert(&mut entries, key, len, leaf);
         }
-        Self { entries, _layout: std::marker::PhantomData }
+        if !recycled {
+            // Chunks were appended with amortised doubling; give the slack back (a large
+            // allocation shrinks in place, without copying). A recycled array keeps its
+            // capacity for the next build.
+            entries.shrink_to_fit();
+        }
+        Self { entries, recycler: recycler.cloned(), _layout: std::marker::PhantomData }
     }
 
     fn insert(entries: &mut Vec<u32>, key: L::Key, len: u32, leaf: u32) {
@@ -118,8 +243,8 @@ impl<L: Layout> Trie<L> {
             if len <= end {
                 let span = 1usize << (end - len);
                 let covered = &mut entries[index..index + span];
-                debug_assert!(covered.iter().all(|e| e & CHILD == 0));
-                covered.fill(leaf);
+                debug_assert!(span > 4096 || covered.iter().all(|e| e & CHILD == 0));
+                fill_fast(covered, leaf);
                 return;
             }
             let entry = entries[index];
@@ -156,6 +281,50 @@ impl<L: Layout> Trie<L> {
         0
     }
 
+    /// Looks up every key of `keys` into the same position of `out` (leaves as for
+    /// [`Trie::lookup`]).
+    ///
+    /// The batch is walked level by level rather than key by key: all loads of one level are
+    /// independent of each other, so the CPU keeps many cache misses in flight instead of
+    /// waiting out each lookup's chain of dependent loads. Keys that already reached their leaf
+    /// re-read entry 0 (always cached) and keep their leaf, so the loop has no data-dependent
+    /// branches; a level is skipped once no key in the group needs it.
+    ///
+    /// # Panics
+    /// When `out` is shorter than `keys`.
+    #[inline]
+    pub fn lookup_batch(&self, keys: &[L::Key], out: &mut [u32]) {
+        const GROUP: usize = 32;
+        let out = &mut out[..keys.len()];
+        for (keys, out) in keys.chunks(GROUP).zip(out.chunks_mut(GROUP)) {
+            let first = L::STRIDES[0];
+            let mut pending = 0u32;
+            for (slot, &key) in out.iter_mut().zip(keys) {
+                let entry = self.entries[key.bits(0, first)];
+                pending |= entry;
+                *slot = entry;
+            }
+            let mut start = first;
+            for &stride in &L::STRIDES[1..] {
+                if pending & CHILD == 0 {
+                    break;
+                }
+                pending = 0;
+                for (slot, &key) in out.iter_mut().zip(keys) {
+                    let entry = *slot;
+                    let child = entry & CHILD != 0;
+                    let index =
+                        if child { (entry & !CHILD) as usize + key.bits(start, stride) } else { 0 };
+                    let next = self.entries[index];
+                    let entry = if child { next } else { entry };
+                    pending |= entry;
+                    *slot = entry;
+                }
+                start += stride;
+            }
+        }
+    }
+
     /// Bytes of memory the trie holds.
     pub fn memory_bytes(&self) -> usize {
         self.entries.capacity() * std::mem::size_of::<u32>()
@@ -173,7 +342,33 @@ mod tests {
         }
         assert_eq!(total::<Dir24_8>(), 32);
         assert_eq!(total::<Dir16_8_8>(), 32);
+        assert_eq!(total::<Dir16_4_4_4_4>(), 32);
+        assert_eq!(total::<Dir16_8_4_4>(), 32);
+        assert_eq!(total::<Dir20_4_4_4>(), 32);
         assert_eq!(total::<V6Trie>(), 128);
+    }
+
+    #[test]
+    fn fill_fast_fills_every_entry() {
+        for len in [0, 1, 4095, 4096, 4097, 10_000, 1 << 16] {
+            let mut v = vec![7u32; len];
+            fill_fast(&mut v, 9);
+            assert!(v.iter().all(|&e| e == 9), "len {len}");
+        }
+    }
+
+    #[test]
+    fn recycled_arrays_start_clean() {
+        let recycler = Recycler::new();
+        let a = Trie::<Dir16_8_8>::build_with([(0, 0, 1), (0x0a01_0280, 25, 2)], Some(&recycler));
+        assert_eq!(a.lookup(0x0a01_02ff), 2);
+        drop(a);
+        assert!(recycler.spare_bytes() > 0);
+        let b = Trie::<Dir16_8_8>::build_with([(0x0b00_0000, 8, 1)], Some(&recycler));
+        assert_eq!(recycler.spare_bytes(), 0);
+        assert_eq!(b.lookup(0x0a01_02ff), 0);
+        assert_eq!(b.lookup(0x0000_0001), 0);
+        assert_eq!(b.lookup(0x0b01_0203), 1);
     }
 
     #[test]

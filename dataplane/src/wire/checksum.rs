@@ -10,9 +10,50 @@
 //! An odd-length piece is padded with a zero byte at its end, so when combining the sums of
 //! several pieces only the last one may have odd length.
 //!
-//! [`sum`] reads 8 bytes per step into a 64-bit accumulator with end-around carry (2^64 ≡ 1
-//! modulo 2^16 − 1, so the wide sum folds to the same 16-bit result) and is `#[inline]`: the
-//! encap path sums a 20-byte header per packet and the ICMP path sums up to a few hundred bytes.
+//! [`sum`] reads 8 bytes per step in the host's byte order into a 128-bit accumulator (an
+//! add/add-with-carry pair per step; 2^64 ≡ 1 modulo 2^16 − 1, so the wide sum folds to the
+//! same 16-bit result) and swaps the folded result once; it is `#[inline]`. The encap path
+//! patches its header checksum incrementally ([`update16`]); full sums are for ICMP errors,
+//! verification and the optional outer UDP checksum.
+//!
+//! # Encap: patching a precomputed outer header
+//!
+//! A route's outer IPv4 header is built once with total length and identification zero and
+//! its checksum filled in; per packet only those two words change, so the checksum is
+//! patched with two [`update16`] calls instead of re-summing the header:
+//!
+//! ```
+//! use linen_dataplane::wire::{checksum, ipv4, IpProtocol};
+//! use std::net::Ipv4Addr;
+//!
+//! // Off the fast path: the template.
+//! let mut template = [0u8; 20];
+//! ipv4::Repr {
+//!     src_addr: Ipv4Addr::new(192, 168, 77, 1),
+//!     dst_addr: Ipv4Addr::new(192, 168, 77, 2),
+//!     protocol: IpProtocol::Udp,
+//!     payload_len: 0,
+//!     ttl: 64,
+//!     ident: 0,
+//!     dont_frag: false,
+//!     more_frags: false,
+//!     frag_offset: 0,
+//!     dscp: 0,
+//!     ecn: 0,
+//! }
+//! .emit(&mut ipv4::Packet::new_unchecked(&mut template[..]));
+//!
+//! // Per packet: copy, then patch two words and the checksum.
+//! let mut hdr = template;
+//! let mut ip = ipv4::Packet::new_unchecked(&mut hdr[..]);
+//! let (total_len, ident) = (1478u16, 2656u16);
+//! let c = checksum::update16(ip.checksum(), 20, total_len);
+//! let c = checksum::update16(c, 0, ident);
+//! ip.set_total_len(total_len);
+//! ip.set_ident(ident);
+//! ip.set_checksum(c);
+//! assert!(ip.verify_checksum());
+//! ```
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -36,27 +77,54 @@ pub fn fold(acc: u64) -> u16 {
     acc as u16
 }
 
-/// Adds the big-endian 16-bit words of `data` into a 64-bit accumulator (unfolded).
+/// The ones'-complement sum of `data` read as *native-endian* 16-bit words, folded.
+///
+/// RFC 1071 §2(B): the sum is byte-order independent, so reading words in the host's order
+/// (no byte swap per load) and swapping the 16-bit result once gives the big-endian sum.
+/// 8-byte words go into a 128-bit accumulator, which compiles to an add/add-with-carry pair
+/// per word and cannot overflow for any slice; 32-byte blocks let the compiler unroll.
 #[inline]
-pub fn accumulate(mut acc: u64, data: &[u8]) -> u64 {
-    let (chunks, rest) = data.as_chunks::<8>();
-    for chunk in chunks {
-        acc = add_carry(acc, u64::from_be_bytes(*chunk));
+fn sum_native(data: &[u8]) -> u16 {
+    let mut acc: u128 = 0;
+    let (blocks, rest) = data.as_chunks::<32>();
+    for block in blocks {
+        let (words, _) = block.as_chunks::<8>();
+        for word in words {
+            acc += u128::from(u64::from_ne_bytes(*word));
+        }
     }
-    if !rest.is_empty() {
-        // Pad to 8 bytes with zeros at the end: an odd final byte becomes the high byte of a
-        // word, as RFC 1071 requires.
-        let mut last = [0u8; 8];
-        last[..rest.len()].copy_from_slice(rest);
-        acc = add_carry(acc, u64::from_be_bytes(last));
+    let (words, mut tail) = rest.as_chunks::<8>();
+    for word in words {
+        acc += u128::from(u64::from_ne_bytes(*word));
     }
-    acc
+    // The last 0..=7 bytes in 4-, 2- and 1-byte pieces (no variable-length copy). Every piece
+    // starts at an even offset, so its 16-bit words keep their place in the sum.
+    if let Some((word, rest)) = tail.split_first_chunk::<4>() {
+        acc += u128::from(u32::from_ne_bytes(*word));
+        tail = rest;
+    }
+    if let Some((word, rest)) = tail.split_first_chunk::<2>() {
+        acc += u128::from(u16::from_ne_bytes(*word));
+        tail = rest;
+    }
+    if let Some(&last) = tail.first() {
+        // An odd final byte is the high byte of a big-endian word padded with zero (RFC 1071).
+        acc += u128::from(u16::from_ne_bytes([last, 0]));
+    }
+    fold(add_carry(acc as u64, (acc >> 64) as u64))
+}
+
+/// Adds the sum of `data` (big-endian 16-bit words) into a 64-bit accumulator, unfolded;
+/// [`fold`] finishes it. For summing several pieces (each but the last of even length).
+#[inline]
+pub fn accumulate(acc: u64, data: &[u8]) -> u64 {
+    add_carry(acc, u64::from(sum(data)))
 }
 
 /// The 16-bit ones'-complement sum of `data` (not complemented).
 #[inline]
 pub fn sum(data: &[u8]) -> u16 {
-    fold(accumulate(0, data))
+    u16::from_be(sum_native(data))
 }
 
 /// Ones'-complement addition of two sums.

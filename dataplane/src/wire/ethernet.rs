@@ -375,6 +375,15 @@ impl<T: AsRef<[u8]>> Frame<T> {
     }
 }
 
+impl<'a, T: AsRef<[u8]> + ?Sized> Frame<&'a T> {
+    /// The payload after the header and tags, with the buffer's lifetime.
+    #[inline]
+    pub fn payload_ref(&self) -> &'a [u8] {
+        let data: &'a [u8] = T::as_ref(self.buffer);
+        &data[self.header_len_unchecked(data.len())..]
+    }
+}
+
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
     /// Sets the destination MAC address.
     #[inline]
@@ -465,7 +474,7 @@ impl Repr {
         frame.set_dst_addr(self.dst_addr);
         frame.set_src_addr(self.src_addr);
         let data = frame.buffer.as_mut();
-        let mut at = 12;
+        let mut at = field::ETHERTYPE.start;
         let tags: [Option<VlanTag>; 2] = match self.vlan {
             Vlan::None => [None, None],
             Vlan::Single(t) => [Some(t), None],
@@ -524,6 +533,7 @@ mod tests {
         assert_eq!((tag.tpid, tag.pcp(), tag.dei(), tag.vid()), (EtherType::Vlan, 5, false, 100));
         assert_eq!(f.l3_offset(), 18);
         assert_eq!(f.payload(), &[0xaa, 0xbb]);
+        assert_eq!(f.payload_ref(), &[0xaa, 0xbb]);
     }
 
     #[test]

@@ -423,13 +423,14 @@ impl Repr {
     /// Writes a 20-byte header with the checksum filled in.
     ///
     /// # Panics
-    /// When the buffer is shorter than 20 bytes.
+    /// When the buffer is shorter than 20 bytes or `payload_len` exceeds 65515 (programming
+    /// errors).
     pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, packet: &mut Packet<T>) {
         packet.set_version(4);
         packet.set_header_len(HEADER_LEN);
         packet.set_dscp(self.dscp);
         packet.set_ecn(self.ecn);
-        let total = (HEADER_LEN + self.payload_len).min(usize::from(u16::MAX)) as u16;
+        let total = u16::try_from(HEADER_LEN + self.payload_len).expect("IPv4 payload above 65515");
         packet.set_total_len(total);
         packet.set_ident(self.ident);
         packet.clear_flags();

@@ -31,21 +31,34 @@
 //!
 //! This module never allocates, never locks and never logs.
 
+pub mod arp;
 pub mod checksum;
 pub mod ethernet;
+pub mod icmpv4;
+pub mod icmpv6;
 pub mod ip;
 pub mod ipv4;
 pub mod ipv6;
 pub mod udp;
 pub mod vxlan;
 
+#[cfg(test)]
+mod fixture_tests;
+#[cfg(test)]
+mod prop_tests;
+
+pub use arp::{
+    Hardware as ArpHardware, Operation as ArpOperation, Packet as ArpPacket, Repr as ArpRepr,
+};
 pub use ethernet::{
     EtherType, Frame as EthernetFrame, MacAddr, Repr as EthernetRepr, Vlan, VlanTag,
 };
+pub use icmpv4::{Message as Icmpv4Message, Packet as Icmpv4Packet, Repr as Icmpv4Repr};
+pub use icmpv6::{Message as Icmpv6Message, Packet as Icmpv6Packet, Repr as Icmpv6Repr};
 pub use ip::IpProtocol;
 pub use ipv4::{Packet as Ipv4Packet, Repr as Ipv4Repr};
 pub use ipv6::{Packet as Ipv6Packet, Repr as Ipv6Repr};
-pub use udp::{Packet as UdpPacket, Repr as UdpRepr};
+pub use udp::{ChecksumMode as UdpChecksumMode, Packet as UdpPacket, Repr as UdpRepr};
 pub use vxlan::{Packet as VxlanPacket, Repr as VxlanRepr, Vni};
 
 /// What was wrong with a header. One byte, `Copy`, no allocation: the fast path maps it to a

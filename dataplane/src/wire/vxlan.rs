@@ -27,6 +27,11 @@ mod field {
 pub const HEADER_LEN: usize = 8;
 /// The I flag: the VNI is valid.
 pub const FLAG_I: u8 = 0x08;
+/// Bytes VXLAN adds in front of an inner frame over an untagged IPv4 underlay:
+/// Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8 (why flannel's overlay MTU is the underlay's − 50).
+pub const OVERHEAD_IPV4: usize = 14 + 20 + 8 + HEADER_LEN;
+/// The same over an untagged IPv6 underlay: Ethernet 14 + IPv6 40 + UDP 8 + VXLAN 8.
+pub const OVERHEAD_IPV6: usize = 14 + 40 + 8 + HEADER_LEN;
 /// The IANA-assigned VXLAN UDP port.
 pub const IANA_PORT: u16 = 4789;
 /// The port Linux (and so flannel) uses by default.
@@ -124,7 +129,8 @@ impl<T: AsRef<[u8]>> Packet<T> {
     #[inline]
     pub fn reserved_is_zero(&self) -> bool {
         let d = self.buffer.as_ref();
-        (d[field::FLAGS] & !FLAG_I) | d[1] | d[2] | d[3] | d[field::RESERVED2] == 0
+        let reserved1 = d[field::RESERVED1].iter().fold(0, |acc, b| acc | b);
+        (d[field::FLAGS] & !FLAG_I) | reserved1 | d[field::RESERVED2] == 0
     }
 
     /// The 24-bit VNI.
