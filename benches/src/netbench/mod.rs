@@ -46,3 +46,6 @@ pub const DATAPATHS: [&str; 3] = ["kernel", "xdp", "tap"];
 pub const MD_BEGIN: &str = "<!-- netbench:begin -->";
 /// See [`MD_BEGIN`].
 pub const MD_END: &str = "<!-- netbench:end -->";
+/// Ends the generated part of the section: hand-written notes between this marker and
+/// [`MD_END`] survive the next run.
+pub const MD_GENERATED_END: &str = "<!-- netbench:generated:end -->";

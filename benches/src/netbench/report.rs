@@ -400,6 +400,28 @@ pub fn splice(doc: &str, begin: &str, end: &str, section: &str) -> String {
     }
 }
 
+/// Puts a new generated `table` into netbench's section of `doc` (between `begin` and `end`):
+/// when the section already has a `generated_end` marker, only the text before it is replaced,
+/// so the notes written after it stay; otherwise the whole section becomes the table followed
+/// by that marker.
+pub fn update_section(
+    doc: &str,
+    begin: &str,
+    generated_end: &str,
+    end: &str,
+    table: &str,
+) -> String {
+    let inside = match (doc.find(begin), doc.find(generated_end), doc.find(end)) {
+        (Some(b), Some(g), Some(e)) => b < g && g < e,
+        _ => false,
+    };
+    if inside {
+        splice(doc, begin, generated_end, table)
+    } else {
+        splice(doc, begin, end, &format!("{}\n{generated_end}", table.trim_end()))
+    }
+}
+
 /// Checks that `results` has, for each datapath, an object with every headline key present
 /// (a number, or `null` next to `unavailable`/`errors`).
 pub fn check_shape(results: &Value, datapaths: &[String]) -> Result<(), String> {
@@ -479,6 +501,17 @@ mod tests {
         let again = splice(&out, "<!-- b -->", "<!-- e -->", "newer");
         assert_eq!(again, "# Benchmarks\nintro\n<!-- b -->\nnewer\n<!-- e -->\ntail\n");
         assert_eq!(splice("", "<b>", "<e>", "x"), "<b>\nx\n<e>\n");
+    }
+
+    #[test]
+    fn update_keeps_notes_after_the_generated_part() {
+        let (b, g, e) = ("<!-- b -->", "<!-- g -->", "<!-- e -->");
+        let first = update_section("# B\n<!-- b -->\n<!-- e -->\n", b, g, e, "t1\n");
+        assert_eq!(first, "# B\n<!-- b -->\nt1\n<!-- g -->\n<!-- e -->\n");
+        let noted = first.replace("<!-- g -->\n", "<!-- g -->\nnotes\n");
+        let second = update_section(&noted, b, g, e, "t2");
+        assert_eq!(second, "# B\n<!-- b -->\nt2\n<!-- g -->\nnotes\n<!-- e -->\n");
+        assert_eq!(update_section("", b, g, e, "t"), "<!-- b -->\nt\n<!-- g -->\n<!-- e -->\n");
     }
 
     #[test]
