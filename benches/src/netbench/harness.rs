@@ -476,3 +476,25 @@ fn pin_all_threads(pid: u32, cpus: &str) -> Result<(), String> {
 pub fn fmt_mac(m: &[u8; 6]) -> String {
     m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs_round_trip_and_bad_ones_are_refused() {
+        let m = parse_mac("2a:a9:df:4e:cb:b8").expect("mac");
+        assert_eq!(m, [0x2a, 0xa9, 0xdf, 0x4e, 0xcb, 0xb8]);
+        assert_eq!(fmt_mac(&m), "2a:a9:df:4e:cb:b8");
+        assert!(parse_mac("2a:a9:df:4e:cb").is_err());
+        assert!(parse_mac("2a:a9:df:4e:cb:b8:00").is_err());
+        assert!(parse_mac("zz:a9:df:4e:cb:b8").is_err());
+    }
+
+    #[test]
+    fn datapath_names_map_to_overlays() {
+        assert_eq!(overlay_for("kernel"), Overlay::KernelVxlan);
+        assert_eq!(overlay_for("xdp"), Overlay::linen("xdp"));
+        assert_eq!(overlay_for("tap"), Overlay::linen("tap"));
+    }
+}
