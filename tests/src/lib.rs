@@ -8,6 +8,7 @@
 //! Tests that use it need root. [`require_root`] fails loudly instead of letting a test pass empty.
 #![deny(missing_docs)]
 
+pub mod cluster;
 pub mod etcd;
 
 use std::path::PathBuf;
