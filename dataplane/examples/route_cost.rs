@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! route_cost <what> <shape> <routes> <operations>
-//!   what:  table | table-batch | dir24_8 | dir16_8_8 | dir16_8_4_4 | dir16_4_4_4_4 | dir20_4_4_4
+//!   what:  table | table-batch | table-publishing | dir24_8 | dir16_8_8 | dir16_8_4_4 | dir16_4_4_4_4 | dir20_4_4_4
 //!          (add -batch for the level-synchronous batch lookup) | v6 | load | epoch-pin | build
 //!   shape: spread | cluster (IPv4 route set; ignored for v6, load and epoch-pin)
 //! ```
@@ -73,12 +73,26 @@ fn main() -> ExitCode {
         "dir16_8_4_4" => trie::<Dir16_8_4_4>(&entries, &dests, ops, batch),
         "dir16_4_4_4_4" => trie::<Dir16_4_4_4_4>(&entries, &dests, ops, batch),
         "dir20_4_4_4" => trie::<Dir20_4_4_4>(&entries, &dests, ops, batch),
-        "table" => {
+        "table" | "table-publishing" => {
             let mut b = TableBuilder::new();
             for (i, &n) in v4.iter().enumerate() {
                 b.insert(IpNet::V4(n), i as u32);
             }
-            let cell = Published::new(b.build());
+            let cell = std::sync::Arc::new(Published::new(b.build()));
+            // With `table-publishing`, another thread rebuilds and publishes the table back to
+            // back while this one looks up (count this thread alone: --separate-threads=yes).
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let publisher = (what == "table-publishing").then(|| {
+                let (cell, stop, b) = (cell.clone(), stop.clone(), b.clone());
+                std::thread::spawn(move || {
+                    let mut published = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        cell.publish_with(|| b.build());
+                        published += 1;
+                    }
+                    published
+                })
+            });
             let mut sum = 0u64;
             let mut done = 0;
             for chunk in dests.chunks(BATCH).cycle() {
@@ -97,6 +111,11 @@ fn main() -> ExitCode {
                     }
                 }
                 done += chunk.len();
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            if let Some(publisher) = publisher {
+                let published = publisher.join().expect("publisher thread");
+                eprintln!("{published} snapshots published during the lookups");
             }
             sum
         }
@@ -120,9 +139,15 @@ fn main() -> ExitCode {
             for (i, &n) in v4.iter().enumerate() {
                 b.insert(IpNet::V4(n), i as u32);
             }
+            let cell = Published::new(b.build());
             let mut sum = 0u64;
             for _ in 0..ops / BATCH {
-                sum += black_box(b.build()).len() as u64;
+                let start = std::time::Instant::now();
+                let table = b.build();
+                let built = start.elapsed();
+                sum += table.len() as u64;
+                cell.publish(table);
+                eprintln!("build {built:?}, build + publish {:?}", start.elapsed());
             }
             sum
         }

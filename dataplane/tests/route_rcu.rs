@@ -37,8 +37,8 @@ fn prefixes() -> Vec<(IpNet, IpAddr)> {
     out
 }
 
-fn snapshot(prefixes: &[(IpNet, IpAddr)], k: u32) -> Table<u32> {
-    let mut b = TableBuilder::new();
+/// Snapshot `k`: every prefix maps to `k`. One builder is reused, as the control plane does.
+fn snapshot(b: &mut TableBuilder<u32>, prefixes: &[(IpNet, IpAddr)], k: u32) -> Table<u32> {
     for &(net, _) in prefixes {
         b.insert(net, k);
     }
@@ -49,7 +49,8 @@ fn snapshot(prefixes: &[(IpNet, IpAddr)], k: u32) -> Table<u32> {
 fn readers_see_whole_snapshots_while_a_writer_publishes() {
     let prefixes = Arc::new(prefixes());
     let probes: Arc<Vec<IpAddr>> = Arc::new(prefixes.iter().map(|p| p.1).collect());
-    let cell = Arc::new(Published::new(snapshot(&prefixes, 0)));
+    let mut builder = TableBuilder::new();
+    let cell = Arc::new(Published::new(snapshot(&mut builder, &prefixes, 0)));
     // Readers and writer start together; the writer only finishes once every reader has seen
     // the final snapshot, so each reader provably overlaps the whole run of publishes.
     let start = Arc::new(Barrier::new(READERS + 1));
@@ -97,7 +98,11 @@ fn readers_see_whole_snapshots_while_a_writer_publishes() {
 
     start.wait();
     for k in 1..=SNAPSHOTS {
-        cell.publish(snapshot(&prefixes, k));
+        if k % 2 == 0 {
+            cell.publish(snapshot(&mut builder, &prefixes, k));
+        } else {
+            cell.publish_with(|| snapshot(&mut builder, &prefixes, k));
+        }
         if Instant::now() > cap {
             break;
         }

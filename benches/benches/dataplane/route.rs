@@ -1,24 +1,31 @@
 //! route benchmarks: LPM lookups, building and publishing snapshots, and the IPv4 candidates.
 //!
-//! IDs: `lookup/routes_1k`, `lookup/routes_100k` (the chosen table, one lookup per element),
-//! `lookup/routes_100k_v6`, `lookup_loaded/routes_100k` (one `Published::load` per 64 lookups,
-//! as a worker does), `lookup_during_publish/routes_100k` (the same while another thread builds
-//! and publishes 100k-route tables back to back), `publish/routes_100k` (build + publish),
-//! `rcu/load` (one `Published::load` and guard drop), and `ipv4_candidates/*` (DIR-24-8 vs
-//! DIR-16-8-8 lookup and build). See docs/route.md for the numbers and the choice.
+//! IDs (each element is one lookup unless said otherwise):
+//! - `lookup/routes_1k`, `lookup/routes_100k`: the chosen table on the spread route set;
+//!   `lookup/routes_100k_read_next_hop` also reads the next hop found;
+//!   `lookup/routes_100k_cluster` uses the pod-network route set; `lookup/routes_100k_v6`.
+//! - `lookup_loaded/routes_100k`: one `Published::load` per 64 lookups, as a worker does;
+//!   `lookup_during_publish/routes_100k`: the same while another thread builds and publishes a
+//!   100k-route table every 10 ms; `lookup_during_publish/routes_100k_continuous`: back to back.
+//! - `publish/routes_100k`: build a 100k-route table and publish it (one element = one publish).
+//! - `rcu/load`: one `Published::load` and guard drop.
+//! - `ipv4_candidates/<layout>/{lookup_100k,lookup_batch_100k,build_100k,build_recycled_100k}`:
+//!   the structures considered, on the same routes and destinations.
 //!
-//! The route sets are generated from a fixed seed (see [`v4_routes`]); destinations are drawn
-//! inside the table's prefixes and cycled through a 1 Mi-entry array so each iteration's 4096
-//! lookups hit cold, scattered entries rather than the same few cache lines.
+//! Route sets come from `linen_dataplane::route::synthetic` with fixed seeds; destinations lie
+//! inside the table's prefixes and are cycled through a 1 Mi-entry array, so each iteration's
+//! 4096 lookups hit cold, scattered entries rather than the same few cache lines.
+//! See docs/route.md for the numbers and the choice.
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
+use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use linen_dataplane::route::synthetic::{self, Shape};
 use linen_dataplane::route::trie::{
-    Dir16_4_4_4_4, Dir16_8_4_4, Dir16_8_8, Dir20_4_4_4, Dir24_8, Layout, Trie,
+    Dir16_4_4_4_4, Dir16_8_4_4, Dir16_8_8, Dir20_4_4_4, Dir24_8, Layout, Recycler, Trie,
 };
 use linen_dataplane::route::{IpNet, Ipv4Net, Ipv6Net, Published, Table, TableBuilder};
 
@@ -53,6 +60,17 @@ fn cycle<'a, K>(dests: &'a [K], pos: &mut usize) -> &'a [K] {
     chunk
 }
 
+/// The lookups alone: each answer (a reference to the next hop) is consumed as an address,
+/// without reading the next hop itself.
+fn lookup_v4_refs(table: &Table<NextHop>, dsts: &[u32]) -> usize {
+    let mut sum = 0usize;
+    for &d in dsts {
+        sum = sum.wrapping_add(table.lookup_v4(d).map_or(0, |h| h as *const NextHop as usize));
+    }
+    sum
+}
+
+/// The lookups plus the first read of each next hop, as the pipeline does.
 fn lookup_v4_sum(table: &Table<NextHop>, dsts: &[u32]) -> u32 {
     let mut sum = 0u32;
     for &d in dsts {
@@ -70,8 +88,19 @@ fn lookups(c: &mut Criterion) {
         let dests = synthetic::v4_dests(&routes, DESTS, 2);
         let mut pos = 0;
         g.bench_function(name, |b| {
-            b.iter(|| lookup_v4_sum(&table, black_box(cycle(&dests, &mut pos))))
+            b.iter(|| lookup_v4_refs(&table, black_box(cycle(&dests, &mut pos))))
         });
+        if n == 100_000 {
+            g.bench_function("routes_100k_read_next_hop", |b| {
+                b.iter(|| lookup_v4_sum(&table, black_box(cycle(&dests, &mut pos))))
+            });
+            let routes = synthetic::v4_routes(Shape::Cluster, n, 1);
+            let table = builder(&routes, &[]).build();
+            let dests = synthetic::v4_dests(&routes, DESTS, 2);
+            g.bench_function("routes_100k_cluster", |b| {
+                b.iter(|| lookup_v4_refs(&table, black_box(cycle(&dests, &mut pos))))
+            });
+        }
     }
     let routes = synthetic::v6_routes(100_000, 3);
     let table = builder(&[], &routes).build();
@@ -79,9 +108,10 @@ fn lookups(c: &mut Criterion) {
     let mut pos = 0;
     g.bench_function("routes_100k_v6", |b| {
         b.iter(|| {
-            let mut sum = 0u32;
+            let mut sum = 0usize;
             for &d in black_box(cycle(&dests, &mut pos)) {
-                sum = sum.wrapping_add(table.lookup_v6(d).map_or(0, |h| h.id));
+                sum = sum
+                    .wrapping_add(table.lookup_v6(d).map_or(0, |h| h as *const NextHop as usize));
             }
             sum
         })
@@ -96,10 +126,10 @@ fn loaded_lookups(c: &mut Criterion) {
     let cell = Arc::new(Published::new(b.build()));
     let dests = synthetic::v4_dests(&routes, DESTS, 2);
     let run = |cell: &Published<Table<NextHop>>, pos: &mut usize| {
-        let mut sum = 0u32;
+        let mut sum = 0usize;
         for batch in black_box(cycle(&dests, pos)).chunks(WORKER_BATCH) {
             let table = cell.load();
-            sum = sum.wrapping_add(lookup_v4_sum(&table, batch));
+            sum = sum.wrapping_add(lookup_v4_refs(&table, batch));
         }
         sum
     };
@@ -110,26 +140,34 @@ fn loaded_lookups(c: &mut Criterion) {
     g.bench_function("routes_100k", |bch| bch.iter(|| run(&cell, &mut pos)));
     g.finish();
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let publisher = {
-        let (cell, stop, b) = (cell.clone(), stop.clone(), b.clone());
-        thread::spawn(move || {
-            let mut published = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                cell.publish(b.build());
-                published += 1;
-            }
-            published
-        })
-    };
+    // A publisher thread rebuilding and publishing the 100k-route table: every 10 ms (a
+    // control plane under heavy churn), then back to back (the worst case; on a two-core
+    // machine it also competes with the reader for a core and for memory bandwidth).
     let mut g = c.benchmark_group("lookup_during_publish");
     g.throughput(Throughput::Elements(BATCH as u64));
-    let mut pos = 0;
-    g.bench_function("routes_100k", |bch| bch.iter(|| run(&cell, &mut pos)));
+    for (name, pause) in
+        [("routes_100k", Duration::from_millis(10)), ("routes_100k_continuous", Duration::ZERO)]
+    {
+        let stop = Arc::new(AtomicBool::new(false));
+        let publisher = {
+            let (cell, stop, b) = (cell.clone(), stop.clone(), b.clone());
+            thread::spawn(move || {
+                let mut published = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    cell.publish_with(|| b.build());
+                    published += 1;
+                    thread::sleep(pause);
+                }
+                published
+            })
+        };
+        let mut pos = 0;
+        g.bench_function(name, |bch| bch.iter(|| run(&cell, &mut pos)));
+        stop.store(true, Ordering::Relaxed);
+        let published = publisher.join().expect("publisher thread");
+        eprintln!("lookup_during_publish/{name}: {published} snapshots published during the run");
+    }
     g.finish();
-    stop.store(true, Ordering::Relaxed);
-    let published = publisher.join().expect("publisher thread");
-    eprintln!("lookup_during_publish: {published} snapshots published during the run");
 }
 
 fn publish(c: &mut Criterion) {
@@ -138,7 +176,7 @@ fn publish(c: &mut Criterion) {
     let cell = Published::new(b.build());
     let mut g = c.benchmark_group("publish");
     g.sample_size(10);
-    g.bench_function("routes_100k", |bch| bch.iter(|| cell.publish(b.build())));
+    g.bench_function("routes_100k", |bch| bch.iter(|| cell.publish_with(|| b.build())));
     g.finish();
     eprintln!(
         "routes_100k table: {} bytes in lookup structures and values",
@@ -183,6 +221,10 @@ fn candidates(c: &mut Criterion) {
         g.sample_size(10);
         g.bench_function(BenchmarkId::new(name, "build_100k"), |b| {
             b.iter(|| Trie::<L>::build(routes.iter().copied()))
+        });
+        let recycler = Recycler::new();
+        g.bench_function(BenchmarkId::new(name, "build_recycled_100k"), |b| {
+            b.iter(|| Trie::<L>::build_with(routes.iter().copied(), Some(&recycler)))
         });
         g.finish();
     }

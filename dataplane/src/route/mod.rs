@@ -7,8 +7,10 @@
 //! snapshot stays valid until every reader has moved on.
 //!
 //! What this module must never do on the read side: block, take a lock, allocate, or free a
-//! snapshot. Lookups are a few dependent array loads ([`trie`] explains the structure;
-//! `docs/route.md` explains why it was chosen and what it costs).
+//! snapshot. An IPv4 lookup is one array load for prefixes up to /24 and two beyond (DIR-24-8);
+//! [`trie`] explains the structure, `docs/route.md` why it was chosen and what it costs.
+//! Control-plane code should publish with [`Published::publish_with`] so that the arrays of
+//! the snapshot replaced last time are reused by the next build.
 //!
 //! ```
 //! use std::net::Ipv4Addr;
@@ -29,7 +31,7 @@
 //!
 //! // The control plane, on a change:
 //! routes.remove(&"10.244.8.0/24".parse().unwrap());
-//! published.publish(routes.build());
+//! published.publish_with(|| routes.build());
 //! assert_eq!(published.load().lookup_v4(u32::from(Ipv4Addr::new(10, 244, 8, 7))), Some(&"cluster"));
 //! ```
 

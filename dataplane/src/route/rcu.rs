@@ -66,6 +66,16 @@ impl<T: Send + Sync> Published<T> {
         Self::sweep(&mut retired);
     }
 
+    /// Frees what can be freed, builds the next snapshot with `build`, and publishes it.
+    ///
+    /// Sweeping first matters when snapshots recycle their memory (as [`super::Table`]s built
+    /// by one [`super::TableBuilder`] do): the snapshot replaced last time is usually free by
+    /// now, and its arrays are then ready for `build` to reuse instead of mapping fresh ones.
+    pub fn publish_with(&self, build: impl FnOnce() -> T) {
+        self.reclaim();
+        self.publish(build());
+    }
+
     /// Frees retired snapshots no reader holds any more; returns how many are still held.
     pub fn reclaim(&self) -> usize {
         let mut retired = self.retired.lock().unwrap_or_else(PoisonError::into_inner);

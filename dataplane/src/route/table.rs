@@ -5,15 +5,20 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use super::trie::{Dir20_4_4_4, Trie, V6Trie, CHILD};
+use super::trie::{Dir24_8, Recycler, Trie, V6Trie, CHILD};
 
-/// The IPv4 trie geometry [`Table`] uses (chosen by benchmark; see `docs/route.md`).
-pub type V4Layout = Dir20_4_4_4;
+/// The IPv4 trie geometry [`Table`] uses: DIR-24-8, chosen by benchmark (see `docs/route.md`;
+/// [`super::trie::Dir20_4_4_4`] is the compact alternative at about a third of the lookup rate).
+pub type V4Layout = Dir24_8;
 
 /// An immutable longest-prefix-match snapshot over IPv4 and IPv6 prefixes.
 ///
 /// Built by [`TableBuilder::build`] off the fast path; workers read it through
 /// [`super::Published`]. Lookups never allocate, lock or fail.
+///
+/// Memory: the IPv4 trie's 64 MiB root (allocated zeroed, so an unused family is not resident)
+/// plus 1 KiB per /24 that holds longer prefixes, the IPv6 trie, and one `V` per prefix.
+/// Dropping a table returns its trie arrays to the builder that made it, for the next build.
 pub struct Table<V> {
     v4: Trie<V4Layout>,
     v6: Trie<V6Trie>,
@@ -112,6 +117,9 @@ pub struct TableBuilder<V> {
     /// Keyed by `(prefix_len, network)` so iteration yields the order the tries need.
     v4: BTreeMap<(u8, u32), V>,
     v6: BTreeMap<(u8, u128), V>,
+    /// Trie arrays of dropped snapshots, reused by the next build (see [`Recycler`]).
+    recycle_v4: Recycler,
+    recycle_v6: Recycler,
 }
 
 impl<V: Clone> Default for TableBuilder<V> {
@@ -123,7 +131,12 @@ impl<V: Clone> Default for TableBuilder<V> {
 impl<V: Clone> TableBuilder<V> {
     /// An empty prefix list.
     pub fn new() -> Self {
-        Self { v4: BTreeMap::new(), v6: BTreeMap::new() }
+        Self {
+            v4: BTreeMap::new(),
+            v6: BTreeMap::new(),
+            recycle_v4: Recycler::new(),
+            recycle_v6: Recycler::new(),
+        }
     }
 
     /// Sets the value of `prefix`, returning the value it replaces.
@@ -183,6 +196,9 @@ impl<V: Clone> TableBuilder<V> {
 
     /// Builds an immutable snapshot of the current prefix list.
     ///
+    /// When a snapshot this builder (or a clone of it) built earlier has been dropped, its
+    /// lookup arrays are reused, which avoids page-faulting tens of megabytes afresh.
+    ///
     /// # Panics
     /// When the list holds 2^31 prefixes or more, or the tries outgrow 2^31 entries (8 GiB):
     /// far beyond the 100k prefixes linen is sized for.
@@ -192,12 +208,14 @@ impl<V: Clone> TableBuilder<V> {
         let mut values = Vec::with_capacity(count);
         values.extend(self.v4.values().cloned());
         values.extend(self.v6.values().cloned());
-        let v4 = Trie::build(
+        let v4 = Trie::build_with(
             self.v4.keys().zip(1u32..).map(|(&(len, net), leaf)| (net, u32::from(len), leaf)),
+            Some(&self.recycle_v4),
         );
         let first_v6 = self.v4.len() as u32 + 1;
-        let v6 = Trie::build(
+        let v6 = Trie::build_with(
             self.v6.keys().zip(first_v6..).map(|(&(len, net), leaf)| (net, u32::from(len), leaf)),
+            Some(&self.recycle_v6),
         );
         Table { v4, v6, values }
     }

@@ -9,11 +9,17 @@
 //! Prefixes are *expanded* into every entry they cover at the level where they end, and *pushed*
 //! into child chunks when a longer prefix forces a chunk below them, so the entry where a lookup
 //! stops already holds the longest match: a lookup is one dependent load per level it descends,
-//! with no backtracking. [`Dir24_8`] is the classic DIR-24-8; [`Dir16_8_8`] trades one more load
-//! for a 256 KiB root that stays in cache; [`V6Trie`] strides IPv6 as 16 then 8 bits per level.
+//! with no backtracking.
+//!
+//! [`Dir24_8`] (the classic DIR-24-8, one load for prefixes up to /24, 64 MiB root) is what
+//! [`super::Table`] uses for IPv4; the other IPv4 layouts are kept because the benchmarks compare
+//! them (`docs/route.md`). [`V6Trie`] strides IPv6 as 16, then 8 down to /64, then 4.
 //!
 //! The trie is built once from a prefix list sorted by length (shortest first) and never changed
-//! afterwards: [`super::Table`] snapshots are immutable.
+//! afterwards: [`super::Table`] snapshots are immutable. Building into a recycled array (see
+//! [`Recycler`]) avoids page-faulting a large root afresh on every rebuild.
+
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// Marks an entry as a pointer to a child chunk; the low 31 bits are the chunk's offset.
 pub const CHILD: u32 = 1 << 31;
@@ -105,6 +111,8 @@ impl Layout for V6Trie {
 /// An immutable expanded multibit trie mapping prefixes to leaf values (`index + 1`).
 pub struct Trie<L: Layout> {
     entries: Vec<u32>,
+    /// Where `entries` goes when the trie is dropped, for the next build to reuse.
+    recycler: Option<Recycler>,
     _layout: std::marker::PhantomData<L>,
 }
 
@@ -117,6 +125,64 @@ impl<L: Layout> std::fmt::Debug for Trie<L> {
     }
 }
 
+/// Entry arrays of dropped tries, kept for the next build.
+///
+/// A large root (64 MiB for DIR-24-8) costs far more to page-fault into a fresh allocation
+/// than to overwrite in memory that is already mapped, so tries built with a recycler hand
+/// their array back when dropped and the next build starts from it. At most [`SPARES`] arrays
+/// are kept; the pool is shared by clones and only touched when a trie is built or dropped
+/// (by the writer, off the fast path — see [`super::Published`]).
+#[derive(Clone, Debug, Default)]
+pub struct Recycler(Arc<Mutex<Vec<Vec<u32>>>>);
+
+/// How many spare arrays a [`Recycler`] keeps.
+pub const SPARES: usize = 2;
+
+impl Recycler {
+    /// An empty pool.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn take(&self) -> Option<Vec<u32>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).pop()
+    }
+
+    fn give(&self, entries: Vec<u32>) {
+        let mut spares = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if spares.len() < SPARES {
+            spares.push(entries);
+        }
+    }
+
+    /// Bytes held by spare arrays.
+    pub fn spare_bytes(&self) -> usize {
+        let spares = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        spares.iter().map(|v| v.capacity() * std::mem::size_of::<u32>()).sum()
+    }
+}
+
+impl<L: Layout> Drop for Trie<L> {
+    fn drop(&mut self) {
+        if let Some(recycler) = self.recycler.take() {
+            recycler.give(std::mem::take(&mut self.entries));
+        }
+    }
+}
+
+/// `slice.fill(value)` as a few large `memmove`s: as fast as `fill` when optimised, and it
+/// keeps unoptimised (test) builds from crawling through a 64 MiB root one entry at a time.
+fn fill_fast(slice: &mut [u32], value: u32) {
+    let seed = slice.len().min(4096);
+    slice[..seed].fill(value);
+    let mut done = seed;
+    while done < slice.len() {
+        let n = done.min(slice.len() - done);
+        slice.copy_within(..n, done);
+        done += n;
+    }
+}
+
 impl<L: Layout> Trie<L> {
     /// Builds a trie from `(network, prefix_len, leaf)` triples.
     ///
@@ -124,8 +190,38 @@ impl<L: Layout> Trie<L> {
     /// length, shortest first** (then a shorter prefix never has to overwrite chunks a longer one
     /// created). `leaf` must be non-zero and below [`CHILD`].
     pub fn build(prefixes: impl IntoIterator<Item = (L::Key, u32, u32)>) -> Self {
+        Self::build_with(prefixes, None)
+    }
+
+    /// As [`Trie::build`], reusing a spare array from `recycler` when it has one and returning
+    /// this trie's array to it on drop.
+    pub fn build_with(
+        prefixes: impl IntoIterator<Item = (L::Key, u32, u32)>,
+        recycler: Option<&Recycler>,
+    ) -> Self {
         let root = 1usize << L::STRIDES[0];
-        let mut entries = vec![0u32; root];
+        let mut prefixes = prefixes.into_iter().peekable();
+        // A default route fills the whole root: write it while initialising instead of after.
+        let mut fill = 0;
+        if let Some(&(_, 0, leaf)) = prefixes.peek() {
+            fill = leaf;
+            prefixes.next();
+        }
+        let spare = recycler.and_then(Recycler::take);
+        let recycled = spare.is_some();
+        let mut entries = match spare {
+            Some(mut entries) => {
+                // Overwritten in full below; only the length matters here.
+                entries.truncate(root);
+                entries.resize(root, 0);
+                entries
+            }
+            // Zeroed allocations come straight from the allocator (lazily mapped zero pages).
+            None => vec![0; root],
+        };
+        if recycled || fill != 0 {
+            fill_fast(&mut entries, fill);
+        }
         let mut last_len = 0;
         for (key, len, leaf) in prefixes {
             debug_assert!(len >= last_len, "prefixes must come sorted by length");
@@ -133,10 +229,13 @@ impl<L: Layout> Trie<L> {
             last_len = len;
             Self::insert(&mut entries, key, len, leaf);
         }
-        // Chunks were appended with amortised doubling; give the slack back (a large
-        // allocation shrinks in place, without copying).
-        entries.shrink_to_fit();
-        Self { entries, _layout: std::marker::PhantomData }
+        if !recycled {
+            // Chunks were appended with amortised doubling; give the slack back (a large
+            // allocation shrinks in place, without copying). A recycled array keeps its
+            // capacity for the next build.
+            entries.shrink_to_fit();
+        }
+        Self { entries, recycler: recycler.cloned(), _layout: std::marker::PhantomData }
     }
 
     fn insert(entries: &mut Vec<u32>, key: L::Key, len: u32, leaf: u32) {
@@ -148,8 +247,8 @@ impl<L: Layout> Trie<L> {
             if len <= end {
                 let span = 1usize << (end - len);
                 let covered = &mut entries[index..index + span];
-                debug_assert!(covered.iter().all(|e| e & CHILD == 0));
-                covered.fill(leaf);
+                debug_assert!(span > 4096 || covered.iter().all(|e| e & CHILD == 0));
+                fill_fast(covered, leaf);
                 return;
             }
             let entry = entries[index];
@@ -251,6 +350,29 @@ mod tests {
         assert_eq!(total::<Dir16_8_4_4>(), 32);
         assert_eq!(total::<Dir20_4_4_4>(), 32);
         assert_eq!(total::<V6Trie>(), 128);
+    }
+
+    #[test]
+    fn fill_fast_fills_every_entry() {
+        for len in [0, 1, 4095, 4096, 4097, 10_000, 1 << 16] {
+            let mut v = vec![7u32; len];
+            fill_fast(&mut v, 9);
+            assert!(v.iter().all(|&e| e == 9), "len {len}");
+        }
+    }
+
+    #[test]
+    fn recycled_arrays_start_clean() {
+        let recycler = Recycler::new();
+        let a = Trie::<Dir16_8_8>::build_with([(0, 0, 1), (0x0a01_0280, 25, 2)], Some(&recycler));
+        assert_eq!(a.lookup(0x0a01_02ff), 2);
+        drop(a);
+        assert!(recycler.spare_bytes() > 0);
+        let b = Trie::<Dir16_8_8>::build_with([(0x0b00_0000, 8, 1)], Some(&recycler));
+        assert_eq!(recycler.spare_bytes(), 0);
+        assert_eq!(b.lookup(0x0a01_02ff), 0);
+        assert_eq!(b.lookup(0x0000_0001), 0);
+        assert_eq!(b.lookup(0x0b01_0203), 1);
     }
 
     #[test]
