@@ -6,6 +6,8 @@
 //! route_cost <what> <shape> <routes> <operations>
 //!   what:  table | table-batch | table-publishing | dir24_8 | dir16_8_8 | dir16_8_4_4 | dir16_4_4_4_4 | dir20_4_4_4
 //!          (add -batch for the level-synchronous batch lookup) | v6 | load | epoch-pin | build
+//!          | cpu (not for callgrind: prints the reader thread's CPU time per lookup with no
+//!          publisher, one publish per 10 ms and back-to-back publishes)
 //!   shape: spread | cluster (IPv4 route set; ignored for v6, load and epoch-pin)
 //! ```
 use std::hint::black_box;
@@ -44,6 +46,76 @@ fn trie<L: Layout<Key = u32>>(
             }
         }
         done += chunk.len();
+    }
+    sum
+}
+
+/// CPU time this thread has run, from `/proc/thread-self/schedstat` (nanoseconds, updated at
+/// least every scheduler tick: runs of seconds make that granularity negligible).
+fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|n| n.parse().ok()))
+        .expect("/proc/thread-self/schedstat is readable")
+}
+
+/// Reader CPU time per lookup (one `load` per 64) without and with a concurrent publisher.
+/// CPU time, unlike wall time, does not count the time the reader waits for a core, so what
+/// is left is the lookup's own cost, including any cache interference from the publisher.
+fn cpu_time_while_publishing(
+    v4: &[linen_dataplane::route::Ipv4Net],
+    dests: &[u32],
+    ops: usize,
+) -> u64 {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    let mut b = TableBuilder::new();
+    for (i, &n) in v4.iter().enumerate() {
+        b.insert(IpNet::V4(n), i as u32);
+    }
+    let cell = Arc::new(Published::new(b.build()));
+    let mut sum = 0u64;
+    for (name, pause) in [
+        ("no publisher", None),
+        ("publish every 10 ms", Some(Duration::from_millis(10))),
+        ("publish back to back", Some(Duration::ZERO)),
+    ] {
+        let stop = Arc::new(AtomicBool::new(false));
+        let publisher = pause.map(|pause| {
+            let (cell, stop, b) = (cell.clone(), stop.clone(), b.clone());
+            std::thread::spawn(move || {
+                let mut published = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    cell.publish_with(|| b.build());
+                    published += 1;
+                    std::thread::sleep(pause);
+                }
+                published
+            })
+        });
+        let (cpu0, wall0) = (thread_cpu_ns(), Instant::now());
+        let mut done = 0;
+        for chunk in dests.chunks(BATCH).cycle() {
+            if done >= ops {
+                break;
+            }
+            let table = cell.load();
+            for &d in black_box(chunk) {
+                sum += u64::from(table.lookup_v4(d).copied().unwrap_or(0));
+            }
+            done += chunk.len();
+        }
+        let (cpu, wall) = (thread_cpu_ns() - cpu0, wall0.elapsed());
+        stop.store(true, Ordering::Relaxed);
+        let published = publisher.map(|p| p.join().expect("publisher thread")).unwrap_or(0);
+        println!(
+            "{name:>22}: {:.2} ns CPU/lookup ({:.0} M/s of reader CPU), {:.2} ns wall/lookup, {published} publishes",
+            cpu as f64 / done as f64,
+            done as f64 / cpu as f64 * 1e3,
+            wall.as_nanos() as f64 / done as f64,
+        );
     }
     sum
 }
@@ -119,6 +191,7 @@ fn main() -> ExitCode {
             }
             sum
         }
+        "cpu" => cpu_time_while_publishing(&v4, &dests, ops),
         "v6" => {
             let v6 = synthetic::v6_routes(routes, 3);
             let dests = synthetic::v6_dests(&v6, DESTS, 4);

@@ -170,6 +170,37 @@ proptest! {
     }
 }
 
+proptest! {
+    // Each build reuses the arrays of the table dropped before it: stale entries or chunks from
+    // an earlier, different table must never show through.
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn rebuilds_on_recycled_arrays_match_linear_scan(
+        ops in ops(v4_net),
+        addrs in prop::collection::vec(v4_addr(), 32),
+    ) {
+        let mut builder = TableBuilder::new();
+        let mut previous: Option<Table<u32>> = None;
+        for op in ops.iter().take(24) {
+            match *op {
+                Op::Insert(n, v) => { builder.insert(n, v); }
+                Op::Remove(n) => { builder.remove(&n); }
+            }
+            drop(previous.take());
+            let table = builder.build();
+            for &a in &addrs {
+                check(&builder, &table, IpAddr::V4(a.into()));
+            }
+            for (n, _) in builder.iter() {
+                check(&builder, &table, n.network());
+                check(&builder, &table, n.broadcast());
+            }
+            previous = Some(table);
+        }
+    }
+}
+
 #[test]
 fn empty_table_misses_everything() {
     let table: Table<u32> = TableBuilder::new().build();

@@ -41,7 +41,7 @@ impl<V> Table<V> {
     /// The value of the longest IPv6 prefix containing `dst` (`u128::from(Ipv6Addr)`).
     #[inline]
     pub fn lookup_v6(&self, dst: u128) -> Option<&V> {
-        self.value(self.v6.lookup(dst))
+        self.value(self.v6.lookup_v6(dst))
     }
 
     /// The value of the longest prefix of `dst`'s family containing it.

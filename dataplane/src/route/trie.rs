@@ -45,7 +45,16 @@ impl Key for u128 {
     const BITS: u32 = 128;
     #[inline(always)]
     fn bits(self, start: u32, len: u32) -> usize {
-        ((self << start) >> (128 - len)) as usize
+        // Levels that lie within one 64-bit half (all of [`V6Trie`]'s) shift one register
+        // instead of a pair.
+        let (high, low) = ((self >> 64) as u64, self as u64);
+        if start + len <= 64 {
+            ((high << start) >> (64 - len)) as usize
+        } else if start >= 64 {
+            ((low << (start - 64)) >> (64 - len)) as usize
+        } else {
+            ((self << start) >> (128 - len)) as usize
+        }
     }
 }
 
@@ -335,6 +344,31 @@ impl<L: Layout> Trie<L> {
     }
 }
 
+impl Trie<V6Trie> {
+    /// [`Trie::lookup`] unrolled for [`V6Trie`]'s strides: the levels down to /64 read the
+    /// high half of the address, the rest the low half, each with a constant shift.
+    #[inline]
+    pub fn lookup_v6(&self, key: u128) -> u32 {
+        let (high, low) = ((key >> 64) as u64, key as u64);
+        let mut entry = self.entries[(high >> 48) as usize];
+        for shift in [40u32, 32, 24, 16, 8, 0] {
+            if entry & CHILD == 0 {
+                return entry;
+            }
+            entry = self.entries[(entry & !CHILD) as usize + ((high >> shift) & 0xff) as usize];
+        }
+        for level in (0..16u32).rev() {
+            if entry & CHILD == 0 {
+                return entry;
+            }
+            let index = ((low >> (level * 4)) & 0xf) as usize;
+            entry = self.entries[(entry & !CHILD) as usize + index];
+        }
+        debug_assert!(entry & CHILD == 0, "the last level never holds children");
+        entry
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -350,6 +384,53 @@ mod tests {
         assert_eq!(total::<Dir16_8_4_4>(), 32);
         assert_eq!(total::<Dir20_4_4_4>(), 32);
         assert_eq!(total::<V6Trie>(), 128);
+    }
+
+    #[test]
+    fn u128_bits_across_and_within_halves() {
+        let key: u128 = 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210;
+        for start in 0..128 {
+            for len in 1..=(128 - start).min(24) {
+                let want = ((key << start) >> (128 - len)) as usize;
+                assert_eq!(key.bits(start, len), want, "start {start} len {len}");
+            }
+        }
+    }
+
+    #[test]
+    fn unrolled_v6_lookup_agrees_with_the_generic_one() {
+        let strides: Vec<u32> = V6Trie::STRIDES.to_vec();
+        assert_eq!(&strides[..7], &[16, 8, 8, 8, 8, 8, 8], "lookup_v6 assumes these strides");
+        assert!(strides[7..].iter().all(|&s| s == 4) && strides.len() == 23);
+        let base: u128 = 0xfd00_0010_0244_0008_0000_0000_0000_0000;
+        let mut prefixes = [
+            (0u128, 0u32, 1u32),
+            (base, 48, 2),
+            (base, 64, 3),
+            (base | 0xab00_0000_0000_0000, 72, 4),
+            (base | 0xabcd_0000_0000_0007, 128, 5),
+            (base | 0xabcd_0000_0000_0000, 126, 6),
+        ];
+        prefixes.sort_by_key(|p| p.1);
+        let trie = Trie::<V6Trie>::build(prefixes.iter().copied());
+        let probes = [
+            0,
+            u128::MAX,
+            base,
+            base | 1,
+            base | 0xab12_0000_0000_0000,
+            base | 0xabcd_0000_0000_0007,
+            base | 0xabcd_0000_0000_0006,
+            base | 0xabcd_0000_0000_0008,
+            base ^ (1 << 70),
+        ];
+        for key in probes {
+            assert_eq!(trie.lookup_v6(key), trie.lookup(key), "key {key:#x}");
+        }
+        assert_eq!(trie.lookup_v6(base | 0xabcd_0000_0000_0007), 5);
+        assert_eq!(trie.lookup_v6(base | 0xabcd_0000_0000_0002), 6);
+        assert_eq!(trie.lookup_v6(base | 0xabcd_0000_0000_0005), 4);
+        assert_eq!(trie.lookup_v6(base | 0xab00_0000_0000_0001), 4);
     }
 
     #[test]
