@@ -2,6 +2,7 @@
 //! dropped frames untouched, and round-trip every inner frame they accept.
 
 use std::net::Ipv4Addr;
+use std::sync::OnceLock;
 
 use linen_dataplane::pcap::Pcap;
 use linen_dataplane::pipeline::{
@@ -15,29 +16,53 @@ const B_VTEP: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 2);
 const A_MAC: [u8; 6] = [0x2a, 0xa9, 0xdf, 0x4e, 0xcb, 0xb8];
 const B_MAC: [u8; 6] = [0x26, 0x69, 0xc7, 0x3a, 0x5b, 0x8c];
 
-/// Node A (sender) and node B (receiver) as in the fixture, with a catch-all route so arbitrary
-/// destinations reach the later stages of encap.
-fn setup(udp_checksum: bool, mtu: u16) -> (Config, Routes, Config, Routes) {
-    let mut a = Config::new(A_VTEP, [0x92, 0x14, 0x14, 0x17, 0xdb, 0xd3], A_MAC);
-    a.udp_checksum = udp_checksum;
-    a.overlay_mtu = mtu;
-    let b = Config::new(B_VTEP, [0xe6, 0x37, 0x6c, 0xed, 0x27, 0x39], B_MAC);
-    let to_b = Peer { vtep: B_VTEP, vtep_mac: B_MAC, underlay_mac: Some(b.local_mac), ifindex: 1 };
-    let to_a = Peer { vtep: A_VTEP, vtep_mac: A_MAC, underlay_mac: Some(a.local_mac), ifindex: 1 };
-    let mut ra = RoutesBuilder::new();
-    ra.insert("0.0.0.0/0".parse().unwrap(), NextHop::new(&a, &to_b));
-    ra.insert("::/0".parse().unwrap(), NextHop::new(&a, &to_b));
-    let mut rb = RoutesBuilder::new();
-    rb.insert("10.244.1.0/24".parse().unwrap(), NextHop::new(&b, &to_a));
-    (a, ra.build(), b, rb.build())
+fn config_a() -> Config {
+    Config::new(A_VTEP, [0x92, 0x14, 0x14, 0x17, 0xdb, 0xd3], A_MAC)
 }
 
-fn fixture() -> Vec<Vec<u8>> {
-    Pcap::read_frames(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/kernel-vxlan-flannel.pcap"
-    ))
-    .unwrap()
+fn config_b() -> Config {
+    Config::new(B_VTEP, [0xe6, 0x37, 0x6c, 0xed, 0x27, 0x39], B_MAC)
+}
+
+/// Both nodes' routes, built once (a table build allocates its tries; per case it would dominate
+/// the run). The outer UDP checksum and MTU settings do not enter the next hops' templates.
+fn routes() -> &'static (Routes, Routes) {
+    static ROUTES: OnceLock<(Routes, Routes)> = OnceLock::new();
+    ROUTES.get_or_init(|| {
+        let (a, b) = (config_a(), config_b());
+        let to_b =
+            Peer { vtep: B_VTEP, vtep_mac: B_MAC, underlay_mac: Some(b.local_mac), ifindex: 1 };
+        let to_a =
+            Peer { vtep: A_VTEP, vtep_mac: A_MAC, underlay_mac: Some(a.local_mac), ifindex: 1 };
+        let mut ra = RoutesBuilder::new();
+        ra.insert("0.0.0.0/0".parse().unwrap(), NextHop::new(&a, &to_b));
+        ra.insert("::/0".parse().unwrap(), NextHop::new(&a, &to_b));
+        let mut rb = RoutesBuilder::new();
+        rb.insert("10.244.1.0/24".parse().unwrap(), NextHop::new(&b, &to_a));
+        (ra.build(), rb.build())
+    })
+}
+
+/// Node A (sender) and node B (receiver) as in the fixture, A with a catch-all route so arbitrary
+/// destinations reach the later stages of encap.
+fn setup(udp_checksum: bool, mtu: u16) -> (Config, &'static Routes, Config, &'static Routes) {
+    let mut a = config_a();
+    a.udp_checksum = udp_checksum;
+    a.overlay_mtu = mtu;
+    let (ra, rb) = routes();
+    (a, ra, config_b(), rb)
+}
+
+/// The fixture's frames, read once.
+fn fixture() -> &'static [Vec<u8>] {
+    static FRAMES: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
+    FRAMES.get_or_init(|| {
+        Pcap::read_frames(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/kernel-vxlan-flannel.pcap"
+        ))
+        .unwrap()
+    })
 }
 
 /// Runs `f` on `bytes` placed after `headroom` bytes in a buffer with `tail` spare bytes, and
@@ -64,10 +89,10 @@ fn check(
 
 fn all_entry_points(bytes: &[u8], headroom: usize, tail: usize, udp_checksum: bool, mtu: u16) {
     let (a, ra, b, rb) = setup(udp_checksum, mtu);
-    check(bytes, headroom, tail, |f| encap(f, &a, &ra));
-    check(bytes, headroom, tail, |f| encap_udp_payload(f, &a, &ra));
-    check(bytes, headroom, tail, |f| decap(f, &b, &rb));
-    check(bytes, headroom, tail, |f| decap_udp_payload(f, A_VTEP.into(), B_VTEP.into(), &b, &rb));
+    check(bytes, headroom, tail, |f| encap(f, &a, ra));
+    check(bytes, headroom, tail, |f| encap_udp_payload(f, &a, ra));
+    check(bytes, headroom, tail, |f| decap(f, &b, rb));
+    check(bytes, headroom, tail, |f| decap_udp_payload(f, A_VTEP.into(), B_VTEP.into(), &b, rb));
 }
 
 proptest! {
@@ -132,10 +157,10 @@ proptest! {
         let mut buf = vec![0u8; 64];
         buf.extend_from_slice(&inner);
         let mut frame = Frame::new(&mut buf, 64, inner.len()).unwrap();
-        let action = encap(&mut frame, &a, &ra);
+        let action = encap(&mut frame, &a, ra);
         prop_assert_eq!(action, Action::Transmit(Egress::Underlay { ifindex: 1 }));
         prop_assert_eq!(frame.start(), 14);
-        prop_assert_eq!(decap(&mut frame, &b, &rb), Action::Transmit(Egress::Overlay));
+        prop_assert_eq!(decap(&mut frame, &b, rb), Action::Transmit(Egress::Overlay));
         prop_assert_eq!(frame.data(), &inner[..]);
     }
 }

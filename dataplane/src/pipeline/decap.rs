@@ -232,21 +232,27 @@ mod tests {
 
     /// A valid VXLAN frame from 192.168.77.2 to 192.168.77.1 around an inner frame of `inner_len`
     /// bytes, with the receiver's config and routes.
-    fn valid(inner_len: usize, v6: bool) -> (Vec<u8>, Config, Routes) {
+    fn valid(inner_len: usize, v6: bool) -> (Vec<u8>, Config, &'static Routes) {
         let rx =
             Config::new(Ipv4Addr::new(192, 168, 77, 1), [2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
         let tx =
             Config::new(Ipv4Addr::new(192, 168, 77, 2), [2, 0, 0, 0, 0, 3], [2, 0, 0, 0, 0, 4]);
-        let to_rx = Peer {
-            vtep: rx.local_vtep,
-            vtep_mac: rx.vtep_mac,
-            underlay_mac: Some(rx.local_mac),
-            ifindex: 1,
-        };
-        let mut b = RoutesBuilder::new();
-        b.insert("0.0.0.0/0".parse().unwrap(), NextHop::new(&tx, &to_rx));
-        b.insert("::/0".parse().unwrap(), NextHop::new(&tx, &to_rx));
-        let tx_routes = b.build();
+        // Both nodes' routes, built once (table builds are not cheap).
+        static ROUTES: std::sync::OnceLock<(Routes, Routes)> = std::sync::OnceLock::new();
+        let (tx_routes, rx_routes) = ROUTES.get_or_init(|| {
+            let to_rx = Peer {
+                vtep: rx.local_vtep,
+                vtep_mac: rx.vtep_mac,
+                underlay_mac: Some(rx.local_mac),
+                ifindex: 1,
+            };
+            let mut b = RoutesBuilder::new();
+            b.insert("0.0.0.0/0".parse().unwrap(), NextHop::new(&tx, &to_rx));
+            b.insert("::/0".parse().unwrap(), NextHop::new(&tx, &to_rx));
+            let mut rb = RoutesBuilder::new();
+            rb.add_peer(tx.local_vtep);
+            (b.build(), rb.build())
+        });
         let mut inner = vec![0x11u8; inner_len];
         inner[..6].copy_from_slice(&rx.vtep_mac);
         if v6 {
@@ -260,11 +266,9 @@ mod tests {
         let mut buf = vec![0u8; 64];
         buf.extend_from_slice(&inner);
         let mut f = Frame::new(&mut buf, 64, inner_len).unwrap();
-        assert!(matches!(encap(&mut f, &tx, &tx_routes), Action::Transmit(_)));
+        assert!(matches!(encap(&mut f, &tx, tx_routes), Action::Transmit(_)));
         let outer = f.data().to_vec();
-        let mut rb = RoutesBuilder::new();
-        rb.add_peer(tx.local_vtep);
-        (outer, rx, rb.build())
+        (outer, rx, rx_routes)
     }
 
     proptest! {
@@ -281,15 +285,15 @@ mod tests {
                 outer[at] = v;
             }
             outer.truncate(outer.len() - cut);
-            if let Some(len) = decap_fast(&outer, &cfg, &routes) {
-                prop_assert_eq!(decap_inner(&outer, &cfg, &routes), Ok((FAST_INNER_OFFSET, len)));
+            if let Some(len) = decap_fast(&outer, &cfg, routes) {
+                prop_assert_eq!(decap_inner(&outer, &cfg, routes), Ok((FAST_INNER_OFFSET, len)));
             }
         }
 
         #[test]
         fn unmodified_frames_take_the_fast_path(inner_len in 54usize..1400, v6 in any::<bool>()) {
             let (outer, cfg, routes) = valid(inner_len, v6);
-            prop_assert_eq!(decap_fast(&outer, &cfg, &routes), Some(inner_len));
+            prop_assert_eq!(decap_fast(&outer, &cfg, routes), Some(inner_len));
         }
     }
 }
