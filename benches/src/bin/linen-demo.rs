@@ -8,7 +8,7 @@
 
 use std::io::Write;
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -244,7 +244,7 @@ fn attach_pods(
 
 fn cni_add(
     node: &Netns,
-    plugin: &PathBuf,
+    plugin: &Path,
     cni_path: &Path,
     conf: &Value,
     id: &str,
