@@ -3,6 +3,8 @@
 //! through `nsenter --net=` exactly as a runtime on that node would run it.
 #![allow(dead_code)]
 
+pub mod podman;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
