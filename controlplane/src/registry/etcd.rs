@@ -12,6 +12,8 @@ use super::{KeyValue, LeaseWatch, Listing, Registry, RegistryError, WatchEvent, 
 
 /// How long one unary etcd request may take before it counts as failed.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a read is tried before its error is returned (pauses 0.1, 0.2, … s between tries).
+const READ_ATTEMPTS: u32 = 8;
 
 /// PEM files for TLS to etcd (flannel's `--etcd-cafile/--etcd-certfile/--etcd-keyfile`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -166,8 +168,9 @@ impl EtcdRegistry {
         }
     }
 
-    /// Runs a read up to three times: with several endpoints, a request can land on a member
-    /// that just died before the channel notices; reads are safe to repeat.
+    /// Runs a read up to [`READ_ATTEMPTS`] times with a growing pause: with several endpoints, a
+    /// request can land on a member that just died (the channel picks endpoints at random and
+    /// may pick the dead one again before it notices); reads are safe to repeat.
     async fn read<T, F, Fut>(&self, op: &'static str, mut f: F) -> Result<T, RegistryError>
     where
         F: FnMut(Client) -> Fut,
@@ -177,10 +180,10 @@ impl EtcdRegistry {
         loop {
             match self.timed(op, f(self.client.clone())).await {
                 Ok(v) => return Ok(v),
-                Err(e) if attempt >= 2 => return Err(e),
+                Err(e) if attempt + 1 >= READ_ATTEMPTS => return Err(e),
                 Err(_) => {
                     attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
                 }
             }
         }
@@ -219,12 +222,12 @@ impl Registry for EtcdRegistry {
     }
 
     async fn list_leases(&self) -> Result<Listing, RegistryError> {
-        let mut c = self.client.clone();
+        let prefix = self.subnets_prefix();
         let resp = self
-            .timed(
-                "list leases",
-                c.get(self.subnets_prefix(), Some(GetOptions::new().with_prefix())),
-            )
+            .read("list leases", |mut c| {
+                let prefix = prefix.clone();
+                async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
+            })
             .await?;
         let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
         let leases = resp.kvs().iter().filter_map(|kv| self.to_kv(kv)).collect();
