@@ -209,13 +209,14 @@ pub fn format_stats(r: &StatsReport) -> String {
 
 /// The human `routes` table.
 pub fn format_routes(r: &RoutesReport) -> String {
-    let mut out = format!("{:<20} {:<40} {:<17}\n", "SUBNET", "VTEP", "VTEP MAC");
+    let vtep_width = r.routes.iter().map(|x| x.vtep.to_string().len()).max().unwrap_or(0).max(15);
+    let mut out = format!("{:<20} {:<vtep_width$} VTEP MAC\n", "SUBNET", "VTEP");
     for route in &r.routes {
         out += &format!(
-            "{:<20} {:<40} {:<17}\n",
+            "{:<20} {:<vtep_width$} {}\n",
             route.subnet.to_string(),
             route.vtep.to_string(),
-            route.vtep_mac.to_string()
+            route.vtep_mac
         );
     }
     out += &format!("{} route(s), {}", r.count, if r.synced { "synced" } else { "NOT synced" });

@@ -28,7 +28,7 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ipnet::IpNet;
 use linen_dataplane::pipeline::{DropReason, StatsSnapshot, WorkerStats};
@@ -75,6 +75,35 @@ pub struct LeaseInfo {
     /// When the lease expires unless renewed; `None` for a subnet that does not expire (static
     /// peers).
     pub expires: Option<SystemTime>,
+}
+
+impl From<&crate::watch::Peer> for RouteInfo {
+    fn from(p: &crate::watch::Peer) -> RouteInfo {
+        RouteInfo { subnet: p.subnet.into(), vtep: p.public_ip.into(), vtep_mac: p.vtep_mac }
+    }
+}
+
+impl From<&crate::static_peers::StaticPeer> for RouteInfo {
+    fn from(p: &crate::static_peers::StaticPeer) -> RouteInfo {
+        RouteInfo {
+            subnet: p.subnet.into(),
+            vtep: p.public_ip.into(),
+            vtep_mac: MacAddr(p.vtep_mac),
+        }
+    }
+}
+
+impl From<&crate::manager::Lease> for LeaseInfo {
+    /// The lease's monotonic expiry mapped onto the wall clock as of now.
+    fn from(l: &crate::manager::Lease) -> LeaseInfo {
+        let now = Instant::now();
+        let expires = if l.expires_at >= now {
+            SystemTime::now() + (l.expires_at - now)
+        } else {
+            SystemTime::now() - (now - l.expires_at)
+        };
+        LeaseInfo { subnet: l.subnet.into(), expires: Some(expires) }
+    }
 }
 
 /// A plain copy of a worker loop's [`LoopStats`].
@@ -380,6 +409,29 @@ impl NodeState {
         self.lock().watch_revision = Some(revision);
     }
 
+    /// Copies a peer watcher's view after it yielded `update`: its peers as the route list,
+    /// synced once its first listing is applied, its revision, and the etcd flag (`true` after
+    /// peers arrived, `false` after [`WatchUpdate::Disconnected`](crate::watch::WatchUpdate)).
+    ///
+    /// The watcher reconnects inside `next` without yielding, so after an outage with no lease
+    /// changes the flag stays `false` until the next change; a daemon that wants readiness back
+    /// sooner also calls [`NodeState::set_etcd_connected`] from a periodic etcd check.
+    pub fn observe_watch<R: crate::registry::Registry>(
+        &self,
+        w: &crate::watch::PeerWatcher<R>,
+        update: &crate::watch::WatchUpdate,
+    ) {
+        let routes: Vec<RouteInfo> = w.peers().map(RouteInfo::from).collect();
+        let mut s = self.lock();
+        s.routes = Arc::from(routes);
+        s.routes_synced = w.is_synced();
+        if w.is_synced() {
+            s.watch_revision = Some(w.revision());
+        }
+        s.etcd_connected =
+            Some(matches!(update, crate::watch::WatchUpdate::Peers(_)) || w.is_connected());
+    }
+
     /// The readiness rules at `now`: the lease is held (present, not expired), routes are synced,
     /// the datapath is up, and, for a node that uses etcd, etcd is reachable (without it the
     /// routes cannot be known to be current, though forwarding continues on the last ones).
@@ -501,6 +553,16 @@ impl NodeState {
         m.sample("linen_workers", &[], stats.workers.len());
 
         let labels: Vec<String> = stats.workers.iter().map(|w| w.worker.to_string()).collect();
+        if !stats.workers.is_empty() {
+            m.family(
+                "linen_worker_info",
+                "gauge",
+                "Always 1; maps the worker label to the worker's name (its queue).",
+            );
+            for (w, label) in stats.workers.iter().zip(&labels) {
+                m.sample("linen_worker_info", &[("worker", label), ("name", &w.name)], 1);
+            }
+        }
         let packet_counters: [CounterDef<Counters>; 4] = [
             ("linen_worker_rx_total", "Frames the worker received.", |c| c.rx),
             ("linen_worker_tx_total", "Frames the worker transmitted.", |c| c.tx),
@@ -1058,6 +1120,8 @@ mod tests {
         assert_eq!(value(&samples, "linen_datapath_info", &[("kind", "xdp")]), Some(1.0));
         assert_eq!(value(&samples, "linen_datapath_up", &[]), Some(1.0));
         assert_eq!(value(&samples, "linen_workers", &[]), Some(2.0));
+        let info = [("worker", "1"), ("name", "xdp-eth0-q1")];
+        assert_eq!(value(&samples, "linen_worker_info", &info), Some(1.0));
         assert_eq!(value(&samples, "linen_worker_rx_total", &[("worker", "0")]), Some(10.0));
         assert_eq!(value(&samples, "linen_worker_rx_total", &[("worker", "1")]), Some(300.0));
         assert_eq!(value(&samples, "linen_worker_to_kernel_total", &[("worker", "0")]), Some(1.0));
@@ -1191,6 +1255,72 @@ mod tests {
         let back: StatusReport =
             serde_json::from_str(&serde_json::to_string(&status).unwrap()).unwrap();
         assert_eq!(back, status);
+    }
+
+    #[test]
+    fn route_from_a_static_peer() {
+        let peer = crate::static_peers::StaticPeer {
+            subnet: "10.244.7.0/24".parse().unwrap(),
+            public_ip: "192.168.50.7".parse().unwrap(),
+            vtep_mac: [0x02, 0, 0, 0, 0, 7],
+        };
+        assert_eq!(RouteInfo::from(&peer), route("10.244.7.0/24", "192.168.50.7", 7));
+    }
+
+    #[tokio::test]
+    async fn observes_a_peer_watcher_through_an_outage() {
+        use crate::lease::VxlanLease;
+        use crate::registry::MemoryRegistry;
+        use crate::watch::{PeerWatcher, WatchUpdate};
+
+        let reg = MemoryRegistry::new();
+        let lease = VxlanLease {
+            public_ip: "192.168.50.2".parse().unwrap(),
+            vni: 1,
+            vtep_mac: MacAddr([0x02, 0, 0, 0, 0, 2]),
+        };
+        reg.put_raw("10.244.2.0-24", lease.to_json());
+        let mut w = PeerWatcher::new(reg.clone(), None);
+        let state = NodeState::new();
+        state.set_datapath("tap");
+        state.set_datapath_up(true);
+        state
+            .set_lease(Some(LeaseInfo { subnet: "10.244.1.0/24".parse().unwrap(), expires: None }));
+        assert_eq!(state.readiness().reasons, ["routes not synced"]);
+
+        let step = Duration::from_secs(5);
+        let update = tokio::time::timeout(step, w.next()).await.expect("first listing");
+        state.observe_watch(&w, &update);
+        assert!(state.readiness().ready, "{:?}", state.readiness());
+        let routes = state.routes_report();
+        assert_eq!(routes.routes, [route("10.244.2.0/24", "192.168.50.2", 2)]);
+        assert_eq!(routes.watch_revision, Some(reg.revision()));
+
+        reg.set_down(true);
+        let update = tokio::time::timeout(step, w.next()).await.expect("outage seen");
+        assert!(matches!(update, WatchUpdate::Disconnected { .. }), "{update:?}");
+        state.observe_watch(&w, &update);
+        assert_eq!(
+            state.readiness().reasons,
+            ["etcd unreachable; forwarding continues on 1 known routes"]
+        );
+        assert_eq!(state.routes_report().count, 1, "routes kept through the outage");
+
+        // etcd is back and a node joins: ready again, with the new route.
+        reg.set_down(false);
+        reg.put_raw(
+            "10.244.3.0-24",
+            VxlanLease {
+                public_ip: "192.168.50.3".parse().unwrap(),
+                vtep_mac: MacAddr([0x02, 0, 0, 0, 0, 3]),
+                ..lease
+            }
+            .to_json(),
+        );
+        let update = tokio::time::timeout(step, w.next()).await.expect("change after the outage");
+        state.observe_watch(&w, &update);
+        assert!(state.readiness().ready, "{:?}", state.readiness());
+        assert_eq!(state.routes_report().count, 2);
     }
 
     #[test]

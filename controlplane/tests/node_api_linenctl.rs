@@ -108,7 +108,11 @@ fn linenctl_reads_a_node_api() {
     assert_eq!(report, state.stats_report());
 
     let routes = stdout(&linenctl(&["routes", "--api", &api], &[]));
-    assert!(routes.contains("10.244.3.0/24        192.168.50.3"), "{routes}");
+    assert!(routes.starts_with("SUBNET               VTEP            VTEP MAC\n"), "{routes}");
+    assert!(
+        routes.contains("\n10.244.3.0/24        192.168.50.3    0a:58:00:00:00:03\n"),
+        "{routes}"
+    );
     assert!(routes.contains("0a:58:00:00:00:02"), "{routes}");
     assert!(routes.ends_with("2 route(s), synced, etcd revision 42\n"), "{routes}");
     let json = stdout(&linenctl(&["routes", "--api", &api, "--json"], &[]));
