@@ -15,5 +15,9 @@ pub mod registry;
 pub mod subnet_env;
 pub mod watch;
 
+// node API: metrics, probes, JSON for linenctl
+pub mod ctl_node;
+pub mod metrics;
+
 /// flannel's default etcd key prefix.
 pub const DEFAULT_PREFIX: &str = "/coreos.com/network";

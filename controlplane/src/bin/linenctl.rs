@@ -4,6 +4,7 @@
 //! linenctl config get [--json]
 //! linenctl config set --network 10.244.0.0/16 [--subnet-len 24] [--vni 1] [--port 8472] …
 //! linenctl leases [--json]
+//! linenctl stats|routes|status [--api http://127.0.0.1:9472] [--json]
 //! ```
 //!
 //! Every flag has an environment mirror (`LINEN_ETCD_ENDPOINTS`, …), shown in `--help`.
@@ -15,6 +16,7 @@ use clap::{Args, Parser, Subcommand};
 use ipnet::{Ipv4Net, Ipv6Net};
 use linen_controlplane::cli::EtcdFlags;
 use linen_controlplane::config::{NetworkConfig, RawBackend, RawConfig};
+use linen_controlplane::ctl_node::{self, NodeApiArgs};
 use linen_controlplane::lease::{decode_lease, parse_subnet_key, LeaseValue};
 use linen_controlplane::registry::{EtcdRegistry, Registry};
 use serde_json::json;
@@ -43,6 +45,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A node's packet counters, from its local API (linend --metrics-addr).
+    Stats(NodeApiArgs),
+    /// The routes a node forwards by, from its local API.
+    Routes(NodeApiArgs),
+    /// One screen about a node: readiness, lease, datapath, routes, etcd, drops.
+    Status(NodeApiArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -149,6 +157,18 @@ async fn connect(flags: &EtcdFlags) -> Result<EtcdRegistry, String> {
 
 async fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
+        Command::Stats(args) => {
+            print!("{}", ctl_node::stats(&args).await?);
+            Ok(())
+        }
+        Command::Routes(args) => {
+            print!("{}", ctl_node::routes(&args).await?);
+            Ok(())
+        }
+        Command::Status(args) => {
+            print!("{}", ctl_node::status(&args).await?);
+            Ok(())
+        }
         Command::Config(ConfigCommand::Set(args)) => {
             let raw = args.raw();
             raw.validate().map_err(|e| e.to_string())?;
