@@ -1,0 +1,355 @@
+//! linend in etcd mode (`--datapath tap`) against a real etcd (Debian's `etcd-server`).
+//!
+//! Every host is a network namespace on one switched underlay (`192.168.77.0/24`, a bridge in a
+//! switch namespace): etcd runs in its own namespace at `192.168.77.250`, so linend — which runs
+//! inside its node namespace, where 127.0.0.1 is that namespace's own loopback — reaches it over
+//! the underlay like a real cluster. Nodes get no fixed subnet: each linend claims one in etcd and
+//! writes the subnet file; the test then wires the node's `cni0` gateway and one pod from that
+//! file, as the CNI plugin would.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use linen_testbed::{wait_for, workspace_bin, Netns, Testbed};
+
+const ETCD_IP: &str = "192.168.77.250";
+const ETCD_PORT: u16 = 2379;
+const PREFIX: &str = "/coreos.com/network";
+
+/// A directory removed on drop (also when the test panics).
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("linen-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn endpoint() -> String {
+    format!("http://{ETCD_IP}:{ETCD_PORT}")
+}
+
+/// The switch, the etcd namespace and etcd itself.
+struct Underlay {
+    sw: Netns,
+    etcd: Netns,
+}
+
+fn underlay(tb: &mut Testbed, dir: &Path) -> Underlay {
+    let sw = tb.netns("sw");
+    sw.sh("ip link add br0 type bridge && ip link set br0 up");
+    let etcd = tb.netns("etcd");
+    tb.veth(&etcd, "eth0", &sw, "pe");
+    sw.sh("ip link set pe master br0");
+    etcd.sh(&format!("ip addr add {ETCD_IP}/24 dev eth0"));
+    let data = dir.join("etcd-data");
+    let log = std::fs::File::create(dir.join("etcd.log")).expect("etcd log");
+    let mut cmd = etcd.command("etcd");
+    cmd.args(["--name", "e0", "--data-dir"])
+        .arg(&data)
+        .args(["--listen-client-urls", &endpoint(), "--advertise-client-urls", &endpoint()])
+        .args(["--listen-peer-urls", &format!("http://{ETCD_IP}:2380")])
+        .args(["--initial-advertise-peer-urls", &format!("http://{ETCD_IP}:2380")])
+        .args(["--initial-cluster", &format!("e0=http://{ETCD_IP}:2380")])
+        .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+        .stdout(log.try_clone().expect("dup"))
+        .stderr(log);
+    tb.spawn(cmd);
+    let u = Underlay { sw, etcd };
+    let healthy =
+        wait_for(Duration::from_secs(20), || u.etcdctl(&["endpoint", "health"]).0.then_some(()));
+    assert!(
+        healthy.is_some(),
+        "etcd did not come up: {}",
+        std::fs::read_to_string(dir.join("etcd.log")).unwrap_or_default()
+    );
+    u
+}
+
+impl Underlay {
+    fn etcdctl(&self, args: &[&str]) -> (bool, String) {
+        let out = self
+            .etcd
+            .command("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", endpoint()))
+            .arg("--dial-timeout=2s")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("spawn etcdctl (install etcd-client)");
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), text)
+    }
+
+    fn etcdctl_ok(&self, args: &[&str]) -> String {
+        let (ok, out) = self.etcdctl(args);
+        assert!(ok, "etcdctl {} failed: {out}", args.join(" "));
+        out
+    }
+
+    /// Every lease as (key, value JSON).
+    fn leases(&self) -> Vec<(String, serde_json::Value)> {
+        let out = self.etcdctl_ok(&["get", "--prefix", &format!("{PREFIX}/subnets/")]);
+        let lines: Vec<&str> = out.lines().collect();
+        lines
+            .chunks(2)
+            .filter(|c| c.len() == 2)
+            .map(|c| {
+                let v = serde_json::from_str(c[1])
+                    .unwrap_or_else(|e| panic!("lease {} is not JSON ({e}): {}", c[0], c[1]));
+                (c[0].to_string(), v)
+            })
+            .collect()
+    }
+}
+
+struct Node {
+    k: u8,
+    host: Netns,
+    pod: Netns,
+    ip: Ipv4Addr,
+    subnet_file: PathBuf,
+    log: PathBuf,
+    pid: Option<u32>,
+    /// The claimed subnet, e.g. `10.244.37.0/24`.
+    subnet: String,
+}
+
+impl Node {
+    fn pod_ip(&self) -> String {
+        let base = self.subnet.split('/').next().expect("subnet");
+        let mut octets: Vec<&str> = base.split('.').collect();
+        octets[3] = "2";
+        octets.join(".")
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+fn add_node(tb: &mut Testbed, u: &Underlay, k: u8, dir: &Path) -> Node {
+    let host = tb.netns(&format!("n{k}"));
+    tb.veth(&host, "eth0", &u.sw, &format!("p{k}"));
+    u.sw.sh(&format!("ip link set p{k} master br0 && ethtool -K p{k} tx off >/dev/null"));
+    let ip = Ipv4Addr::new(192, 168, 77, k);
+    host.sh(&format!(
+        "sysctl -qw net.ipv4.ip_forward=1
+         ip addr add {ip}/24 dev eth0
+         ethtool -K eth0 tx off >/dev/null
+         ip link add cni0 type bridge
+         ip link set cni0 up"
+    ));
+    let pod = tb.netns(&format!("n{k}p0"));
+    tb.veth(&pod, "eth0", &host, "veth0");
+    host.sh("ip link set veth0 master cni0");
+    pod.sh("ip link set eth0 mtu 1450");
+    let mut n = Node {
+        k,
+        host,
+        pod,
+        ip,
+        subnet_file: dir.join(format!("n{k}.subnet.env")),
+        log: dir.join(format!("n{k}.linend.log")),
+        pid: None,
+        subnet: String::new(),
+    };
+    start_linend(tb, &mut n);
+    wire_pod(&mut n);
+    n
+}
+
+fn start_linend(tb: &Testbed, n: &mut Node) {
+    let log =
+        std::fs::OpenOptions::new().create(true).append(true).open(&n.log).expect("linend log");
+    let mut cmd = n.host.command(&workspace_bin("linend").to_string_lossy());
+    cmd.args(["--etcd-endpoints", &endpoint(), "--datapath", "tap", "--iface", "eth0"])
+        .arg("--subnet-file")
+        .arg(&n.subnet_file)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(log);
+    n.pid = Some(tb.spawn(cmd));
+}
+
+/// Waits for linend's subnet file and reads FLANNEL_SUBNET (`gw/len`).
+fn read_subnet(n: &Node) -> (String, String) {
+    let got = wait_for(Duration::from_secs(20), || {
+        if n.pid.is_some_and(|p| !linen_testbed::cluster::running(p)) {
+            return Some(None);
+        }
+        let text = std::fs::read_to_string(&n.subnet_file).ok()?;
+        let line = text.lines().find_map(|l| l.strip_prefix("FLANNEL_SUBNET="))?;
+        let (gw, len) = line.split_once('/')?;
+        Some(Some((gw.to_string(), len.to_string())))
+    });
+    got.flatten().unwrap_or_else(|| {
+        panic!("n{} wrote no subnet file (or exited); log:\n{}", n.k, n.log_text())
+    })
+}
+
+/// Puts the gateway on `cni0` and the pod at `.2`, from the subnet file.
+fn wire_pod(n: &mut Node) {
+    let (gw, len) = read_subnet(n);
+    let g: Ipv4Addr = gw.parse().expect("gateway");
+    let net = Ipv4Addr::from(u32::from(g) - 1);
+    n.subnet = format!("{net}/{len}");
+    let pod = Ipv4Addr::from(u32::from(g) + 1);
+    n.host.sh(&format!("ip addr flush dev cni0 && ip addr add {gw}/{len} dev cni0"));
+    n.pod.sh(&format!(
+        "ip addr flush dev eth0 && ip addr add {pod}/{len} dev eth0 && ip route add default via {gw}"
+    ));
+}
+
+fn reachable(from: &Netns, to: &str, timeout: Duration) -> bool {
+    wait_for(timeout, || {
+        from.sh_output(&format!("ping -c 1 -W 1 {to}")).status.success().then_some(())
+    })
+    .is_some()
+}
+
+fn assert_full_mesh(nodes: &[Node]) {
+    for a in nodes {
+        for b in nodes {
+            if a.k != b.k {
+                assert!(
+                    reachable(&a.pod, &b.pod_ip(), Duration::from_secs(10)),
+                    "pod on n{} cannot reach pod {} on n{}\n--- n{} log ---\n{}\n--- n{} log ---\n{}",
+                    a.k,
+                    b.pod_ip(),
+                    b.k,
+                    a.k,
+                    a.log_text(),
+                    b.k,
+                    b.log_text()
+                );
+            }
+        }
+    }
+}
+
+fn vtep_mac(n: &Node) -> String {
+    let out = n.host.sh("cat /sys/class/net/linen.1/address");
+    out.trim().to_string()
+}
+
+fn stop_linend(tb: &Testbed, n: &mut Node) {
+    let pid = n.pid.take().expect("linend runs");
+    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let gone =
+        wait_for(Duration::from_secs(5), || (!linen_testbed::cluster::running(pid)).then_some(()));
+    tb.kill(pid);
+    assert!(gone.is_some(), "linend on n{} ignored SIGTERM", n.k);
+}
+
+fn key_of(subnet: &str) -> String {
+    format!("{PREFIX}/subnets/{}", subnet.replace('/', "-"))
+}
+
+/// Three nodes claim distinct subnets through etcd and their pods talk; a fourth joins; a deleted
+/// lease takes its routes off the other nodes and its owner claims again; a restarted linend
+/// keeps its subnet.
+#[test]
+fn etcd_nodes_claim_subnets_and_follow_each_other() {
+    let dir = TempDir::new("netcd");
+    let mut tb = Testbed::new("netcd");
+    let u = underlay(&mut tb, &dir.0);
+    // The network config, as an operator writes it.
+    let out = u
+        .etcd
+        .command(&workspace_bin("linenctl").to_string_lossy())
+        .args(["--etcd-endpoints", &endpoint(), "config", "set", "--network", "10.244.0.0/16"])
+        .output()
+        .expect("spawn linenctl");
+    assert!(out.status.success(), "linenctl config set: {}", String::from_utf8_lossy(&out.stderr));
+
+    let mut nodes: Vec<Node> = (1..=3).map(|k| add_node(&mut tb, &u, k, &dir.0)).collect();
+
+    // Distinct subnets, flannel-format leases carrying each node's public IP and linen.1's MAC.
+    let subnets: std::collections::HashSet<&str> =
+        nodes.iter().map(|n| n.subnet.as_str()).collect();
+    assert_eq!(subnets.len(), 3, "subnets not distinct: {subnets:?}");
+    let leases = u.leases();
+    assert_eq!(leases.len(), 3, "{leases:?}");
+    for n in &nodes {
+        let (_, v) = leases.iter().find(|(k, _)| *k == key_of(&n.subnet)).unwrap_or_else(|| {
+            panic!("no lease for n{} at {}: {leases:?}", n.k, key_of(&n.subnet))
+        });
+        assert_eq!(v["PublicIP"], n.ip.to_string(), "{v}");
+        assert_eq!(v["BackendType"], "vxlan", "{v}");
+        assert_eq!(v["BackendData"]["VNI"], 1, "{v}");
+        assert_eq!(v["BackendData"]["VtepMAC"], vtep_mac(n), "{v}");
+        assert!(v.get("PublicIPv6").is_some_and(serde_json::Value::is_null), "{v}");
+    }
+    assert_full_mesh(&nodes);
+
+    // A fourth node joins: everyone reaches its pod, it reaches everyone.
+    let t = Instant::now();
+    nodes.push(add_node(&mut tb, &u, 4, &dir.0));
+    assert_full_mesh(&nodes);
+    eprintln!("fourth node up and reachable from all in {:?}", t.elapsed());
+
+    // Deleting n3's lease: its route disappears on n1; n3 claims again and traffic resumes.
+    let monitor_out = dir.0.join("n1.monitor");
+    let mut mon = nodes[0].host.command("ip");
+    mon.args(["-o", "monitor", "route"])
+        .stdout(std::fs::File::create(&monitor_out).expect("monitor file"))
+        .stderr(Stdio::null());
+    let mon_pid = tb.spawn(mon);
+    std::thread::sleep(Duration::from_millis(300)); // let the monitor subscribe
+    let victim = nodes[2].subnet.clone();
+    u.etcdctl_ok(&["del", &key_of(&victim)]);
+    let deleted = wait_for(Duration::from_secs(5), || {
+        let text = std::fs::read_to_string(&monitor_out).unwrap_or_default();
+        text.lines().any(|l| l.starts_with("Deleted") && l.contains(&victim)).then_some(())
+    });
+    tb.kill(mon_pid);
+    assert!(
+        deleted.is_some(),
+        "n1 kept its route to {victim} after the lease was deleted; monitor:\n{}\nlog:\n{}",
+        std::fs::read_to_string(&monitor_out).unwrap_or_default(),
+        nodes[0].log_text()
+    );
+    let back = wait_for(Duration::from_secs(10), || {
+        u.leases()
+            .iter()
+            .any(|(k, v)| *k == key_of(&victim) && v["PublicIP"] == nodes[2].ip.to_string())
+            .then_some(())
+    });
+    assert!(back.is_some(), "n3 did not claim {victim} again; log:\n{}", nodes[2].log_text());
+    assert_full_mesh(&nodes);
+
+    // Restart n2 without its subnet file: the lease carrying its public IP gives it back its subnet.
+    let before = nodes[1].subnet.clone();
+    stop_linend(&tb, &mut nodes[1]);
+    std::fs::remove_file(&nodes[1].subnet_file).expect("remove n2's subnet file");
+    start_linend(&tb, &mut nodes[1]);
+    wire_pod(&mut nodes[1]);
+    assert_eq!(nodes[1].subnet, before, "n2 changed subnet across a restart");
+    assert_eq!(u.leases().len(), 4);
+    assert_full_mesh(&nodes);
+
+    for n in &mut nodes {
+        stop_linend(&tb, n);
+    }
+    let names: Vec<String> = tb.namespaces().iter().map(|n| n.name.clone()).collect();
+    drop(tb);
+    let left = linen_testbed::run("ip", &["netns", "list"]);
+    for n in names {
+        assert!(!left.contains(&n), "namespace {n} left behind");
+    }
+}
