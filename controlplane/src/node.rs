@@ -18,6 +18,7 @@
 //! re-addressed. While etcd is unreachable nothing changes: the datapath keeps forwarding on the
 //! last routes, and the watcher resynchronises after reconnecting.
 
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -99,23 +100,37 @@ pub struct RemoteNode {
     pub vtep_mac: [u8; 6],
 }
 
+/// Underlay next-hop MACs already resolved, by peer public IP.
+pub type NextHopCache = HashMap<Ipv4Addr, [u8; 6]>;
+
 /// Builds the route snapshot for `peers`: one route per peer subnet, every peer's VTEP a known
-/// peer. Underlay next-hop MACs come from the kernel; an unresolved one is left empty (the
-/// datapath then lets the kernel send and resolve).
+/// peer. Underlay next-hop MACs come from `cache`, else from the kernel (a resolved one is added
+/// to `cache`); an unresolved one is left empty (the datapath then lets the kernel send and
+/// resolve) and looked up again next time.
 pub async fn build_routes(
     kernel: &Kernel,
     cfg: &Config,
     ifindex: u32,
     peers: &[RemoteNode],
+    cache: &mut NextHopCache,
 ) -> Routes {
     let mut b = RoutesBuilder::new();
     for p in peers {
-        let underlay_mac = match kernel.next_hop_mac(p.public_ip).await {
-            Ok(m) => m.map(|(_, mac)| mac),
-            Err(e) => {
-                warn!(peer = %p.public_ip, error = %e, "cannot look up the underlay next hop");
-                None
-            }
+        let underlay_mac = match cache.get(&p.public_ip) {
+            Some(mac) => Some(*mac),
+            None => match kernel.next_hop_mac(p.public_ip).await {
+                Ok(m) => {
+                    let mac = m.map(|(_, mac)| mac);
+                    if let Some(mac) = mac {
+                        cache.insert(p.public_ip, mac);
+                    }
+                    mac
+                }
+                Err(e) => {
+                    warn!(peer = %p.public_ip, error = %e, "cannot look up the underlay next hop");
+                    None
+                }
+            },
         };
         let peer = RoutePeer { vtep: p.public_ip, vtep_mac: p.vtep_mac, underlay_mac, ifindex };
         b.insert(ipnet::IpNet::V4(p.subnet), NextHop::new(cfg, &peer));
@@ -164,6 +179,7 @@ impl EtcdNode {
             subnet: lease.subnet,
             subnet_tx,
             peers: Vec::new(),
+            next_hops: NextHopCache::new(),
         };
         let task = tokio::spawn(sync.run(stop_rx));
         Ok(EtcdNode { lease: handle, task, stop: Some(stop_tx), subnet: subnet_rx })
@@ -215,6 +231,8 @@ struct Sync {
     subnet: Ipv4Net,
     subnet_tx: watch::Sender<Ipv4Net>,
     peers: Vec<RemoteNode>,
+    /// Resolved underlay next hops; emptied on every full resync so they are looked up afresh.
+    next_hops: NextHopCache,
 }
 
 impl Sync {
@@ -252,6 +270,9 @@ impl Sync {
                                 .map(|p| RemoteNode { subnet: p.subnet, public_ip: p.public_ip, vtep_mac: p.vtep_mac.0 })
                                 .collect();
                             self.peers.sort_by_key(|p| p.subnet);
+                            if u.resync {
+                                self.next_hops.clear();
+                            }
                             info!(
                                 revision = u.revision,
                                 resync = u.resync,
@@ -275,10 +296,15 @@ impl Sync {
     }
 
     /// Publishes the route snapshot for the current peers, then converges the kernel.
-    async fn apply(&self, received: Instant) {
-        let routes =
-            build_routes(&self.kernel, &self.dp.config, self.dp.underlay_ifindex, &self.peers)
-                .await;
+    async fn apply(&mut self, received: Instant) {
+        let routes = build_routes(
+            &self.kernel,
+            &self.dp.config,
+            self.dp.underlay_ifindex,
+            &self.peers,
+            &mut self.next_hops,
+        )
+        .await;
         self.dp.routes.publish(routes);
         let published = received.elapsed();
         let state = overlay_state(self.subnet, self.dp.mtu, &self.peers);

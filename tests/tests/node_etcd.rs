@@ -303,6 +303,62 @@ fn etcd_nodes_claim_subnets_and_follow_each_other() {
     assert_full_mesh(&nodes);
     eprintln!("fourth node up and reachable from all in {:?}", t.elapsed());
 
+    // Leases written the way flanneld writes them become routes (and neighbours) on every node,
+    // and go away when deleted. n1's log says how long each update took from the watch event to
+    // the published route table and the programmed kernel (printed, not asserted).
+    let fake: Vec<(String, String)> = (0..20u8)
+        .map(|i| {
+            let subnet = format!("10.244.{}.0/24", 200 + u32::from(i));
+            let value = format!(
+                r#"{{"PublicIP":"192.168.77.{}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"0a:00:00:00:00:{i:02x}"}}}}"#,
+                100 + u32::from(i)
+            );
+            (subnet, value)
+        })
+        .collect();
+    let updates_before = nodes[0].log_text().matches("routes published").count();
+    for (subnet, value) in &fake {
+        u.etcdctl_ok(&["put", &key_of(subnet), value]);
+    }
+    let last = &fake.last().expect("fake leases").0;
+    let routed = wait_for(Duration::from_secs(5), || {
+        let r = nodes[0].host.sh(&format!("ip route show {last}"));
+        r.contains("dev linen.1").then_some(r)
+    });
+    assert!(routed.is_some(), "n1 has no route for {last}; log:\n{}", nodes[0].log_text());
+    let neigh = nodes[0].host.sh("ip neigh show dev linen.1");
+    assert!(neigh.contains("10.244.219.0 lladdr 0a:00:00:00:00:13"), "{neigh}");
+    for (subnet, _) in &fake {
+        u.etcdctl_ok(&["del", &key_of(subnet)]);
+    }
+    let gone = wait_for(Duration::from_secs(5), || {
+        nodes[0].host.sh(&format!("ip route show {last}")).trim().is_empty().then_some(())
+    });
+    assert!(gone.is_some(), "n1 kept its route to {last}");
+    let log = nodes[0].log_text();
+    let field = |name: &str| -> Vec<u64> {
+        let mut v: Vec<u64> = log
+            .lines()
+            .filter(|l| l.contains("routes published"))
+            .skip(updates_before)
+            .filter_map(|l| l.split(name).nth(1)?.split_whitespace().next()?.parse().ok())
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    for (name, what) in
+        [("publish_us=", "route table published"), ("total_us=", "+ kernel programmed")]
+    {
+        let v = field(name);
+        if let (Some(min), Some(max)) = (v.first(), v.last()) {
+            eprintln!(
+                "n1: {} updates, watch event -> {what}: min {min} us, median {} us, max {max} us",
+                v.len(),
+                v[v.len() / 2]
+            );
+        }
+    }
+
     // Deleting n3's lease: its route disappears on n1; n3 claims again and traffic resumes.
     let monitor_out = dir.0.join("n1.monitor");
     let mut mon = nodes[0].host.command("ip");
