@@ -44,6 +44,8 @@ fn endpoint() -> String {
 struct Underlay {
     sw: Netns,
     etcd: Netns,
+    dir: PathBuf,
+    etcd_pid: u32,
 }
 
 fn underlay(tb: &mut Testbed, dir: &Path) -> Underlay {
@@ -53,11 +55,22 @@ fn underlay(tb: &mut Testbed, dir: &Path) -> Underlay {
     tb.veth(&etcd, "eth0", &sw, "pe");
     sw.sh("ip link set pe master br0");
     etcd.sh(&format!("ip addr add {ETCD_IP}/24 dev eth0"));
-    let data = dir.join("etcd-data");
-    let log = std::fs::File::create(dir.join("etcd.log")).expect("etcd log");
+    let etcd_pid = spawn_etcd(tb, &etcd, dir);
+    let u = Underlay { sw, etcd, dir: dir.to_path_buf(), etcd_pid };
+    u.wait_healthy();
+    u
+}
+
+/// Starts etcd in its namespace (data in `dir/etcd-data`, kept across restarts).
+fn spawn_etcd(tb: &Testbed, etcd: &Netns, dir: &Path) -> u32 {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("etcd.log"))
+        .expect("etcd log");
     let mut cmd = etcd.command("etcd");
     cmd.args(["--name", "e0", "--data-dir"])
-        .arg(&data)
+        .arg(dir.join("etcd-data"))
         .args(["--listen-client-urls", &endpoint(), "--advertise-client-urls", &endpoint()])
         .args(["--listen-peer-urls", &format!("http://{ETCD_IP}:2380")])
         .args(["--initial-advertise-peer-urls", &format!("http://{ETCD_IP}:2380")])
@@ -65,19 +78,32 @@ fn underlay(tb: &mut Testbed, dir: &Path) -> Underlay {
         .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
         .stdout(log.try_clone().expect("dup"))
         .stderr(log);
-    tb.spawn(cmd);
-    let u = Underlay { sw, etcd };
-    let healthy =
-        wait_for(Duration::from_secs(20), || u.etcdctl(&["endpoint", "health"]).0.then_some(()));
-    assert!(
-        healthy.is_some(),
-        "etcd did not come up: {}",
-        std::fs::read_to_string(dir.join("etcd.log")).unwrap_or_default()
-    );
-    u
+    tb.spawn(cmd)
 }
 
 impl Underlay {
+    fn wait_healthy(&self) {
+        let healthy = wait_for(Duration::from_secs(20), || {
+            self.etcdctl(&["endpoint", "health"]).0.then_some(())
+        });
+        assert!(
+            healthy.is_some(),
+            "etcd did not come up: {}",
+            std::fs::read_to_string(self.dir.join("etcd.log")).unwrap_or_default()
+        );
+    }
+
+    /// Kills etcd (by PID); its data stays for [`Underlay::start_etcd`].
+    fn stop_etcd(&self, tb: &Testbed) {
+        tb.kill(self.etcd_pid);
+    }
+
+    /// Starts etcd again on the same data and waits until it is healthy.
+    fn start_etcd(&mut self, tb: &Testbed) {
+        self.etcd_pid = spawn_etcd(tb, &self.etcd, &self.dir);
+        self.wait_healthy();
+    }
+
     fn etcdctl(&self, args: &[&str]) -> (bool, String) {
         let out = self
             .etcd
@@ -256,6 +282,37 @@ fn stop_linend(tb: &Testbed, n: &mut Node) {
     assert!(gone.is_some(), "linend on n{} ignored SIGTERM", n.k);
 }
 
+/// A lease value exactly as flanneld writes it.
+fn flannel_lease(public_ip: &str, vtep_mac: &str) -> String {
+    format!(
+        r#"{{"PublicIP":"{public_ip}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{vtep_mac}"}}}}"#
+    )
+}
+
+/// Waits until the node's subnet file names a subnet other than `old`.
+fn wait_subnet_change(n: &Node, old: &str) {
+    let old_gw = Ipv4Addr::from(
+        u32::from(old.split('/').next().and_then(|a| a.parse::<Ipv4Addr>().ok()).expect("subnet"))
+            + 1,
+    );
+    let changed = wait_for(Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(&n.subnet_file).ok()?;
+        let line = text.lines().find_map(|l| l.strip_prefix("FLANNEL_SUBNET="))?;
+        (!line.starts_with(&format!("{old_gw}/"))).then_some(())
+    });
+    assert!(changed.is_some(), "n{} kept {old}; log:\n{}", n.k, n.log_text());
+}
+
+fn write_config(u: &Underlay) {
+    let out = u
+        .etcd
+        .command(&workspace_bin("linenctl").to_string_lossy())
+        .args(["--etcd-endpoints", &endpoint(), "config", "set", "--network", "10.244.0.0/16"])
+        .output()
+        .expect("spawn linenctl");
+    assert!(out.status.success(), "linenctl config set: {}", String::from_utf8_lossy(&out.stderr));
+}
+
 fn key_of(subnet: &str) -> String {
     format!("{PREFIX}/subnets/{}", subnet.replace('/', "-"))
 }
@@ -269,13 +326,7 @@ fn etcd_nodes_claim_subnets_and_follow_each_other() {
     let mut tb = Testbed::new("netcd");
     let u = underlay(&mut tb, &dir.0);
     // The network config, as an operator writes it.
-    let out = u
-        .etcd
-        .command(&workspace_bin("linenctl").to_string_lossy())
-        .args(["--etcd-endpoints", &endpoint(), "config", "set", "--network", "10.244.0.0/16"])
-        .output()
-        .expect("spawn linenctl");
-    assert!(out.status.success(), "linenctl config set: {}", String::from_utf8_lossy(&out.stderr));
+    write_config(&u);
 
     let mut nodes: Vec<Node> = (1..=3).map(|k| add_node(&mut tb, &u, k, &dir.0)).collect();
 
@@ -389,6 +440,19 @@ fn etcd_nodes_claim_subnets_and_follow_each_other() {
     assert!(back.is_some(), "n3 did not claim {victim} again; log:\n{}", nodes[2].log_text());
     assert_full_mesh(&nodes);
 
+    // Another node's lease overwrites n3's key: n3 claims a different subnet, re-addresses
+    // linen.1 and rewrites its subnet file; every pod reaches n3's pod at its new address.
+    let old = nodes[2].subnet.clone();
+    u.etcdctl_ok(&["put", &key_of(&old), &flannel_lease("192.168.77.99", "0a:00:00:00:00:99")]);
+    wait_subnet_change(&nodes[2], &old);
+    wire_pod(&mut nodes[2]);
+    assert_ne!(nodes[2].subnet, old);
+    let own = nodes[2].subnet.replace("/24", "/32");
+    let addr = nodes[2].host.sh("ip -4 -o addr show dev linen.1");
+    assert!(addr.contains(&own) && !addr.contains(&old.replace("/24", "/32")), "{addr}");
+    assert_full_mesh(&nodes);
+    u.etcdctl_ok(&["del", &key_of(&old)]);
+
     // Restart n2 without its subnet file: the lease carrying its public IP gives it back its subnet.
     let before = nodes[1].subnet.clone();
     stop_linend(&tb, &mut nodes[1]);
@@ -407,5 +471,48 @@ fn etcd_nodes_claim_subnets_and_follow_each_other() {
     let left = linen_testbed::run("ip", &["netns", "list"]);
     for n in names {
         assert!(!left.contains(&n), "namespace {n} left behind");
+    }
+}
+
+/// etcd goes away: pod traffic keeps flowing on the last routes, linend says etcd is
+/// unreachable, and after etcd is back a new lease reaches both nodes' routes.
+#[test]
+fn etcd_outage_keeps_forwarding_and_resyncs() {
+    let dir = TempDir::new("netcdo");
+    let mut tb = Testbed::new("netcdo");
+    let mut u = underlay(&mut tb, &dir.0);
+    write_config(&u);
+    let mut nodes: Vec<Node> = (1..=2).map(|k| add_node(&mut tb, &u, k, &dir.0)).collect();
+    assert_full_mesh(&nodes);
+
+    u.stop_etcd(&tb);
+    let reported = wait_for(Duration::from_secs(20), || {
+        nodes[0].log_text().contains("etcd unreachable").then_some(())
+    });
+    assert!(reported.is_some(), "n1 did not report the outage; log:\n{}", nodes[0].log_text());
+    let out = nodes[0].pod.sh_output(&format!("ping -c 15 -i 0.2 -W 1 {}", nodes[1].pod_ip()));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("15 received"),
+        "pod traffic stalled during the etcd outage: {text}"
+    );
+
+    u.start_etcd(&tb);
+    let subnet = "10.244.250.0/24";
+    u.etcdctl_ok(&["put", &key_of(subnet), &flannel_lease("192.168.77.98", "0a:00:00:00:00:98")]);
+    for n in &nodes {
+        let routed = wait_for(Duration::from_secs(20), || {
+            n.host.sh(&format!("ip route show {subnet}")).contains("dev linen.1").then_some(())
+        });
+        assert!(
+            routed.is_some(),
+            "n{} did not resync after etcd came back; log:\n{}",
+            n.k,
+            n.log_text()
+        );
+    }
+    assert_full_mesh(&nodes);
+    for n in &mut nodes {
+        stop_linend(&tb, n);
     }
 }
