@@ -228,6 +228,13 @@ fn read_subnet(n: &Node) -> (String, String) {
     })
 }
 
+/// The subnet (`net/len`) in the node's subnet file, once there.
+fn subnet_from_file(n: &Node) -> String {
+    let (gw, len) = read_subnet(n);
+    let g: Ipv4Addr = gw.parse().expect("gateway");
+    format!("{}/{len}", Ipv4Addr::from(u32::from(g) - 1))
+}
+
 /// Puts the gateway on `cni0` and the pod at `.2`, from the subnet file.
 fn wire_pod(n: &mut Node) {
     let (gw, len) = read_subnet(n);
@@ -453,13 +460,53 @@ fn etcd_nodes_claim_subnets_and_follow_each_other() {
     assert_full_mesh(&nodes);
     u.etcdctl_ok(&["del", &key_of(&old)]);
 
-    // Restart n2 without its subnet file: the lease carrying its public IP gives it back its subnet.
+    // Restart n2 without its subnet file: the lease carrying its public IP gives it back its
+    // subnet, and a TCP connection from n1's pod to n2's pod outlives the restart.
+    let echo = dir.0.join("echo.out");
+    let mut server = nodes[1].pod.command("socat");
+    server
+        .args(["TCP-LISTEN:7000,reuseaddr", "SYSTEM:cat"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    tb.spawn(server);
+    let listening = wait_for(Duration::from_secs(5), || {
+        nodes[1].pod.sh("ss -ltn").contains(":7000").then_some(())
+    });
+    assert!(listening.is_some(), "echo server did not start");
+    let mut client = nodes[0].pod.command("sh");
+    client
+        .args([
+            "-c",
+            &format!(
+                "(echo before; sleep 4; echo after; sleep 1) | socat -t 20 - TCP:{}:7000",
+                nodes[1].pod_ip()
+            ),
+        ])
+        .stdout(std::fs::File::create(&echo).expect("echo file"))
+        .stderr(Stdio::null());
+    tb.spawn(client);
+    let first = wait_for(Duration::from_secs(5), || {
+        std::fs::read_to_string(&echo).unwrap_or_default().contains("before").then_some(())
+    });
+    assert!(first.is_some(), "no echo before the restart");
     let before = nodes[1].subnet.clone();
     stop_linend(&tb, &mut nodes[1]);
+    assert!(
+        !std::fs::read_to_string(&echo).unwrap_or_default().contains("after"),
+        "the client finished before n2's linend was down; the restart proves nothing"
+    );
     std::fs::remove_file(&nodes[1].subnet_file).expect("remove n2's subnet file");
     start_linend(&tb, &mut nodes[1]);
-    wire_pod(&mut nodes[1]);
-    assert_eq!(nodes[1].subnet, before, "n2 changed subnet across a restart");
+    assert_eq!(subnet_from_file(&nodes[1]), before, "n2 changed subnet across a restart");
+    let after = wait_for(Duration::from_secs(20), || {
+        std::fs::read_to_string(&echo).unwrap_or_default().contains("after").then_some(())
+    });
+    assert!(
+        after.is_some(),
+        "the TCP connection did not survive n2's restart: {:?}\nn2 log:\n{}",
+        std::fs::read_to_string(&echo).unwrap_or_default(),
+        nodes[1].log_text()
+    );
     assert_eq!(u.leases().len(), 4);
     assert_full_mesh(&nodes);
 
