@@ -417,6 +417,20 @@ fn etcd_nodes_claim_subnets_and_follow_each_other() {
         }
     }
 
+    // A malformed lease value is skipped with a warning; forwarding and later updates go on.
+    u.etcdctl_ok(&["put", &key_of("10.244.230.0/24"), "{not json"]);
+    let warned = wait_for(Duration::from_secs(5), || {
+        nodes[0]
+            .log_text()
+            .lines()
+            .any(|l| l.contains("WARN") && l.contains("malformed") && l.contains("10.244.230.0/24"))
+            .then_some(())
+    });
+    assert!(warned.is_some(), "no warning for the malformed lease; log:\n{}", nodes[0].log_text());
+    assert!(nodes[0].host.sh("ip route show 10.244.230.0/24").trim().is_empty());
+    u.etcdctl_ok(&["del", &key_of("10.244.230.0/24")]);
+    assert_full_mesh(&nodes);
+
     // Deleting n3's lease: its route disappears on n1; n3 claims again and traffic resumes.
     let monitor_out = dir.0.join("n1.monitor");
     let mut mon = nodes[0].host.command("ip");
