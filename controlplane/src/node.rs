@@ -284,9 +284,8 @@ impl Sync {
                         }
                         WatchUpdate::Disconnected { error } => {
                             error!(
-                                %error,
-                                peers = self.peers.len(),
-                                "etcd unreachable; forwarding continues on the last known routes, reconnecting"
+                                "etcd unreachable: {error}; forwarding continues on {} known peer routes, reconnecting",
+                                self.peers.len()
                             );
                         }
                     }
