@@ -168,6 +168,14 @@ impl Node {
 }
 
 fn add_node(tb: &mut Testbed, u: &Underlay, k: u8, dir: &Path) -> Node {
+    let mut n = new_node(tb, u, k, dir);
+    start_linend(tb, &mut n);
+    wire_pod(&mut n);
+    n
+}
+
+/// Node `k`'s namespaces, underlay link, `cni0` and one pod, without linend.
+fn new_node(tb: &mut Testbed, u: &Underlay, k: u8, dir: &Path) -> Node {
     let host = tb.netns(&format!("n{k}"));
     tb.veth(&host, "eth0", &u.sw, &format!("p{k}"));
     u.sw.sh(&format!("ip link set p{k} master br0 && ethtool -K p{k} tx off >/dev/null"));
@@ -183,7 +191,7 @@ fn add_node(tb: &mut Testbed, u: &Underlay, k: u8, dir: &Path) -> Node {
     tb.veth(&pod, "eth0", &host, "veth0");
     host.sh("ip link set veth0 master cni0");
     pod.sh("ip link set eth0 mtu 1450");
-    let mut n = Node {
+    Node {
         k,
         host,
         pod,
@@ -192,10 +200,7 @@ fn add_node(tb: &mut Testbed, u: &Underlay, k: u8, dir: &Path) -> Node {
         log: dir.join(format!("n{k}.linend.log")),
         pid: None,
         subnet: String::new(),
-    };
-    start_linend(tb, &mut n);
-    wire_pod(&mut n);
-    n
+    }
 }
 
 fn start_linend(tb: &Testbed, n: &mut Node) {
@@ -311,10 +316,15 @@ fn wait_subnet_change(n: &Node, old: &str) {
 }
 
 fn write_config(u: &Underlay) {
+    write_config_args(u, &[]);
+}
+
+fn write_config_args(u: &Underlay, extra: &[&str]) {
     let out = u
         .etcd
         .command(&workspace_bin("linenctl").to_string_lossy())
         .args(["--etcd-endpoints", &endpoint(), "config", "set", "--network", "10.244.0.0/16"])
+        .args(extra)
         .output()
         .expect("spawn linenctl");
     assert!(out.status.success(), "linenctl config set: {}", String::from_utf8_lossy(&out.stderr));
@@ -572,6 +582,31 @@ fn etcd_outage_keeps_forwarding_and_resyncs() {
             n.log_text()
         );
     }
+    assert_full_mesh(&nodes);
+    for n in &mut nodes {
+        stop_linend(&tb, n);
+    }
+}
+
+/// Two linends starting together in a network with room for exactly two subnets: whoever loses
+/// the race for a subnet takes the other one, so both end with distinct subnets and talk.
+#[test]
+fn racing_nodes_end_with_distinct_subnets() {
+    let dir = TempDir::new("netcdr");
+    let mut tb = Testbed::new("netcdr");
+    let u = underlay(&mut tb, &dir.0);
+    write_config_args(&u, &["--subnet-min", "10.244.1.0", "--subnet-max", "10.244.2.0"]);
+    let mut nodes: Vec<Node> = (1..=2).map(|k| new_node(&mut tb, &u, k, &dir.0)).collect();
+    for n in &mut nodes {
+        start_linend(&tb, n);
+    }
+    for n in &mut nodes {
+        wire_pod(n);
+    }
+    let mut got: Vec<&str> = nodes.iter().map(|n| n.subnet.as_str()).collect();
+    got.sort_unstable();
+    assert_eq!(got, ["10.244.1.0/24", "10.244.2.0/24"]);
+    assert_eq!(u.leases().len(), 2);
     assert_full_mesh(&nodes);
     for n in &mut nodes {
         stop_linend(&tb, n);
