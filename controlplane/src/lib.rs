@@ -4,6 +4,7 @@
 
 // kernel programming and the static-peers node
 pub mod kernel;
+pub mod node;
 pub mod static_peers;
 
 // config, leases, registry, watch

@@ -19,6 +19,12 @@
 //!   flannel's recipe (`dataplane/tests/fixtures/README.md`). Both kinds mix freely: every node
 //!   has a fixed VtepMAC that all peers know.
 //!
+//! - With [`ClusterBuilder::etcd`], linen nodes run `linend` in etcd mode instead: the builder
+//!   starts etcd in its own namespace on the (then always switched) underlay at
+//!   [`ETCD_IP`], writes the network config, seeds each linen node's subnet file with its subnet
+//!   (which linend then claims in etcd) and writes a flanneld-format lease for every kernel-VXLAN
+//!   node, so both kinds still mix. A linen node's VtepMAC is then `linen.1`'s own MAC.
+//!
 //! Everything lives in the testbed's namespaces; nothing touches the root namespace's addresses or
 //! routes. Dropping the [`Cluster`] kills linend (by PID) and deletes every namespace, also on
 //! panic; its temporary directory (peer files, stats, logs) goes with it.
@@ -50,6 +56,12 @@ pub const VXLAN_PORT: u16 = 8472;
 pub const VXLAN_OVERHEAD: u32 = 50;
 /// MTU of the underlay veths.
 pub const UNDERLAY_MTU: u32 = 1500;
+/// Underlay address of the etcd namespace in [`ClusterBuilder::etcd`] clusters.
+pub const ETCD_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 250);
+/// etcd's client port there (inside its own namespace, so never the host's etcd).
+pub const ETCD_PORT: u16 = 2379;
+/// flannel's default etcd prefix, used by [`ClusterBuilder::etcd`] clusters.
+pub const ETCD_PREFIX: &str = "/coreos.com/network";
 
 /// What runs the overlay on a node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,6 +217,7 @@ pub struct ClusterBuilder {
     linend_args: Vec<String>,
     linend_cpus: Option<String>,
     up_timeout: Duration,
+    etcd: bool,
 }
 
 impl ClusterBuilder {
@@ -220,6 +233,7 @@ impl ClusterBuilder {
             linend_args: Vec::new(),
             linend_cpus: None,
             up_timeout: Duration::from_secs(10),
+            etcd: false,
         }
     }
 
@@ -279,6 +293,12 @@ impl ClusterBuilder {
         self
     }
 
+    /// Runs linen nodes in etcd mode against an etcd started by the builder (see the module docs).
+    pub fn etcd(mut self) -> ClusterBuilder {
+        self.etcd = true;
+        self
+    }
+
     /// Builds the namespaces, links and overlays, and starts linend where asked.
     ///
     /// # Errors
@@ -303,6 +323,10 @@ impl ClusterBuilder {
             nodes.push(build_node(&mut tb, index, overlay.clone(), self.pods_per_node, pod_mtu)?);
         }
         self.wire_underlay(&mut tb, &nodes)?;
+        if self.etcd {
+            let etcd = start_etcd(&mut tb, &dir.0)?;
+            return self.start_etcd_nodes(tb, nodes, dir, etcd);
+        }
         for i in 0..nodes.len() {
             let (me, peers) = split_one(&nodes, i);
             match &me.overlay {
@@ -313,13 +337,58 @@ impl ClusterBuilder {
                 }
             }
         }
-        Ok(Cluster { tb, nodes, dir })
+        Ok(Cluster { tb, nodes, dir, etcd: None })
+    }
+
+    /// etcd mode: linen nodes first (their VtepMACs are only known once `linen.1` exists), then
+    /// kernel-VXLAN nodes with every peer's MAC and a flanneld-format lease each.
+    fn start_etcd_nodes(
+        &self,
+        tb: Testbed,
+        mut nodes: Vec<Node>,
+        dir: TempDir,
+        etcd: Netns,
+    ) -> Result<Cluster, ClusterError> {
+        for node in &mut nodes {
+            let Overlay::Linen { datapath } = node.overlay.clone() else { continue };
+            let subnet_file = dir.0.join(format!("{}.subnet.env", node.name));
+            let seed = format!(
+                "FLANNEL_NETWORK={CLUSTER_NETWORK}\nFLANNEL_SUBNET={}/24\nFLANNEL_MTU={}\nFLANNEL_IPMASQ=false\n",
+                node.gateway(),
+                UNDERLAY_MTU - VXLAN_OVERHEAD
+            );
+            std::fs::write(&subnet_file, seed).map_err(|e| ClusterError::Linend {
+                node: node.name.clone(),
+                reason: format!("cannot write {}: {e}", subnet_file.display()),
+                log_tail: String::new(),
+            })?;
+            let endpoint = format!("http://{ETCD_IP}:{ETCD_PORT}");
+            let args = ["--etcd-endpoints", endpoint.as_str(), "--iface", "eth0"];
+            let l = self.spawn_linend(&tb, node, &args, &datapath, &dir.0)?;
+            let mac = node.host.sh_output("cat /sys/class/net/linen.1/address");
+            node.vtep_mac = String::from_utf8_lossy(&mac.stdout).trim().to_string();
+            node.linend = Some(l);
+        }
+        for i in 0..nodes.len() {
+            if nodes[i].overlay != Overlay::KernelVxlan {
+                continue;
+            }
+            let (me, peers) = split_one(&nodes, i);
+            start_kernel_vxlan(me, &peers)?;
+            let lease = format!(
+                r#"{{"PublicIP":"{}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{}"}}}}"#,
+                me.ip, me.vtep_mac
+            );
+            let key = format!("{ETCD_PREFIX}/subnets/10.244.{}.0-24", me.index);
+            etcdctl(&etcd, &["put", &key, &lease])?;
+        }
+        Ok(Cluster { tb, nodes, dir, etcd: Some(etcd) })
     }
 
     fn wire_underlay(&self, tb: &mut Testbed, nodes: &[Node]) -> Result<(), ClusterError> {
         let tx_off =
             if self.underlay_tx_off { "ethtool -K eth0 tx off >/dev/null" } else { "true" };
-        if nodes.len() == 2 {
+        if nodes.len() == 2 && !self.etcd {
             tb.veth(&nodes[0].host, "eth0", &nodes[1].host, "eth0");
         } else {
             let sw = tb.netns("sw");
@@ -368,6 +437,26 @@ impl ClusterBuilder {
         };
         std::fs::write(&peers_file, json.to_string())
             .map_err(|e| fail(format!("cannot write {}: {e}", peers_file.display())))?;
+        let args = ["--static-peers".to_string(), peers_file.display().to_string()];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.spawn_linend(tb, me, &args, datapath, dir)
+    }
+
+    /// Starts linend on `me` with `mode_args` (static peers or etcd) and waits for its first
+    /// stats file.
+    fn spawn_linend(
+        &self,
+        tb: &Testbed,
+        me: &Node,
+        mode_args: &[&str],
+        datapath: &str,
+        dir: &Path,
+    ) -> Result<Linend, ClusterError> {
+        let fail = |reason: String| ClusterError::Linend {
+            node: me.name.clone(),
+            reason,
+            log_tail: String::new(),
+        };
         let log = dir.join(format!("{}.linend.log", me.name));
         let stats = dir.join(format!("{}.stats.json", me.name));
         let log_file =
@@ -385,8 +474,7 @@ impl ClusterBuilder {
             }
             None => me.host.command(&bin.to_string_lossy()),
         };
-        cmd.arg("--static-peers")
-            .arg(&peers_file)
+        cmd.args(mode_args)
             .args(["--datapath", datapath])
             .arg("--subnet-file")
             .arg(dir.join(format!("{}.subnet.env", me.name)))
@@ -440,6 +528,7 @@ pub struct Cluster {
     tb: Testbed,
     nodes: Vec<Node>,
     dir: TempDir,
+    etcd: Option<Netns>,
 }
 
 impl Cluster {
@@ -451,6 +540,28 @@ impl Cluster {
     /// The testbed, e.g. to spawn more processes that die with the cluster.
     pub fn testbed(&self) -> &Testbed {
         &self.tb
+    }
+
+    /// The etcd client URL of a [`ClusterBuilder::etcd`] cluster (reachable from the namespaces
+    /// on the underlay only).
+    pub fn etcd_endpoint(&self) -> Option<String> {
+        self.etcd.as_ref().map(|_| format!("http://{ETCD_IP}:{ETCD_PORT}"))
+    }
+
+    /// Runs `etcdctl` (API v3) with `args` in the etcd namespace of a [`ClusterBuilder::etcd`]
+    /// cluster; returns its stdout.
+    ///
+    /// # Errors
+    /// [`ClusterError::Setup`] when the cluster has no etcd or etcdctl fails.
+    pub fn etcdctl(&self, args: &[&str]) -> Result<String, ClusterError> {
+        match &self.etcd {
+            Some(ns) => etcdctl(ns, args),
+            None => Err(ClusterError::Setup {
+                netns: String::new(),
+                script: format!("etcdctl {}", args.join(" ")),
+                output: "the cluster was built without ClusterBuilder::etcd".into(),
+            }),
+        }
     }
 
     /// The cluster's temporary directory (peer files, logs, stats), removed on drop.
@@ -569,6 +680,69 @@ fn start_kernel_vxlan(me: &Node, peers: &[&Node]) -> Result<(), ClusterError> {
         ));
     }
     sh(&me.host, &script)
+}
+
+/// Starts etcd in namespace `etcd` on the underlay switch (`sw`), waits until it is healthy and
+/// writes the network config.
+fn start_etcd(tb: &mut Testbed, dir: &Path) -> Result<Netns, ClusterError> {
+    let ns = tb.netns("etcd");
+    let base = ns.name.strip_suffix("-etcd").expect("etcd namespace name");
+    let sw = Netns { name: format!("{base}-sw") };
+    tb.veth(&ns, "eth0", &sw, "pe");
+    sh(&sw, "ip link set pe master br0")?;
+    sh(&ns, &format!("ip addr add {ETCD_IP}/24 dev eth0"))?;
+    let client = format!("http://{ETCD_IP}:{ETCD_PORT}");
+    let peer = format!("http://{ETCD_IP}:2380");
+    let log = std::fs::File::create(dir.join("etcd.log")).map_err(|e| ClusterError::Setup {
+        netns: ns.name.clone(),
+        script: "etcd".into(),
+        output: format!("cannot create the etcd log: {e}"),
+    })?;
+    let mut cmd = ns.command("etcd");
+    cmd.args(["--name", "e0", "--data-dir"])
+        .arg(dir.join("etcd-data"))
+        .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+        .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+        .args(["--initial-cluster", &format!("e0={peer}")])
+        .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+        .stdout(log.try_clone().expect("dup etcd log"))
+        .stderr(log);
+    tb.spawn(cmd);
+    if wait_for(Duration::from_secs(20), || etcdctl(&ns, &["endpoint", "health"]).ok()).is_none() {
+        return Err(ClusterError::Setup {
+            netns: ns.name.clone(),
+            script: "etcd".into(),
+            output: tail(&std::fs::read_to_string(dir.join("etcd.log")).unwrap_or_default(), 20),
+        });
+    }
+    let config = format!(r#"{{"Network":"{CLUSTER_NETWORK}","Backend":{{"Type":"vxlan"}}}}"#);
+    etcdctl(&ns, &["put", &format!("{ETCD_PREFIX}/config"), &config])?;
+    Ok(ns)
+}
+
+fn etcdctl(ns: &Netns, args: &[&str]) -> Result<String, ClusterError> {
+    let out = ns
+        .command("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints=http://{ETCD_IP}:{ETCD_PORT}"))
+        .arg("--dial-timeout=2s")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| ClusterError::Setup {
+            netns: ns.name.clone(),
+            script: format!("etcdctl {}", args.join(" ")),
+            output: format!("spawn etcdctl (install etcd-client): {e}"),
+        })?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(ClusterError::Setup {
+            netns: ns.name.clone(),
+            script: format!("etcdctl {}", args.join(" ")),
+            output: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
 }
 
 fn sh(ns: &Netns, script: &str) -> Result<(), ClusterError> {
@@ -699,6 +873,48 @@ mod tests {
         for n in names {
             assert!(!left.contains(&n), "namespace {n} left behind");
         }
+    }
+
+    /// etcd mode: two linen nodes and one kernel-VXLAN node (announced by a flanneld-format
+    /// lease) learn each other from etcd; every pod reaches every other pod, and each linen
+    /// node holds the lease for the subnet the builder seeded.
+    #[test]
+    fn etcd_mode_mixes_linen_and_kernel_vxlan() {
+        let linend = workspace_bin("linend");
+        let c = ClusterBuilder::new("clue")
+            .node(Overlay::linen("tap"))
+            .node(Overlay::KernelVxlan)
+            .node(Overlay::linen("tap"))
+            .pods_per_node(1)
+            .linend(&linend)
+            .etcd()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let nodes = c.nodes();
+        for a in nodes {
+            for b in nodes {
+                if a.index != b.index {
+                    assert!(
+                        c.wait_reachable(&a.pods[0], b.pod_ip(0), Duration::from_secs(10)),
+                        "{} cannot reach {} ({})",
+                        a.pods[0].name,
+                        b.pod_ip(0),
+                        b.name
+                    );
+                }
+            }
+        }
+        let leases = c.etcdctl(&["get", "--prefix", &format!("{ETCD_PREFIX}/subnets/")]).unwrap();
+        for n in nodes {
+            let key = format!("{ETCD_PREFIX}/subnets/10.244.{}.0-24", n.index);
+            let mut lines = leases.lines();
+            assert!(lines.any(|l| l == key), "no lease {key}: {leases}");
+            let value = lines.next().unwrap_or_default();
+            assert!(value.contains(&format!("\"PublicIP\":\"{}\"", n.ip)), "{value}");
+            assert!(value.contains(&n.vtep_mac), "{value}");
+        }
+        assert_eq!(c.etcd_endpoint().as_deref(), Some("http://192.168.77.250:2379"));
+        assert!(c.stop_linend(Duration::from_secs(5)).is_empty(), "linend ignored SIGTERM");
     }
 
     /// A datapath linend refuses comes back as `ClusterError::Linend` with linend's reason.

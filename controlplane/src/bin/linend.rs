@@ -1,10 +1,18 @@
 //! `linend`: linen's node daemon.
 //!
+//! etcd mode (the default, `--etcd-endpoints …`): the network config comes from
+//! `<prefix>/config`, the node claims a subnet with a flannel-compatible lease (VtepMAC =
+//! `linen.1`'s MAC), writes the subnet file, and follows every other node's lease: each change
+//! reprograms `linen.1` and publishes a new route table to the datapath
+//! (see `linen_controlplane::node`).
+//!
 //! Static-peers mode (`--static-peers FILE`): the node's subnet and its peers come from a file
-//! (see `linen_controlplane::static_peers`), no etcd. linend finds the underlay, creates and
-//! programs the overlay device `linen.1` (address, MTU, routes, permanent neighbours, offloads
-//! off), writes the flannel-format subnet file for the CNI plugin, and runs the datapath until
-//! SIGTERM or SIGINT, then removes what it created.
+//! (see `linen_controlplane::static_peers`), no etcd.
+//!
+//! In both modes linend finds the underlay, creates and programs the overlay device `linen.1`
+//! (address, MTU, routes, permanent neighbours, offloads off), writes the flannel-format subnet
+//! file for the CNI plugin, and runs the datapath until SIGTERM or SIGINT, then removes what it
+//! created (an etcd lease stays, so a restart keeps the subnet).
 //!
 //! Datapaths: `tap` (TAP device + UDP socket, the fallback) is available; `xdp` is not wired in
 //! yet and is refused with a clear message; `auto` picks `tap` and says why.
@@ -15,9 +23,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use linen_controlplane::cli::EtcdFlags;
 use linen_controlplane::kernel::{
     fmt_mac, Kernel, OverlayRoute, OverlayState, OVERLAY_DEV, VXLAN_OVERHEAD,
 };
+use linen_controlplane::lease::MacAddr;
+use linen_controlplane::manager::LeaseOptions;
+use linen_controlplane::node::{DatapathHandles, EtcdNode};
 use linen_controlplane::static_peers::StaticNode;
 use linen_dataplane::io::tap::{TapConfig, TapQueue, UnderlaySend};
 use linen_dataplane::pipeline::{Config, NextHop, Peer, Routes, RoutesBuilder, WorkerStats};
@@ -51,7 +63,11 @@ enum TapSend {
 struct Args {
     /// Run from a static-peers file (JSON: network, subnet, public_ip, vtep_mac, peers) instead of etcd.
     #[arg(long, env = "LINEN_STATIC_PEERS", value_name = "FILE")]
-    static_peers: PathBuf,
+    static_peers: Option<PathBuf>,
+
+    /// etcd connection (used unless --static-peers is given).
+    #[command(flatten)]
+    etcd: EtcdFlags,
 
     /// Packet I/O backend.
     #[arg(long, env = "LINEN_DATAPATH", value_enum, default_value = "auto")]
@@ -66,15 +82,15 @@ struct Args {
     #[arg(long, env = "LINEN_PUBLIC_IP")]
     public_ip: Option<Ipv4Addr>,
 
-    /// VXLAN network identifier.
+    /// VXLAN network identifier (static mode; in etcd mode the network config's VNI).
     #[arg(long, env = "LINEN_VNI", default_value_t = 1)]
     vni: u32,
 
-    /// VXLAN UDP port.
+    /// VXLAN UDP port (static mode; in etcd mode the network config's Port).
     #[arg(long, env = "LINEN_PORT", default_value_t = 8472)]
     port: u16,
 
-    /// Overlay MTU (default: underlay MTU − 50).
+    /// Overlay MTU (default: the etcd config's Backend.MTU, else underlay MTU − 50).
     #[arg(long, env = "LINEN_MTU")]
     mtu: Option<u32>,
 
@@ -86,7 +102,7 @@ struct Args {
     #[arg(long, env = "LINEN_SUBNET_FILE", default_value = "/run/flannel/subnet.env")]
     subnet_file: PathBuf,
 
-    /// Value written as FLANNEL_IPMASQ (masquerading itself is done by the etcd-mode daemon).
+    /// Value written as FLANNEL_IPMASQ (masquerading itself is not implemented yet).
     #[arg(long, env = "LINEN_IP_MASQ")]
     ip_masq: bool,
 
@@ -303,13 +319,39 @@ fn stats_json(s: &StatsSources) -> String {
     .to_string()
 }
 
-async fn run(args: Args) -> Result<(), BoxError> {
-    let node = StaticNode::load(&args.static_peers)?;
+/// Where the node's subnet and peers come from.
+enum Mode {
+    /// A static-peers file (reloaded on SIGHUP).
+    Static { path: PathBuf, node: StaticNode },
+    /// etcd: the registry and the network config read from it.
+    Etcd {
+        registry: Box<linen_controlplane::registry::EtcdRegistry>,
+        config: Box<linen_controlplane::config::NetworkConfig>,
+    },
+}
+
+async fn run(mut args: Args) -> Result<(), BoxError> {
+    let mut mode = match &args.static_peers {
+        Some(path) => Mode::Static { path: path.clone(), node: StaticNode::load(path)? },
+        None => {
+            info!(endpoints = %args.etcd.etcd_endpoints.join(","), prefix = %args.etcd.etcd_prefix, "etcd mode");
+            let (registry, config) = linen_controlplane::node::connect(&args.etcd).await?;
+            config.require_ipv4()?;
+            args.vni = config.backend.vni;
+            args.port = config.backend.port;
+            args.mtu = args.mtu.or(config.backend.mtu);
+            Mode::Etcd { registry: Box::new(registry), config: Box::new(config) }
+        }
+    };
     let datapath = choose_datapath(args.datapath)?;
     debug_assert_eq!(datapath, Datapath::Tap);
 
     let kernel = Kernel::connect()?;
-    let public_ip = args.public_ip.or(node.public_ip);
+    let static_ip = match &mode {
+        Mode::Static { node, .. } => node.public_ip,
+        Mode::Etcd { .. } => None,
+    };
+    let public_ip = args.public_ip.or(static_ip);
     let underlay = kernel.underlay(args.iface.as_deref(), public_ip).await?;
     let mtu = match args.mtu {
         Some(m) => m,
@@ -321,10 +363,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
         })?,
     };
     let overlay_mtu = u16::try_from(mtu).map_err(|_| format!("overlay MTU {mtu} is too large"))?;
-    info!(
-        underlay = %underlay.link.name, public_ip = %underlay.ip, mtu = overlay_mtu,
-        subnet = %node.subnet, peers = node.peers.len(), "starting"
-    );
+    info!(underlay = %underlay.link.name, public_ip = %underlay.ip, mtu = overlay_mtu, "starting");
 
     // A leftover overlay device (a veth from an AF_XDP run, or one left by a crash) goes first.
     if kernel.link_by_name(OVERLAY_DEV).await?.is_some() {
@@ -355,28 +394,33 @@ async fn run(args: Args) -> Result<(), BoxError> {
     };
 
     // From here on the TAP exists; any failure drops the queue, which removes it.
-    if let Some(mac) = node.vtep_mac {
-        kernel.set_mac(OVERLAY_DEV, mac).await?;
+    if let Mode::Static { node, .. } = &mode {
+        if let Some(mac) = node.vtep_mac {
+            kernel.set_mac(OVERLAY_DEV, mac).await?;
+        }
     }
     if let Err(e) = linen_dataplane::io::sys::disable_tx_offloads(OVERLAY_DEV) {
         warn!(dev = OVERLAY_DEV, error = %e, "cannot switch tx checksum offload/TSO off");
     }
-    kernel.apply_overlay(OVERLAY_DEV, &overlay_state(&node, mtu)).await?;
+    if let Mode::Static { node, .. } = &mode {
+        kernel.apply_overlay(OVERLAY_DEV, &overlay_state(node, mtu)).await?;
+    }
     let overlay = kernel
         .link_by_name(OVERLAY_DEV)
         .await?
         .ok_or("the overlay device vanished during setup")?;
     info!(dev = OVERLAY_DEV, vtep_mac = %fmt_mac(&overlay.mac), "overlay device ready");
 
-    let mut node = node;
     let mut cfg = Config::new(underlay.ip, underlay.link.mac, overlay.mac);
     cfg.vni = args.vni;
     cfg.port = args.port;
     cfg.udp_checksum = args.udp_checksum;
     cfg.overlay_mtu = overlay_mtu;
     cfg.validate()?;
-    let routes =
-        Arc::new(Published::new(build_routes(&kernel, &cfg, underlay.link.index, &node).await));
+    let routes = Arc::new(Published::new(match &mode {
+        Mode::Static { node, .. } => build_routes(&kernel, &cfg, underlay.link.index, node).await,
+        Mode::Etcd { .. } => RoutesBuilder::new().build(),
+    }));
 
     let stats = Arc::new(WorkerStats::new());
     let handler = VxlanHandler::new(cfg.clone(), routes.clone(), stats.clone());
@@ -390,8 +434,49 @@ async fn run(args: Args) -> Result<(), BoxError> {
     let thread =
         std::thread::Builder::new().name("linen-tap-0".into()).spawn(move || worker.run())?;
 
-    write_subnet_file(&args.subnet_file, &node, mtu, args.ip_masq)?;
-    info!(path = %args.subnet_file.display(), "subnet file written");
+    let etcd_node = match &mode {
+        Mode::Static { node, .. } => {
+            write_subnet_file(&args.subnet_file, node, mtu, args.ip_masq)?;
+            info!(path = %args.subnet_file.display(), "subnet file written");
+            None
+        }
+        Mode::Etcd { registry, config } => {
+            let mut opts = LeaseOptions::new(underlay.ip, MacAddr(overlay.mac), mtu);
+            opts.subnet_file = Some(args.subnet_file.clone());
+            opts.ip_masq = args.ip_masq;
+            let dp = DatapathHandles {
+                routes: routes.clone(),
+                config: cfg.clone(),
+                underlay_ifindex: underlay.link.index,
+                mtu,
+            };
+            // Claiming waits for etcd; SIGTERM/SIGINT still end the daemon cleanly meanwhile.
+            let start = EtcdNode::start((**registry).clone(), config, opts, kernel.clone(), dp);
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            let mut int =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+            tokio::select! {
+                n = start => Some(n),
+                _ = term.recv() => { info!("SIGTERM before a subnet was claimed"); None }
+                _ = int.recv() => { info!("SIGINT before a subnet was claimed"); None }
+            }
+        }
+    };
+    let etcd_node = match etcd_node {
+        Some(Ok(n)) => Some(n),
+        Some(Err(e)) => {
+            control.stop();
+            let _ = thread.join();
+            return Err(e.into());
+        }
+        None if matches!(mode, Mode::Etcd { .. }) => {
+            control.stop();
+            let _ = thread.join();
+            return Ok(());
+        }
+        None => None,
+    };
 
     let sources = StatsSources {
         datapath: "tap",
@@ -408,11 +493,18 @@ async fn run(args: Args) -> Result<(), BoxError> {
         tokio::select! {
             _ = term.recv() => { info!("SIGTERM: shutting down"); break; }
             _ = int.recv() => { info!("SIGINT: shutting down"); break; }
-            _ = hup.recv() => {
-                reload(&args.static_peers, &kernel, &cfg, underlay.link.index, mtu, &mut node, &routes).await;
-            }
+            _ = hup.recv() => match &mut mode {
+                Mode::Static { path, node } => {
+                    reload(path, &kernel, &cfg, underlay.link.index, mtu, node, &routes).await;
+                }
+                Mode::Etcd { .. } => info!("SIGHUP ignored in etcd mode (peers follow etcd)"),
+            },
             _ = tick.tick() => {
                 if thread.is_finished() {
+                    break;
+                }
+                if etcd_node.as_ref().is_some_and(EtcdNode::is_finished) {
+                    error!("the etcd peer-watch task ended");
                     break;
                 }
                 if let Some(path) = &args.stats_file {
@@ -424,6 +516,9 @@ async fn run(args: Args) -> Result<(), BoxError> {
         }
     }
 
+    if let Some(n) = etcd_node {
+        n.shutdown().await;
+    }
     control.stop();
     let result = thread.join().map_err(|_| "the worker thread panicked")?;
     if let Some(path) = &args.stats_file {

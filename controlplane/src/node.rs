@@ -1,0 +1,354 @@
+//! linend's etcd mode: the glue between the lease manager, the peer watch, the kernel and the
+//! datapath's route table.
+//!
+//! Start-up order (driven by `linend`):
+//!
+//! 1. [`connect`]: build the etcd client and read `<prefix>/config` (retried while etcd is
+//!    unreachable or the config is not written yet; an invalid config is an error).
+//! 2. The caller creates the overlay device (its MAC is the VtepMAC) and the datapath with an
+//!    empty route table.
+//! 3. [`EtcdNode::start`]: claim a subnet (retried until it succeeds; the lease manager writes
+//!    subnet.env), program the overlay device with our subnet, start renewing the lease and run
+//!    the peer watch in a task.
+//!
+//! On every peer update the task converges the kernel (`linen.1`'s address, per-peer routes and
+//! permanent neighbours) to the full peer map and publishes a new route snapshot in which every
+//! peer's VTEP is a known peer (decapsulation accepts only those). When our own lease changes
+//! subnet (it was deleted and the old subnet got taken meanwhile), the overlay device is
+//! re-addressed. While etcd is unreachable nothing changes: the datapath keeps forwarding on the
+//! last routes, and the watcher resynchronises after reconnecting.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ipnet::Ipv4Net;
+use linen_dataplane::pipeline::{Config, NextHop, Peer as RoutePeer, Routes, RoutesBuilder};
+use linen_dataplane::route::Published;
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::cli::{load_config, EtcdFlags, LoadConfigError};
+use crate::config::NetworkConfig;
+use crate::kernel::{Kernel, KernelError, OverlayRoute, OverlayState, OVERLAY_DEV};
+use crate::manager::{Lease, LeaseError, LeaseHandle, LeaseManager, LeaseOptions};
+use crate::registry::{EtcdRegistry, RegistryError};
+use crate::watch::{PeerWatcher, WatchUpdate};
+
+/// Why etcd mode could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The etcd client could not be built (bad endpoint, unreadable TLS files).
+    #[error("etcd: {0}")]
+    Registry(#[from] RegistryError),
+    /// The network config in etcd is unusable.
+    #[error("network config: {0}")]
+    Config(#[from] LoadConfigError),
+    /// The lease manager refused the config (e.g. IPv4 disabled).
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
+    /// Programming the overlay device failed.
+    #[error("programming {OVERLAY_DEV}: {0}")]
+    Kernel(#[from] KernelError),
+}
+
+/// Builds the etcd client from `flags` and reads the network config. While etcd is unreachable
+/// or `<prefix>/config` is missing, it logs and retries (backing off up to 10 s); a config that
+/// does not validate is returned as an error at once.
+///
+/// # Errors
+/// [`NodeError::Registry`] for a client that cannot be built, [`NodeError::Config`] for an
+/// invalid config.
+pub async fn connect(flags: &EtcdFlags) -> Result<(EtcdRegistry, NetworkConfig), NodeError> {
+    let registry = EtcdRegistry::connect(&flags.options()).await?;
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match load_config(&registry).await {
+            Ok(cfg) => return Ok((registry, cfg)),
+            Err(e @ (LoadConfigError::Registry(_) | LoadConfigError::Missing { .. })) => {
+                warn!(error = %e, retry_in = ?delay, "cannot read the network config yet; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// What the node task drives: the datapath's published route table and how to build routes.
+#[derive(Debug, Clone)]
+pub struct DatapathHandles {
+    /// The table the workers read.
+    pub routes: Arc<Published<Routes>>,
+    /// The pipeline configuration (local VTEP, VNI, port, MTU) next hops are built from.
+    pub config: Config,
+    /// The underlay interface's index (egress of every encapsulated frame).
+    pub underlay_ifindex: u32,
+    /// The overlay MTU programmed on the overlay device.
+    pub mtu: u32,
+}
+
+/// One remote node as the route builder needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteNode {
+    /// Its pod subnet.
+    pub subnet: Ipv4Net,
+    /// Its public IP (VTEP).
+    pub public_ip: Ipv4Addr,
+    /// Its VtepMAC.
+    pub vtep_mac: [u8; 6],
+}
+
+/// Underlay next-hop MACs already resolved, by peer public IP.
+pub type NextHopCache = HashMap<Ipv4Addr, [u8; 6]>;
+
+/// Builds the route snapshot for `peers`: one route per peer subnet, every peer's VTEP a known
+/// peer. Underlay next-hop MACs come from `cache`, else from the kernel (a resolved one is added
+/// to `cache`); an unresolved one is left empty (the datapath then lets the kernel send and
+/// resolve) and looked up again next time.
+pub async fn build_routes(
+    kernel: &Kernel,
+    cfg: &Config,
+    ifindex: u32,
+    peers: &[RemoteNode],
+    cache: &mut NextHopCache,
+) -> Routes {
+    let mut b = RoutesBuilder::new();
+    for p in peers {
+        let underlay_mac = match cache.get(&p.public_ip) {
+            Some(mac) => Some(*mac),
+            None => match kernel.next_hop_mac(p.public_ip).await {
+                Ok(m) => {
+                    let mac = m.map(|(_, mac)| mac);
+                    if let Some(mac) = mac {
+                        cache.insert(p.public_ip, mac);
+                    }
+                    mac
+                }
+                Err(e) => {
+                    warn!(peer = %p.public_ip, error = %e, "cannot look up the underlay next hop");
+                    None
+                }
+            },
+        };
+        let peer = RoutePeer { vtep: p.public_ip, vtep_mac: p.vtep_mac, underlay_mac, ifindex };
+        b.insert(ipnet::IpNet::V4(p.subnet), NextHop::new(cfg, &peer));
+        b.add_peer(p.public_ip);
+    }
+    b.build()
+}
+
+/// A node running in etcd mode: the lease keeper and the peer-watch task.
+#[derive(Debug)]
+pub struct EtcdNode {
+    lease: LeaseHandle,
+    task: tokio::task::JoinHandle<()>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    subnet: watch::Receiver<Ipv4Net>,
+}
+
+impl EtcdNode {
+    /// Claims a subnet (retrying until it gets one), programs `linen.1` with it, starts the
+    /// lease keeper and the peer-watch task. `lease_opts` carries our public IP and VtepMAC
+    /// (the overlay device's MAC) and the subnet file to write.
+    ///
+    /// # Errors
+    /// [`NodeError::Lease`] when the config has no IPv4 network, [`NodeError::Kernel`] when the
+    /// overlay device cannot be programmed.
+    pub async fn start(
+        registry: EtcdRegistry,
+        config: &NetworkConfig,
+        lease_opts: LeaseOptions,
+        kernel: Kernel,
+        dp: DatapathHandles,
+    ) -> Result<EtcdNode, NodeError> {
+        let manager = LeaseManager::new(registry.clone(), config, lease_opts)?;
+        let lease = manager.acquire_retrying().await;
+        info!(subnet = %lease.subnet, key = %lease.key(), "lease held; subnet file written");
+        kernel.apply_overlay(OVERLAY_DEV, &overlay_state(lease.subnet, dp.mtu, &[])).await?;
+        let handle = manager.spawn(lease.clone());
+        let watcher = PeerWatcher::new(registry, Some(handle.subscribe()));
+        let (subnet_tx, subnet_rx) = watch::channel(lease.subnet);
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+        let sync = Sync {
+            kernel,
+            dp,
+            watcher,
+            own: handle.subscribe(),
+            subnet: lease.subnet,
+            subnet_tx,
+            peers: Vec::new(),
+            next_hops: NextHopCache::new(),
+        };
+        let task = tokio::spawn(sync.run(stop_rx));
+        Ok(EtcdNode { lease: handle, task, stop: Some(stop_tx), subnet: subnet_rx })
+    }
+
+    /// The lease held right now (`None` while a new subnet is being claimed).
+    pub fn lease(&self) -> Option<Lease> {
+        self.lease.current()
+    }
+
+    /// The subnet the overlay device is programmed with.
+    pub fn subnet(&self) -> Ipv4Net {
+        *self.subnet.borrow()
+    }
+
+    /// Whether the peer-watch task has ended (it only ends when stopped).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Stops the peer watch and the lease keeper. The lease stays in etcd until its TTL ends, so a
+    /// restarted node gets its subnet back.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+        self.lease.shutdown().await;
+    }
+}
+
+fn overlay_state(subnet: Ipv4Net, mtu: u32, peers: &[RemoteNode]) -> OverlayState {
+    OverlayState {
+        local_subnet: subnet,
+        mtu,
+        routes: peers
+            .iter()
+            .map(|p| OverlayRoute { subnet: p.subnet, vtep_mac: p.vtep_mac })
+            .collect(),
+    }
+}
+
+/// The state of the peer-watch task.
+struct Sync {
+    kernel: Kernel,
+    dp: DatapathHandles,
+    watcher: PeerWatcher<EtcdRegistry>,
+    own: watch::Receiver<Option<Lease>>,
+    subnet: Ipv4Net,
+    subnet_tx: watch::Sender<Ipv4Net>,
+    peers: Vec<RemoteNode>,
+    /// Resolved underlay next hops; emptied on every full resync so they are looked up afresh.
+    next_hops: NextHopCache,
+}
+
+impl Sync {
+    async fn run(mut self, mut stop: tokio::sync::oneshot::Receiver<()>) {
+        // `PeerWatcher::next` loses nothing when dropped between awaits (a received batch is
+        // processed without awaiting), so selecting on it with our own lease is safe.
+        loop {
+            tokio::select! {
+                _ = &mut stop => return,
+                changed = self.own.changed() => {
+                    if changed.is_err() {
+                        // The lease keeper stopped (shutdown): nothing more to follow.
+                        let _ = (&mut stop).await;
+                        return;
+                    }
+                    let lease = self.own.borrow_and_update().clone();
+                    match lease {
+                        None => warn!("our lease vanished from etcd; claiming a subnet again (forwarding continues)"),
+                        Some(l) if l.subnet != self.subnet => {
+                            warn!(old = %self.subnet, new = %l.subnet, "our subnet changed; re-addressing the overlay");
+                            self.subnet = l.subnet;
+                            self.subnet_tx.send_replace(l.subnet);
+                            self.apply(Instant::now()).await;
+                        }
+                        Some(_) => {}
+                    }
+                }
+                update = self.watcher.next() => {
+                    let received = Instant::now();
+                    match update {
+                        WatchUpdate::Peers(u) => {
+                            self.peers = self
+                                .watcher
+                                .peers()
+                                .map(|p| RemoteNode { subnet: p.subnet, public_ip: p.public_ip, vtep_mac: p.vtep_mac.0 })
+                                .collect();
+                            self.peers.sort_by_key(|p| p.subnet);
+                            if u.resync {
+                                self.next_hops.clear();
+                            }
+                            info!(
+                                revision = u.revision,
+                                resync = u.resync,
+                                changes = u.events.len(),
+                                peers = self.peers.len(),
+                                "peer update"
+                            );
+                            self.apply(received).await;
+                        }
+                        WatchUpdate::Disconnected { error } => {
+                            error!(
+                                "etcd unreachable: {error}; forwarding continues on {} known peer routes, reconnecting",
+                                self.peers.len()
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Publishes the route snapshot for the current peers, then converges the kernel.
+    async fn apply(&mut self, received: Instant) {
+        let routes = build_routes(
+            &self.kernel,
+            &self.dp.config,
+            self.dp.underlay_ifindex,
+            &self.peers,
+            &mut self.next_hops,
+        )
+        .await;
+        self.dp.routes.publish(routes);
+        let published = received.elapsed();
+        let state = overlay_state(self.subnet, self.dp.mtu, &self.peers);
+        match self.kernel.apply_overlay(OVERLAY_DEV, &state).await {
+            Ok(()) => info!(
+                peers = self.peers.len(),
+                publish_us = published.as_micros() as u64,
+                total_us = received.elapsed().as_micros() as u64,
+                "routes published and {OVERLAY_DEV} programmed"
+            ),
+            Err(e) => {
+                error!("programming {OVERLAY_DEV} failed: {e}; the datapath has the new routes")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlay_state_lists_every_peer() {
+        let peers = [
+            RemoteNode {
+                subnet: "10.244.2.0/24".parse().unwrap(),
+                public_ip: Ipv4Addr::new(192, 168, 0, 2),
+                vtep_mac: [2, 0, 0, 0, 0, 2],
+            },
+            RemoteNode {
+                subnet: "10.244.3.0/24".parse().unwrap(),
+                public_ip: Ipv4Addr::new(192, 168, 0, 3),
+                vtep_mac: [2, 0, 0, 0, 0, 3],
+            },
+        ];
+        let s = overlay_state("10.244.1.0/24".parse().unwrap(), 1450, &peers);
+        assert_eq!(s.local_subnet.to_string(), "10.244.1.0/24");
+        assert_eq!(s.mtu, 1450);
+        let got: Vec<_> = s.routes.iter().map(|r| (r.subnet.to_string(), r.vtep_mac)).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("10.244.2.0/24".to_string(), [2, 0, 0, 0, 0, 2]),
+                ("10.244.3.0/24".to_string(), [2, 0, 0, 0, 0, 3])
+            ]
+        );
+    }
+}

@@ -1,0 +1,614 @@
+//! linend in etcd mode (`--datapath tap`) against a real etcd (Debian's `etcd-server`).
+//!
+//! Every host is a network namespace on one switched underlay (`192.168.77.0/24`, a bridge in a
+//! switch namespace): etcd runs in its own namespace at `192.168.77.250`, so linend — which runs
+//! inside its node namespace, where 127.0.0.1 is that namespace's own loopback — reaches it over
+//! the underlay like a real cluster. Nodes get no fixed subnet: each linend claims one in etcd and
+//! writes the subnet file; the test then wires the node's `cni0` gateway and one pod from that
+//! file, as the CNI plugin would.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use linen_testbed::{wait_for, workspace_bin, Netns, Testbed};
+
+const ETCD_IP: &str = "192.168.77.250";
+const ETCD_PORT: u16 = 2379;
+const PREFIX: &str = "/coreos.com/network";
+
+/// A directory removed on drop (also when the test panics).
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("linen-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn endpoint() -> String {
+    format!("http://{ETCD_IP}:{ETCD_PORT}")
+}
+
+/// The switch, the etcd namespace and etcd itself.
+struct Underlay {
+    sw: Netns,
+    etcd: Netns,
+    dir: PathBuf,
+    etcd_pid: u32,
+}
+
+fn underlay(tb: &mut Testbed, dir: &Path) -> Underlay {
+    let sw = tb.netns("sw");
+    sw.sh("ip link add br0 type bridge && ip link set br0 up");
+    let etcd = tb.netns("etcd");
+    tb.veth(&etcd, "eth0", &sw, "pe");
+    sw.sh("ip link set pe master br0");
+    etcd.sh(&format!("ip addr add {ETCD_IP}/24 dev eth0"));
+    let etcd_pid = spawn_etcd(tb, &etcd, dir);
+    let u = Underlay { sw, etcd, dir: dir.to_path_buf(), etcd_pid };
+    u.wait_healthy();
+    u
+}
+
+/// Starts etcd in its namespace (data in `dir/etcd-data`, kept across restarts).
+fn spawn_etcd(tb: &Testbed, etcd: &Netns, dir: &Path) -> u32 {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("etcd.log"))
+        .expect("etcd log");
+    let mut cmd = etcd.command("etcd");
+    cmd.args(["--name", "e0", "--data-dir"])
+        .arg(dir.join("etcd-data"))
+        .args(["--listen-client-urls", &endpoint(), "--advertise-client-urls", &endpoint()])
+        .args(["--listen-peer-urls", &format!("http://{ETCD_IP}:2380")])
+        .args(["--initial-advertise-peer-urls", &format!("http://{ETCD_IP}:2380")])
+        .args(["--initial-cluster", &format!("e0=http://{ETCD_IP}:2380")])
+        .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+        .stdout(log.try_clone().expect("dup"))
+        .stderr(log);
+    tb.spawn(cmd)
+}
+
+impl Underlay {
+    fn wait_healthy(&self) {
+        let healthy = wait_for(Duration::from_secs(20), || {
+            self.etcdctl(&["endpoint", "health"]).0.then_some(())
+        });
+        assert!(
+            healthy.is_some(),
+            "etcd did not come up: {}",
+            std::fs::read_to_string(self.dir.join("etcd.log")).unwrap_or_default()
+        );
+    }
+
+    /// Kills etcd (by PID); its data stays for [`Underlay::start_etcd`].
+    fn stop_etcd(&self, tb: &Testbed) {
+        tb.kill(self.etcd_pid);
+    }
+
+    /// Starts etcd again on the same data and waits until it is healthy.
+    fn start_etcd(&mut self, tb: &Testbed) {
+        self.etcd_pid = spawn_etcd(tb, &self.etcd, &self.dir);
+        self.wait_healthy();
+    }
+
+    fn etcdctl(&self, args: &[&str]) -> (bool, String) {
+        let out = self
+            .etcd
+            .command("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", endpoint()))
+            .arg("--dial-timeout=2s")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("spawn etcdctl (install etcd-client)");
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), text)
+    }
+
+    fn etcdctl_ok(&self, args: &[&str]) -> String {
+        let (ok, out) = self.etcdctl(args);
+        assert!(ok, "etcdctl {} failed: {out}", args.join(" "));
+        out
+    }
+
+    /// Every lease as (key, value JSON).
+    fn leases(&self) -> Vec<(String, serde_json::Value)> {
+        let out = self.etcdctl_ok(&["get", "--prefix", &format!("{PREFIX}/subnets/")]);
+        let lines: Vec<&str> = out.lines().collect();
+        lines
+            .chunks(2)
+            .filter(|c| c.len() == 2)
+            .map(|c| {
+                let v = serde_json::from_str(c[1])
+                    .unwrap_or_else(|e| panic!("lease {} is not JSON ({e}): {}", c[0], c[1]));
+                (c[0].to_string(), v)
+            })
+            .collect()
+    }
+}
+
+struct Node {
+    k: u8,
+    host: Netns,
+    pod: Netns,
+    ip: Ipv4Addr,
+    subnet_file: PathBuf,
+    log: PathBuf,
+    pid: Option<u32>,
+    /// The claimed subnet, e.g. `10.244.37.0/24`.
+    subnet: String,
+}
+
+impl Node {
+    fn pod_ip(&self) -> String {
+        let base = self.subnet.split('/').next().expect("subnet");
+        let mut octets: Vec<&str> = base.split('.').collect();
+        octets[3] = "2";
+        octets.join(".")
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+fn add_node(tb: &mut Testbed, u: &Underlay, k: u8, dir: &Path) -> Node {
+    let mut n = new_node(tb, u, k, dir);
+    start_linend(tb, &mut n);
+    wire_pod(&mut n);
+    n
+}
+
+/// Node `k`'s namespaces, underlay link, `cni0` and one pod, without linend.
+fn new_node(tb: &mut Testbed, u: &Underlay, k: u8, dir: &Path) -> Node {
+    let host = tb.netns(&format!("n{k}"));
+    tb.veth(&host, "eth0", &u.sw, &format!("p{k}"));
+    u.sw.sh(&format!("ip link set p{k} master br0 && ethtool -K p{k} tx off >/dev/null"));
+    let ip = Ipv4Addr::new(192, 168, 77, k);
+    host.sh(&format!(
+        "sysctl -qw net.ipv4.ip_forward=1
+         ip addr add {ip}/24 dev eth0
+         ethtool -K eth0 tx off >/dev/null
+         ip link add cni0 type bridge
+         ip link set cni0 up"
+    ));
+    let pod = tb.netns(&format!("n{k}p0"));
+    tb.veth(&pod, "eth0", &host, "veth0");
+    host.sh("ip link set veth0 master cni0");
+    pod.sh("ip link set eth0 mtu 1450");
+    Node {
+        k,
+        host,
+        pod,
+        ip,
+        subnet_file: dir.join(format!("n{k}.subnet.env")),
+        log: dir.join(format!("n{k}.linend.log")),
+        pid: None,
+        subnet: String::new(),
+    }
+}
+
+fn start_linend(tb: &Testbed, n: &mut Node) {
+    let log =
+        std::fs::OpenOptions::new().create(true).append(true).open(&n.log).expect("linend log");
+    let mut cmd = n.host.command(&workspace_bin("linend").to_string_lossy());
+    cmd.args(["--etcd-endpoints", &endpoint(), "--datapath", "tap", "--iface", "eth0"])
+        .arg("--subnet-file")
+        .arg(&n.subnet_file)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(log);
+    n.pid = Some(tb.spawn(cmd));
+}
+
+/// Waits for linend's subnet file and reads FLANNEL_SUBNET (`gw/len`).
+fn read_subnet(n: &Node) -> (String, String) {
+    let got = wait_for(Duration::from_secs(20), || {
+        if n.pid.is_some_and(|p| !linen_testbed::cluster::running(p)) {
+            return Some(None);
+        }
+        let text = std::fs::read_to_string(&n.subnet_file).ok()?;
+        let line = text.lines().find_map(|l| l.strip_prefix("FLANNEL_SUBNET="))?;
+        let (gw, len) = line.split_once('/')?;
+        Some(Some((gw.to_string(), len.to_string())))
+    });
+    got.flatten().unwrap_or_else(|| {
+        panic!("n{} wrote no subnet file (or exited); log:\n{}", n.k, n.log_text())
+    })
+}
+
+/// The subnet (`net/len`) in the node's subnet file, once there.
+fn subnet_from_file(n: &Node) -> String {
+    let (gw, len) = read_subnet(n);
+    let g: Ipv4Addr = gw.parse().expect("gateway");
+    format!("{}/{len}", Ipv4Addr::from(u32::from(g) - 1))
+}
+
+/// Puts the gateway on `cni0` and the pod at `.2`, from the subnet file.
+fn wire_pod(n: &mut Node) {
+    let (gw, len) = read_subnet(n);
+    let g: Ipv4Addr = gw.parse().expect("gateway");
+    let net = Ipv4Addr::from(u32::from(g) - 1);
+    n.subnet = format!("{net}/{len}");
+    let pod = Ipv4Addr::from(u32::from(g) + 1);
+    n.host.sh(&format!("ip addr flush dev cni0 && ip addr add {gw}/{len} dev cni0"));
+    n.pod.sh(&format!(
+        "ip addr flush dev eth0 && ip addr add {pod}/{len} dev eth0 && ip route add default via {gw}"
+    ));
+}
+
+fn reachable(from: &Netns, to: &str, timeout: Duration) -> bool {
+    wait_for(timeout, || {
+        from.sh_output(&format!("ping -c 1 -W 1 {to}")).status.success().then_some(())
+    })
+    .is_some()
+}
+
+fn assert_full_mesh(nodes: &[Node]) {
+    for a in nodes {
+        for b in nodes {
+            if a.k != b.k {
+                assert!(
+                    reachable(&a.pod, &b.pod_ip(), Duration::from_secs(10)),
+                    "pod on n{} cannot reach pod {} on n{}\n--- n{} log ---\n{}\n--- n{} log ---\n{}",
+                    a.k,
+                    b.pod_ip(),
+                    b.k,
+                    a.k,
+                    a.log_text(),
+                    b.k,
+                    b.log_text()
+                );
+            }
+        }
+    }
+}
+
+fn vtep_mac(n: &Node) -> String {
+    let out = n.host.sh("cat /sys/class/net/linen.1/address");
+    out.trim().to_string()
+}
+
+fn stop_linend(tb: &Testbed, n: &mut Node) {
+    let pid = n.pid.take().expect("linend runs");
+    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let gone =
+        wait_for(Duration::from_secs(5), || (!linen_testbed::cluster::running(pid)).then_some(()));
+    tb.kill(pid);
+    assert!(gone.is_some(), "linend on n{} ignored SIGTERM", n.k);
+}
+
+/// A lease value exactly as flanneld writes it.
+fn flannel_lease(public_ip: &str, vtep_mac: &str) -> String {
+    format!(
+        r#"{{"PublicIP":"{public_ip}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{vtep_mac}"}}}}"#
+    )
+}
+
+/// Waits until the node's subnet file names a subnet other than `old`.
+fn wait_subnet_change(n: &Node, old: &str) {
+    let old_gw = Ipv4Addr::from(
+        u32::from(old.split('/').next().and_then(|a| a.parse::<Ipv4Addr>().ok()).expect("subnet"))
+            + 1,
+    );
+    let changed = wait_for(Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(&n.subnet_file).ok()?;
+        let line = text.lines().find_map(|l| l.strip_prefix("FLANNEL_SUBNET="))?;
+        (!line.starts_with(&format!("{old_gw}/"))).then_some(())
+    });
+    assert!(changed.is_some(), "n{} kept {old}; log:\n{}", n.k, n.log_text());
+}
+
+fn write_config(u: &Underlay) {
+    write_config_args(u, &[]);
+}
+
+fn write_config_args(u: &Underlay, extra: &[&str]) {
+    let out = u
+        .etcd
+        .command(&workspace_bin("linenctl").to_string_lossy())
+        .args(["--etcd-endpoints", &endpoint(), "config", "set", "--network", "10.244.0.0/16"])
+        .args(extra)
+        .output()
+        .expect("spawn linenctl");
+    assert!(out.status.success(), "linenctl config set: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn key_of(subnet: &str) -> String {
+    format!("{PREFIX}/subnets/{}", subnet.replace('/', "-"))
+}
+
+/// Three nodes claim distinct subnets through etcd and their pods talk; a fourth joins; a deleted
+/// lease takes its routes off the other nodes and its owner claims again; a restarted linend
+/// keeps its subnet.
+#[test]
+fn etcd_nodes_claim_subnets_and_follow_each_other() {
+    let dir = TempDir::new("netcd");
+    let mut tb = Testbed::new("netcd");
+    let u = underlay(&mut tb, &dir.0);
+    // The network config, as an operator writes it.
+    write_config(&u);
+
+    let mut nodes: Vec<Node> = (1..=3).map(|k| add_node(&mut tb, &u, k, &dir.0)).collect();
+
+    // Distinct subnets, flannel-format leases carrying each node's public IP and linen.1's MAC.
+    let subnets: std::collections::HashSet<&str> =
+        nodes.iter().map(|n| n.subnet.as_str()).collect();
+    assert_eq!(subnets.len(), 3, "subnets not distinct: {subnets:?}");
+    let leases = u.leases();
+    assert_eq!(leases.len(), 3, "{leases:?}");
+    for n in &nodes {
+        let (_, v) = leases.iter().find(|(k, _)| *k == key_of(&n.subnet)).unwrap_or_else(|| {
+            panic!("no lease for n{} at {}: {leases:?}", n.k, key_of(&n.subnet))
+        });
+        assert_eq!(v["PublicIP"], n.ip.to_string(), "{v}");
+        assert_eq!(v["BackendType"], "vxlan", "{v}");
+        assert_eq!(v["BackendData"]["VNI"], 1, "{v}");
+        assert_eq!(v["BackendData"]["VtepMAC"], vtep_mac(n), "{v}");
+        assert!(v.get("PublicIPv6").is_some_and(serde_json::Value::is_null), "{v}");
+    }
+    assert_full_mesh(&nodes);
+
+    // A fourth node joins: everyone reaches its pod, it reaches everyone.
+    let t = Instant::now();
+    nodes.push(add_node(&mut tb, &u, 4, &dir.0));
+    assert_full_mesh(&nodes);
+    eprintln!("fourth node up and reachable from all in {:?}", t.elapsed());
+
+    // Leases written the way flanneld writes them become routes (and neighbours) on every node,
+    // and go away when deleted. n1's log says how long each update took from the watch event to
+    // the published route table and the programmed kernel (printed, not asserted).
+    let fake: Vec<(String, String)> = (0..20u8)
+        .map(|i| {
+            let subnet = format!("10.244.{}.0/24", 200 + u32::from(i));
+            let value = format!(
+                r#"{{"PublicIP":"192.168.77.{}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"0a:00:00:00:00:{i:02x}"}}}}"#,
+                100 + u32::from(i)
+            );
+            (subnet, value)
+        })
+        .collect();
+    let updates_before = nodes[0].log_text().matches("routes published").count();
+    for (subnet, value) in &fake {
+        u.etcdctl_ok(&["put", &key_of(subnet), value]);
+    }
+    let last = &fake.last().expect("fake leases").0;
+    let routed = wait_for(Duration::from_secs(5), || {
+        let r = nodes[0].host.sh(&format!("ip route show {last}"));
+        r.contains("dev linen.1").then_some(r)
+    });
+    assert!(routed.is_some(), "n1 has no route for {last}; log:\n{}", nodes[0].log_text());
+    let neigh = nodes[0].host.sh("ip neigh show dev linen.1");
+    assert!(neigh.contains("10.244.219.0 lladdr 0a:00:00:00:00:13"), "{neigh}");
+    for (subnet, _) in &fake {
+        u.etcdctl_ok(&["del", &key_of(subnet)]);
+    }
+    let gone = wait_for(Duration::from_secs(5), || {
+        nodes[0].host.sh(&format!("ip route show {last}")).trim().is_empty().then_some(())
+    });
+    assert!(gone.is_some(), "n1 kept its route to {last}");
+    let log = nodes[0].log_text();
+    let field = |name: &str| -> Vec<u64> {
+        let mut v: Vec<u64> = log
+            .lines()
+            .filter(|l| l.contains("routes published"))
+            .skip(updates_before)
+            .filter_map(|l| l.split(name).nth(1)?.split_whitespace().next()?.parse().ok())
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    for (name, what) in
+        [("publish_us=", "route table published"), ("total_us=", "+ kernel programmed")]
+    {
+        let v = field(name);
+        if let (Some(min), Some(max)) = (v.first(), v.last()) {
+            eprintln!(
+                "n1: {} updates, watch event -> {what}: min {min} us, median {} us, max {max} us",
+                v.len(),
+                v[v.len() / 2]
+            );
+        }
+    }
+
+    // A malformed lease value is skipped with a warning; forwarding and later updates go on.
+    u.etcdctl_ok(&["put", &key_of("10.244.230.0/24"), "{not json"]);
+    let warned = wait_for(Duration::from_secs(5), || {
+        nodes[0]
+            .log_text()
+            .lines()
+            .any(|l| l.contains("WARN") && l.contains("malformed") && l.contains("10.244.230.0/24"))
+            .then_some(())
+    });
+    assert!(warned.is_some(), "no warning for the malformed lease; log:\n{}", nodes[0].log_text());
+    assert!(nodes[0].host.sh("ip route show 10.244.230.0/24").trim().is_empty());
+    u.etcdctl_ok(&["del", &key_of("10.244.230.0/24")]);
+    assert_full_mesh(&nodes);
+
+    // Deleting n3's lease: its route disappears on n1; n3 claims again and traffic resumes.
+    let monitor_out = dir.0.join("n1.monitor");
+    let mut mon = nodes[0].host.command("ip");
+    mon.args(["-o", "monitor", "route"])
+        .stdout(std::fs::File::create(&monitor_out).expect("monitor file"))
+        .stderr(Stdio::null());
+    let mon_pid = tb.spawn(mon);
+    std::thread::sleep(Duration::from_millis(300)); // let the monitor subscribe
+    let victim = nodes[2].subnet.clone();
+    u.etcdctl_ok(&["del", &key_of(&victim)]);
+    let deleted = wait_for(Duration::from_secs(5), || {
+        let text = std::fs::read_to_string(&monitor_out).unwrap_or_default();
+        text.lines().any(|l| l.starts_with("Deleted") && l.contains(&victim)).then_some(())
+    });
+    tb.kill(mon_pid);
+    assert!(
+        deleted.is_some(),
+        "n1 kept its route to {victim} after the lease was deleted; monitor:\n{}\nlog:\n{}",
+        std::fs::read_to_string(&monitor_out).unwrap_or_default(),
+        nodes[0].log_text()
+    );
+    let back = wait_for(Duration::from_secs(10), || {
+        u.leases()
+            .iter()
+            .any(|(k, v)| *k == key_of(&victim) && v["PublicIP"] == nodes[2].ip.to_string())
+            .then_some(())
+    });
+    assert!(back.is_some(), "n3 did not claim {victim} again; log:\n{}", nodes[2].log_text());
+    assert_full_mesh(&nodes);
+
+    // Another node's lease overwrites n3's key: n3 claims a different subnet, re-addresses
+    // linen.1 and rewrites its subnet file; every pod reaches n3's pod at its new address.
+    let old = nodes[2].subnet.clone();
+    u.etcdctl_ok(&["put", &key_of(&old), &flannel_lease("192.168.77.99", "0a:00:00:00:00:99")]);
+    wait_subnet_change(&nodes[2], &old);
+    wire_pod(&mut nodes[2]);
+    assert_ne!(nodes[2].subnet, old);
+    let own = nodes[2].subnet.replace("/24", "/32");
+    let addr = nodes[2].host.sh("ip -4 -o addr show dev linen.1");
+    assert!(addr.contains(&own) && !addr.contains(&old.replace("/24", "/32")), "{addr}");
+    assert_full_mesh(&nodes);
+    u.etcdctl_ok(&["del", &key_of(&old)]);
+
+    // Restart n2 without its subnet file: the lease carrying its public IP gives it back its
+    // subnet, and a TCP connection from n1's pod to n2's pod outlives the restart.
+    let echo = dir.0.join("echo.out");
+    let mut server = nodes[1].pod.command("socat");
+    server
+        .args(["TCP-LISTEN:7000,reuseaddr", "SYSTEM:cat"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    tb.spawn(server);
+    let listening = wait_for(Duration::from_secs(5), || {
+        nodes[1].pod.sh("ss -ltn").contains(":7000").then_some(())
+    });
+    assert!(listening.is_some(), "echo server did not start");
+    let mut client = nodes[0].pod.command("sh");
+    client
+        .args([
+            "-c",
+            &format!(
+                "(echo before; sleep 4; echo after; sleep 1) | socat -t 20 - TCP:{}:7000",
+                nodes[1].pod_ip()
+            ),
+        ])
+        .stdout(std::fs::File::create(&echo).expect("echo file"))
+        .stderr(Stdio::null());
+    tb.spawn(client);
+    let first = wait_for(Duration::from_secs(5), || {
+        std::fs::read_to_string(&echo).unwrap_or_default().contains("before").then_some(())
+    });
+    assert!(first.is_some(), "no echo before the restart");
+    let before = nodes[1].subnet.clone();
+    stop_linend(&tb, &mut nodes[1]);
+    assert!(
+        !std::fs::read_to_string(&echo).unwrap_or_default().contains("after"),
+        "the client finished before n2's linend was down; the restart proves nothing"
+    );
+    std::fs::remove_file(&nodes[1].subnet_file).expect("remove n2's subnet file");
+    start_linend(&tb, &mut nodes[1]);
+    assert_eq!(subnet_from_file(&nodes[1]), before, "n2 changed subnet across a restart");
+    let after = wait_for(Duration::from_secs(20), || {
+        std::fs::read_to_string(&echo).unwrap_or_default().contains("after").then_some(())
+    });
+    assert!(
+        after.is_some(),
+        "the TCP connection did not survive n2's restart: {:?}\nn2 log:\n{}",
+        std::fs::read_to_string(&echo).unwrap_or_default(),
+        nodes[1].log_text()
+    );
+    assert_eq!(u.leases().len(), 4);
+    assert_full_mesh(&nodes);
+
+    for n in &mut nodes {
+        stop_linend(&tb, n);
+    }
+    let names: Vec<String> = tb.namespaces().iter().map(|n| n.name.clone()).collect();
+    drop(tb);
+    let left = linen_testbed::run("ip", &["netns", "list"]);
+    for n in names {
+        assert!(!left.contains(&n), "namespace {n} left behind");
+    }
+}
+
+/// etcd goes away: pod traffic keeps flowing on the last routes, linend says etcd is
+/// unreachable, and after etcd is back a new lease reaches both nodes' routes.
+#[test]
+fn etcd_outage_keeps_forwarding_and_resyncs() {
+    let dir = TempDir::new("netcdo");
+    let mut tb = Testbed::new("netcdo");
+    let mut u = underlay(&mut tb, &dir.0);
+    write_config(&u);
+    let mut nodes: Vec<Node> = (1..=2).map(|k| add_node(&mut tb, &u, k, &dir.0)).collect();
+    assert_full_mesh(&nodes);
+
+    u.stop_etcd(&tb);
+    let reported = wait_for(Duration::from_secs(20), || {
+        nodes[0].log_text().contains("etcd unreachable").then_some(())
+    });
+    assert!(reported.is_some(), "n1 did not report the outage; log:\n{}", nodes[0].log_text());
+    let out = nodes[0].pod.sh_output(&format!("ping -c 15 -i 0.2 -W 1 {}", nodes[1].pod_ip()));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("15 received"),
+        "pod traffic stalled during the etcd outage: {text}"
+    );
+
+    u.start_etcd(&tb);
+    let subnet = "10.244.250.0/24";
+    u.etcdctl_ok(&["put", &key_of(subnet), &flannel_lease("192.168.77.98", "0a:00:00:00:00:98")]);
+    for n in &nodes {
+        let routed = wait_for(Duration::from_secs(20), || {
+            n.host.sh(&format!("ip route show {subnet}")).contains("dev linen.1").then_some(())
+        });
+        assert!(
+            routed.is_some(),
+            "n{} did not resync after etcd came back; log:\n{}",
+            n.k,
+            n.log_text()
+        );
+    }
+    assert_full_mesh(&nodes);
+    for n in &mut nodes {
+        stop_linend(&tb, n);
+    }
+}
+
+/// Two linends starting together in a network with room for exactly two subnets: whoever loses
+/// the race for a subnet takes the other one, so both end with distinct subnets and talk.
+#[test]
+fn racing_nodes_end_with_distinct_subnets() {
+    let dir = TempDir::new("netcdr");
+    let mut tb = Testbed::new("netcdr");
+    let u = underlay(&mut tb, &dir.0);
+    write_config_args(&u, &["--subnet-min", "10.244.1.0", "--subnet-max", "10.244.2.0"]);
+    let mut nodes: Vec<Node> = (1..=2).map(|k| new_node(&mut tb, &u, k, &dir.0)).collect();
+    for n in &mut nodes {
+        start_linend(&tb, n);
+    }
+    for n in &mut nodes {
+        wire_pod(n);
+    }
+    let mut got: Vec<&str> = nodes.iter().map(|n| n.subnet.as_str()).collect();
+    got.sort_unstable();
+    assert_eq!(got, ["10.244.1.0/24", "10.244.2.0/24"]);
+    assert_eq!(u.leases().len(), 2);
+    assert_full_mesh(&nodes);
+    for n in &mut nodes {
+        stop_linend(&tb, n);
+    }
+}
