@@ -13,7 +13,7 @@ PACKAGES=(
   # CNI: a real container runtime and the reference plugins
   podman runc containernetworking-plugins busybox-static
   # measuring
-  valgrind
+  valgrind bpftool
 )
 
 if [ "$(id -u)" -ne 0 ]; then

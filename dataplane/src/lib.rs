@@ -1,6 +1,8 @@
 //! linen's packet path.
 //!
-//! - [`wire`]: zero-copy header views (Ethernet, ARP, IPv4, IPv6, UDP, VXLAN).
+//! - [`wire`]: zero-copy header views (Ethernet with 802.1Q, ARP, IPv4, IPv6, UDP, VXLAN, ICMPv4/v6
+//!   errors) and checksum helpers.
+//! - [`pcap`]: a reader for classic pcap files (fixtures, fuzz seeds, benchmarks).
 //! - [`pipeline`]: sans-IO VXLAN encap/decap — bytes in, an action out; no sockets, no clock, no locks.
 //! - [`route`]: longest-prefix-match route table, built off the fast path and published RCU-style.
 //! - [`io`]: packet I/O backends (AF_XDP, TAP + UDP socket) — the only module with `unsafe`.

@@ -1,0 +1,766 @@
+//! Every kernel and C-library call of the AF_XDP backend: libbpf (load, attach, maps), libxdp
+//! (UMEM, sockets, rings) and the raw socket calls (`setsockopt`, `getsockopt`, `sendto`,
+//! `recvfrom`, `poll`, `mmap`). Nothing else in `io::xsk` calls into C.
+//!
+//! The wrappers here are small and typed; the `unsafe` ones state what the caller must uphold.
+//! Errors come back as [`SysError`] naming the call.
+
+use std::ffi::{c_void, CStr, CString};
+use std::io;
+use std::os::fd::RawFd;
+use std::ptr::{self, NonNull};
+
+pub(crate) use libxdp_sys::{bpf_link, bpf_object, xsk_ring_cons, xsk_ring_prod};
+pub(crate) use libxdp_sys::{xsk_socket, xsk_umem, XDP_PACKET_HEADROOM};
+
+/// A failed kernel or library call.
+#[derive(Debug, thiserror::Error)]
+#[error("{call} failed: {source}")]
+pub struct SysError {
+    /// The call that failed.
+    pub call: &'static str,
+    /// The error it reported.
+    #[source]
+    pub source: io::Error,
+}
+
+impl SysError {
+    fn errno(call: &'static str, err: i32) -> SysError {
+        SysError { call, source: io::Error::from_raw_os_error(err.abs()) }
+    }
+
+    fn last(call: &'static str) -> SysError {
+        SysError { call, source: io::Error::last_os_error() }
+    }
+
+    /// The OS error number, if any.
+    pub fn raw_os_error(&self) -> Option<i32> {
+        self.source.raw_os_error()
+    }
+}
+
+/// `setsockopt(SOL_XDP, XDP_MAX_TX_SKB_BUDGET)` (Linux 6.17+): how many TX descriptors one
+/// `sendto` kick turns into skbs in copy mode (the kernel default is 32).
+const XDP_MAX_TX_SKB_BUDGET: i32 = 9;
+
+// ---------------------------------------------------------------------------------------------
+// Interfaces
+
+/// `if_nametoindex` in the calling thread's network namespace.
+pub(crate) fn if_nametoindex(name: &str) -> Result<u32, SysError> {
+    let c = CString::new(name).map_err(|_| SysError::errno("if_nametoindex", libc::EINVAL))?;
+    // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if idx == 0 {
+        return Err(SysError::last("if_nametoindex"));
+    }
+    Ok(idx)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Memory
+
+/// An anonymous, page-aligned, zeroed private mapping, unmapped on drop.
+#[derive(Debug)]
+pub(crate) struct Mmap {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory owned by this value; moving it to another thread moves
+// nothing thread-bound.
+unsafe impl Send for Mmap {}
+// SAFETY: `Mmap` hands out only raw pointers; synchronising access to the bytes is the users' job
+// (the UMEM's frame-ownership rules, see `umem.rs`).
+unsafe impl Sync for Mmap {}
+
+impl Mmap {
+    pub(crate) fn anonymous(len: usize) -> Result<Mmap, SysError> {
+        // SAFETY: a fresh anonymous mapping aliases nothing; the arguments are valid.
+        let p = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(SysError::last("mmap(UMEM)"));
+        }
+        let ptr =
+            NonNull::new(p.cast::<u8>()).ok_or(SysError::errno("mmap(UMEM)", libc::ENOMEM))?;
+        Ok(Mmap { ptr, len })
+    }
+
+    pub(crate) fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+}
+
+impl Drop for Mmap {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` describe a mapping this value created and nobody else unmaps.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// libxdp: UMEM and sockets
+
+/// An all-zero ring descriptor, to be filled in by libxdp.
+pub(crate) fn empty_prod() -> xsk_ring_prod {
+    xsk_ring_prod {
+        cached_prod: 0,
+        cached_cons: 0,
+        mask: 0,
+        size: 0,
+        producer: ptr::null_mut(),
+        consumer: ptr::null_mut(),
+        ring: ptr::null_mut(),
+        flags: ptr::null_mut(),
+    }
+}
+
+/// An all-zero ring descriptor, to be filled in by libxdp.
+pub(crate) fn empty_cons() -> xsk_ring_cons {
+    xsk_ring_cons {
+        cached_prod: 0,
+        cached_cons: 0,
+        mask: 0,
+        size: 0,
+        producer: ptr::null_mut(),
+        consumer: ptr::null_mut(),
+        ring: ptr::null_mut(),
+        flags: ptr::null_mut(),
+    }
+}
+
+/// Geometry of a UMEM, as libxdp's `xsk_umem_config`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct UmemGeometry {
+    pub fill_size: u32,
+    pub comp_size: u32,
+    pub frame_size: u32,
+    pub frame_headroom: u32,
+}
+
+/// `xsk_umem__create`: registers `area` as a UMEM and sets up the first fill/completion rings.
+///
+/// # Safety
+/// `area` must stay mapped until [`umem_delete`]; `fill` and `comp` must stay at their addresses
+/// until every socket that uses them is deleted (libxdp keeps the pointers).
+pub(crate) unsafe fn umem_create(
+    area: &Mmap,
+    geometry: UmemGeometry,
+    fill: *mut xsk_ring_prod,
+    comp: *mut xsk_ring_cons,
+) -> Result<NonNull<xsk_umem>, SysError> {
+    let cfg = libxdp_sys::xsk_umem_config {
+        fill_size: geometry.fill_size,
+        comp_size: geometry.comp_size,
+        frame_size: geometry.frame_size,
+        frame_headroom: geometry.frame_headroom,
+        flags: 0,
+    };
+    let mut umem = ptr::null_mut();
+    // SAFETY: all pointers are valid for the call; the caller keeps `area`, `fill`, `comp` alive
+    // as required above.
+    let rc = unsafe {
+        libxdp_sys::xsk_umem__create(
+            &mut umem,
+            area.as_ptr().cast::<c_void>(),
+            area.len() as u64,
+            fill,
+            comp,
+            &cfg,
+        )
+    };
+    if rc != 0 {
+        return Err(SysError::errno("xsk_umem__create", rc));
+    }
+    NonNull::new(umem).ok_or(SysError::errno("xsk_umem__create", libc::EFAULT))
+}
+
+/// `xsk_umem__delete`.
+///
+/// # Safety
+/// `umem` came from [`umem_create`], every socket on it is deleted, and it is not used again.
+pub(crate) unsafe fn umem_delete(umem: NonNull<xsk_umem>) -> Result<(), SysError> {
+    // SAFETY: per the contract above.
+    let rc = unsafe { libxdp_sys::xsk_umem__delete(umem.as_ptr()) };
+    if rc != 0 {
+        return Err(SysError::errno("xsk_umem__delete", rc));
+    }
+    Ok(())
+}
+
+/// `XDP_COPY` bind flag.
+pub(crate) const XDP_COPY: u16 = libxdp_sys::XDP_COPY as u16;
+/// `XDP_ZEROCOPY` bind flag.
+pub(crate) const XDP_ZEROCOPY: u16 = libxdp_sys::XDP_ZEROCOPY as u16;
+/// `XDP_USE_NEED_WAKEUP` bind flag.
+pub(crate) const XDP_USE_NEED_WAKEUP: u16 = libxdp_sys::XDP_USE_NEED_WAKEUP as u16;
+const XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD: u32 = 1;
+
+/// `xsk_socket__create_shared`, never letting libxdp load or attach a program of its own.
+///
+/// libxdp passes `bind_flags` only on the first socket of a UMEM; later ones bind with
+/// `XDP_SHARED_UMEM` alone and inherit the first one's copy/zero-copy and need-wakeup mode.
+///
+/// # Safety
+/// `umem` is live; `rx`, `tx`, `fill`, `comp` stay at their addresses until [`socket_delete`] (and
+/// for `fill`/`comp`, until the last socket of this device/queue is deleted). Calls on one UMEM
+/// must not run concurrently (libxdp keeps unsynchronised state in it).
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn socket_create(
+    ifname: &CStr,
+    queue: u32,
+    umem: NonNull<xsk_umem>,
+    rx: *mut xsk_ring_cons,
+    tx: *mut xsk_ring_prod,
+    fill: *mut xsk_ring_prod,
+    comp: *mut xsk_ring_cons,
+    ring_sizes: (u32, u32),
+    bind_flags: u16,
+) -> Result<NonNull<xsk_socket>, SysError> {
+    let cfg = libxdp_sys::xsk_socket_config {
+        rx_size: ring_sizes.0,
+        tx_size: ring_sizes.1,
+        __bindgen_anon_1: libxdp_sys::xsk_socket_config__bindgen_ty_1 {
+            libxdp_flags: XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD,
+        },
+        xdp_flags: 0,
+        bind_flags,
+    };
+    let mut xsk = ptr::null_mut();
+    // SAFETY: pointers are valid per the contract above; `cfg` and `ifname` outlive the call.
+    let rc = unsafe {
+        libxdp_sys::xsk_socket__create_shared(
+            &mut xsk,
+            ifname.as_ptr(),
+            queue,
+            umem.as_ptr(),
+            rx,
+            tx,
+            fill,
+            comp,
+            &cfg,
+        )
+    };
+    if rc != 0 {
+        return Err(SysError::errno("xsk_socket__create_shared", rc));
+    }
+    NonNull::new(xsk).ok_or(SysError::errno("xsk_socket__create_shared", libc::EFAULT))
+}
+
+/// `xsk_socket__delete`.
+///
+/// # Safety
+/// `xsk` came from [`socket_create`] and is not used afterwards; the rings it was created with are
+/// still at their addresses; no other call on its UMEM runs concurrently.
+pub(crate) unsafe fn socket_delete(xsk: NonNull<xsk_socket>) {
+    // SAFETY: per the contract above.
+    unsafe { libxdp_sys::xsk_socket__delete(xsk.as_ptr()) }
+}
+
+/// `xsk_socket__fd`.
+///
+/// # Safety
+/// `xsk` is a live socket.
+pub(crate) unsafe fn socket_fd(xsk: NonNull<xsk_socket>) -> RawFd {
+    // SAFETY: per the contract above.
+    unsafe { libxdp_sys::xsk_socket__fd(xsk.as_ptr()) }
+}
+
+/// `setsockopt(SOL_XDP, XDP_MAX_TX_SKB_BUDGET, budget)`.
+pub(crate) fn set_tx_skb_budget(fd: RawFd, budget: u32) -> Result<(), SysError> {
+    let v = budget as libc::c_int;
+    // SAFETY: `v` is a valid int for the duration of the call; a bad fd only yields EBADF.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_XDP,
+            XDP_MAX_TX_SKB_BUDGET,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(SysError::last("setsockopt(XDP_MAX_TX_SKB_BUDGET)"));
+    }
+    Ok(())
+}
+
+/// `getsockopt(SOL_XDP, XDP_OPTIONS)`: whether the bound socket runs in zero-copy mode.
+pub(crate) fn is_zero_copy(fd: RawFd) -> Result<bool, SysError> {
+    let mut opts = libxdp_sys::xdp_options { flags: 0 };
+    let mut len = std::mem::size_of::<libxdp_sys::xdp_options>() as libc::socklen_t;
+    // SAFETY: `opts` and `len` are valid for writes of the sizes passed.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_XDP,
+            libxdp_sys::XDP_OPTIONS as i32,
+            (&mut opts as *mut libxdp_sys::xdp_options).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(SysError::last("getsockopt(XDP_OPTIONS)"));
+    }
+    Ok(opts.flags & libxdp_sys::XDP_OPTIONS_ZEROCOPY != 0)
+}
+
+/// The kernel's per-socket AF_XDP counters (`XDP_STATISTICS`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct XdpStatistics {
+    /// Frames dropped for reasons other than an invalid descriptor.
+    pub rx_dropped: u64,
+    /// Invalid RX descriptors.
+    pub rx_invalid_descs: u64,
+    /// Invalid TX descriptors.
+    pub tx_invalid_descs: u64,
+    /// Frames dropped because the RX ring was full.
+    pub rx_ring_full: u64,
+    /// Times the fill ring was empty when the kernel wanted a frame.
+    pub rx_fill_ring_empty_descs: u64,
+    /// Times the TX ring was empty on a kick.
+    pub tx_ring_empty_descs: u64,
+}
+
+/// `getsockopt(SOL_XDP, XDP_STATISTICS)`.
+pub(crate) fn statistics(fd: RawFd) -> Result<XdpStatistics, SysError> {
+    let mut s = libxdp_sys::xdp_statistics {
+        rx_dropped: 0,
+        rx_invalid_descs: 0,
+        tx_invalid_descs: 0,
+        rx_ring_full: 0,
+        rx_fill_ring_empty_descs: 0,
+        tx_ring_empty_descs: 0,
+    };
+    let mut len = std::mem::size_of::<libxdp_sys::xdp_statistics>() as libc::socklen_t;
+    // SAFETY: `s` and `len` are valid for writes of the sizes passed.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_XDP,
+            libxdp_sys::XDP_STATISTICS as i32,
+            (&mut s as *mut libxdp_sys::xdp_statistics).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(SysError::last("getsockopt(XDP_STATISTICS)"));
+    }
+    Ok(XdpStatistics {
+        rx_dropped: s.rx_dropped,
+        rx_invalid_descs: s.rx_invalid_descs,
+        tx_invalid_descs: s.tx_invalid_descs,
+        rx_ring_full: s.rx_ring_full,
+        rx_fill_ring_empty_descs: s.rx_fill_ring_empty_descs,
+        tx_ring_empty_descs: s.tx_ring_empty_descs,
+    })
+}
+
+/// Kicks the kernel to process the TX ring (`sendto(fd, NULL, 0, MSG_DONTWAIT)`). The transient
+/// errors the kernel uses to say "busy, kick again later" are not errors here.
+pub(crate) fn kick_tx(fd: RawFd) -> Result<(), SysError> {
+    // SAFETY: a zero-length send with null buffer and address is valid for an AF_XDP socket.
+    let rc = unsafe { libc::sendto(fd, ptr::null(), 0, libc::MSG_DONTWAIT, ptr::null(), 0) };
+    if rc < 0 {
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EAGAIN | libc::EBUSY | libc::ENOBUFS | libc::ENETDOWN | libc::EINTR) => {}
+            _ => return Err(SysError { call: "sendto(AF_XDP kick)", source: err }),
+        }
+    }
+    Ok(())
+}
+
+/// Wakes the kernel's RX side when the fill ring asks for it
+/// (`recvfrom(fd, NULL, 0, MSG_DONTWAIT)`).
+pub(crate) fn kick_rx(fd: RawFd) -> Result<(), SysError> {
+    // SAFETY: a zero-length receive with null buffer and address is valid for an AF_XDP socket.
+    let rc = unsafe {
+        libc::recvfrom(fd, ptr::null_mut(), 0, libc::MSG_DONTWAIT, ptr::null_mut(), ptr::null_mut())
+    };
+    if rc < 0 {
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EAGAIN | libc::EBUSY | libc::ENOBUFS | libc::ENETDOWN | libc::EINTR) => {}
+            _ => return Err(SysError { call: "recvfrom(AF_XDP wakeup)", source: err }),
+        }
+    }
+    Ok(())
+}
+
+/// `poll()` on a set of fds for `events`, up to `timeout_ms` (-1: forever). Returns how many are
+/// ready; `EINTR` counts as zero.
+pub(crate) fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> Result<usize, SysError> {
+    // SAFETY: `fds` is a valid, exclusively borrowed array of `fds.len()` pollfd structs.
+    let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+    if rc < 0 {
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::EINTR) {
+            return Ok(0);
+        }
+        return Err(SysError { call: "poll", source: err });
+    }
+    Ok(rc as usize)
+}
+
+// ---------------------------------------------------------------------------------------------
+// libxdp: ring access (the fast path)
+
+/// Reserves up to `n` slots on a producer ring; returns how many and the first index.
+///
+/// # Safety
+/// `ring` was set up by libxdp for a live socket/UMEM and is used from one thread only.
+#[inline]
+pub(crate) unsafe fn prod_reserve(ring: *mut xsk_ring_prod, n: u32) -> (u32, u32) {
+    let mut idx = 0;
+    // SAFETY: per the contract above; `idx` is a valid out-pointer.
+    let got = unsafe { libxdp_sys::xsk_ring_prod__reserve(ring, n, &mut idx) };
+    (got, idx)
+}
+
+/// Publishes `n` reserved slots of a producer ring to the kernel.
+///
+/// # Safety
+/// As [`prod_reserve`]; exactly `n` slots were reserved and written.
+#[inline]
+pub(crate) unsafe fn prod_submit(ring: *mut xsk_ring_prod, n: u32) {
+    // SAFETY: per the contract above.
+    unsafe { libxdp_sys::xsk_ring_prod__submit(ring, n) }
+}
+
+/// Whether the kernel asked to be woken for this producer ring.
+///
+/// # Safety
+/// As [`prod_reserve`].
+#[inline]
+pub(crate) unsafe fn prod_needs_wakeup(ring: *const xsk_ring_prod) -> bool {
+    // SAFETY: per the contract above.
+    unsafe { libxdp_sys::xsk_ring_prod__needs_wakeup(ring) != 0 }
+}
+
+/// Free slots of a producer ring, refreshing the cached consumer position from the kernel's
+/// when fewer than `n` are known free.
+///
+/// # Safety
+/// As [`prod_reserve`].
+#[inline]
+pub(crate) unsafe fn prod_free(ring: *mut xsk_ring_prod, n: u32) -> u32 {
+    // SAFETY: per the contract above.
+    unsafe { libxdp_sys::xsk_prod_nb_free(ring, n) }
+}
+
+/// Writes fill-ring slot `idx` (reserved by [`prod_reserve`]).
+///
+/// # Safety
+/// As [`prod_reserve`]; `idx` lies in the reserved range of a fill ring.
+#[inline]
+pub(crate) unsafe fn fill_write(ring: *mut xsk_ring_prod, idx: u32, addr: u64) {
+    // SAFETY: per the contract above the slot is reserved and in bounds (libxdp masks idx).
+    unsafe { *libxdp_sys::xsk_ring_prod__fill_addr(ring, idx) = addr }
+}
+
+/// Writes TX-ring slot `idx` (reserved by [`prod_reserve`]).
+///
+/// # Safety
+/// As [`prod_reserve`]; `idx` lies in the reserved range of a TX ring.
+#[inline]
+pub(crate) unsafe fn tx_write(ring: *mut xsk_ring_prod, idx: u32, addr: u64, len: u32) {
+    // SAFETY: per the contract above the slot is reserved and in bounds (libxdp masks idx).
+    let d = unsafe { &mut *libxdp_sys::xsk_ring_prod__tx_desc(ring, idx) };
+    d.addr = addr;
+    d.len = len;
+    d.options = 0;
+}
+
+/// Peeks up to `n` entries of a consumer ring; returns how many and the first index.
+///
+/// # Safety
+/// As [`prod_reserve`], for a consumer ring.
+#[inline]
+pub(crate) unsafe fn cons_peek(ring: *mut xsk_ring_cons, n: u32) -> (u32, u32) {
+    let mut idx = 0;
+    // SAFETY: per the contract above; `idx` is a valid out-pointer.
+    let got = unsafe { libxdp_sys::xsk_ring_cons__peek(ring, n, &mut idx) };
+    (got, idx)
+}
+
+/// Hands `n` peeked entries back to the kernel.
+///
+/// # Safety
+/// As [`cons_peek`]; exactly `n` entries were peeked and read.
+#[inline]
+pub(crate) unsafe fn cons_release(ring: *mut xsk_ring_cons, n: u32) {
+    // SAFETY: per the contract above.
+    unsafe { libxdp_sys::xsk_ring_cons__release(ring, n) }
+}
+
+/// Reads RX-ring entry `idx` as (addr, len).
+///
+/// # Safety
+/// As [`cons_peek`]; `idx` lies in the peeked range of an RX ring.
+#[inline]
+pub(crate) unsafe fn rx_read(ring: *const xsk_ring_cons, idx: u32) -> (u64, u32) {
+    // SAFETY: per the contract above the entry is published by the kernel and in bounds.
+    let d = unsafe { &*libxdp_sys::xsk_ring_cons__rx_desc(ring, idx) };
+    (d.addr, d.len)
+}
+
+/// Reads completion-ring entry `idx`.
+///
+/// # Safety
+/// As [`cons_peek`]; `idx` lies in the peeked range of a completion ring.
+#[inline]
+pub(crate) unsafe fn comp_read(ring: *const xsk_ring_cons, idx: u32) -> u64 {
+    // SAFETY: per the contract above the entry is published by the kernel and in bounds.
+    unsafe { *libxdp_sys::xsk_ring_cons__comp_addr(ring, idx) }
+}
+
+// ---------------------------------------------------------------------------------------------
+// libbpf: programs, links, maps
+
+/// `bpf_object__open_mem` on an embedded ELF object.
+pub(crate) fn object_open(
+    elf: &'static [u8],
+    name: &CStr,
+) -> Result<NonNull<bpf_object>, SysError> {
+    // SAFETY: an all-zero opts struct is valid for libbpf (every field optional).
+    let mut opts: libxdp_sys::bpf_object_open_opts = unsafe { std::mem::zeroed() };
+    opts.sz = std::mem::size_of::<libxdp_sys::bpf_object_open_opts>();
+    opts.object_name = name.as_ptr();
+    // SAFETY: `elf` is 'static and `opts` outlives the call (libbpf copies what it keeps).
+    let obj = unsafe { libxdp_sys::bpf_object__open_mem(elf.as_ptr().cast(), elf.len(), &opts) };
+    if obj.is_null() {
+        return Err(SysError::last("bpf_object__open_mem"));
+    }
+    // SAFETY: checked non-null just above.
+    Ok(unsafe { NonNull::new_unchecked(obj) })
+}
+
+/// Keeps only program `keep` of `programs` for loading, sets the size of map `resize.0` to
+/// `resize.1` entries, and loads the object into the kernel.
+///
+/// # Safety
+/// `obj` is an opened, not yet loaded object that no other thread uses.
+pub(crate) unsafe fn object_load(
+    obj: NonNull<bpf_object>,
+    programs: &[&CStr],
+    keep: &CStr,
+    resize: (&CStr, u32),
+) -> Result<(), SysError> {
+    for p in programs {
+        // SAFETY: `obj` is a valid object and `p` a NUL-terminated name.
+        let prog =
+            unsafe { libxdp_sys::bpf_object__find_program_by_name(obj.as_ptr(), p.as_ptr()) };
+        if prog.is_null() {
+            return Err(SysError::errno("bpf_object__find_program_by_name", libc::ENOENT));
+        }
+        // SAFETY: `prog` belongs to the not yet loaded `obj`.
+        let rc = unsafe { libxdp_sys::bpf_program__set_autoload(prog, *p == keep) };
+        if rc != 0 {
+            return Err(SysError::errno("bpf_program__set_autoload", rc));
+        }
+    }
+    // SAFETY: `obj` is valid; `resize.0` is NUL-terminated.
+    let map = unsafe { libxdp_sys::bpf_object__find_map_by_name(obj.as_ptr(), resize.0.as_ptr()) };
+    if map.is_null() {
+        return Err(SysError::errno("bpf_object__find_map_by_name", libc::ENOENT));
+    }
+    // SAFETY: `map` belongs to the not yet loaded `obj`.
+    let rc = unsafe { libxdp_sys::bpf_map__set_max_entries(map, resize.1) };
+    if rc != 0 {
+        return Err(SysError::errno("bpf_map__set_max_entries", rc));
+    }
+    // SAFETY: `obj` is valid and opened.
+    let rc = unsafe { libxdp_sys::bpf_object__load(obj.as_ptr()) };
+    if rc != 0 {
+        return Err(SysError::errno("bpf_object__load", rc));
+    }
+    Ok(())
+}
+
+/// The fd of map `name` of a loaded object.
+///
+/// # Safety
+/// `obj` is a live, loaded object.
+pub(crate) unsafe fn object_map_fd(
+    obj: NonNull<bpf_object>,
+    name: &CStr,
+) -> Result<RawFd, SysError> {
+    // SAFETY: `obj` is valid; `name` is NUL-terminated.
+    let map = unsafe { libxdp_sys::bpf_object__find_map_by_name(obj.as_ptr(), name.as_ptr()) };
+    if map.is_null() {
+        return Err(SysError::errno("bpf_object__find_map_by_name", libc::ENOENT));
+    }
+    // SAFETY: `map` belongs to the loaded `obj`.
+    let fd = unsafe { libxdp_sys::bpf_map__fd(map) };
+    if fd < 0 {
+        return Err(SysError::errno("bpf_map__fd", fd));
+    }
+    Ok(fd)
+}
+
+/// Attaches program `name` of a loaded object to `ifindex` with a bpf_link (`BPF_LINK_CREATE`,
+/// native mode where the driver has it, generic otherwise).
+///
+/// # Safety
+/// `obj` is a live, loaded object.
+pub(crate) unsafe fn attach_xdp(
+    obj: NonNull<bpf_object>,
+    name: &CStr,
+    ifindex: u32,
+) -> Result<NonNull<bpf_link>, SysError> {
+    // SAFETY: `obj` is valid; `name` is NUL-terminated.
+    let prog = unsafe { libxdp_sys::bpf_object__find_program_by_name(obj.as_ptr(), name.as_ptr()) };
+    if prog.is_null() {
+        return Err(SysError::errno("bpf_object__find_program_by_name", libc::ENOENT));
+    }
+    // SAFETY: `prog` is a loaded program of `obj`.
+    let link = unsafe { libxdp_sys::bpf_program__attach_xdp(prog, ifindex as i32) };
+    if link.is_null() {
+        return Err(SysError::last("bpf_program__attach_xdp"));
+    }
+    // SAFETY: checked non-null just above.
+    Ok(unsafe { NonNull::new_unchecked(link) })
+}
+
+/// The kernel ids of a link and of its program.
+///
+/// # Safety
+/// `link` is live.
+pub(crate) unsafe fn link_ids(link: NonNull<bpf_link>) -> Result<(u32, u32), SysError> {
+    // SAFETY: `link` is live.
+    let fd = unsafe { libxdp_sys::bpf_link__fd(link.as_ptr()) };
+    // SAFETY: an all-zero bpf_link_info is a valid out-buffer.
+    let mut info: libxdp_sys::bpf_link_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libxdp_sys::bpf_link_info>() as u32;
+    // SAFETY: `info` and `len` are valid for writes.
+    let rc = unsafe { libxdp_sys::bpf_link_get_info_by_fd(fd, &mut info, &mut len) };
+    if rc != 0 {
+        return Err(SysError::errno("bpf_link_get_info_by_fd", rc));
+    }
+    Ok((info.id, info.prog_id))
+}
+
+/// Detaches and frees a link (`bpf_link__destroy`).
+///
+/// # Safety
+/// `link` came from [`attach_xdp`] and is not used again.
+pub(crate) unsafe fn link_destroy(link: NonNull<bpf_link>) {
+    // SAFETY: per the contract above.
+    unsafe { libxdp_sys::bpf_link__destroy(link.as_ptr()) };
+}
+
+/// Frees an object, its programs and maps (`bpf_object__close`).
+///
+/// # Safety
+/// `obj` came from [`object_open`] and is not used again.
+pub(crate) unsafe fn object_close(obj: NonNull<bpf_object>) {
+    // SAFETY: per the contract above.
+    unsafe { libxdp_sys::bpf_object__close(obj.as_ptr()) };
+}
+
+/// `bpf_map_update_elem(fd, key, value, BPF_ANY)` with a `u32` key.
+pub(crate) fn map_update<V: Copy>(fd: RawFd, key: u32, value: &V) -> Result<(), SysError> {
+    // SAFETY: key and value point to initialised memory of the sizes the map was created with
+    // (the callers pair each map with its value type); a wrong fd only yields an error.
+    let rc = unsafe {
+        libxdp_sys::bpf_map_update_elem(
+            fd,
+            (&key as *const u32).cast(),
+            (value as *const V).cast(),
+            0,
+        )
+    };
+    if rc != 0 {
+        return Err(SysError::errno("bpf_map_update_elem", rc));
+    }
+    Ok(())
+}
+
+/// `bpf_map_delete_elem(fd, key)` with a `u32` key; a missing key is not an error.
+pub(crate) fn map_delete(fd: RawFd, key: u32) -> Result<(), SysError> {
+    // SAFETY: `key` points to a u32, the map's key size.
+    let rc = unsafe { libxdp_sys::bpf_map_delete_elem(fd, (&key as *const u32).cast()) };
+    if rc != 0 && rc != -libc::ENOENT {
+        return Err(SysError::errno("bpf_map_delete_elem", rc));
+    }
+    Ok(())
+}
+
+/// The fd of program `name` of a loaded object.
+///
+/// # Safety
+/// `obj` is a live, loaded object.
+pub(crate) unsafe fn object_prog_fd(
+    obj: NonNull<bpf_object>,
+    name: &CStr,
+) -> Result<RawFd, SysError> {
+    // SAFETY: `obj` is valid; `name` is NUL-terminated.
+    let prog = unsafe { libxdp_sys::bpf_object__find_program_by_name(obj.as_ptr(), name.as_ptr()) };
+    if prog.is_null() {
+        return Err(SysError::errno("bpf_object__find_program_by_name", libc::ENOENT));
+    }
+    // SAFETY: `prog` belongs to the loaded `obj`.
+    let fd = unsafe { libxdp_sys::bpf_program__fd(prog) };
+    if fd < 0 {
+        return Err(SysError::errno("bpf_program__fd", fd));
+    }
+    Ok(fd)
+}
+
+/// Runs an XDP program once on `frame` (`BPF_PROG_TEST_RUN`); returns its action.
+pub(crate) fn prog_test_run(prog_fd: RawFd, frame: &[u8]) -> Result<u32, SysError> {
+    // SAFETY: an all-zero opts struct is valid (every field optional).
+    let mut opts: libxdp_sys::bpf_test_run_opts = unsafe { std::mem::zeroed() };
+    opts.sz = std::mem::size_of::<libxdp_sys::bpf_test_run_opts>();
+    opts.data_in = frame.as_ptr().cast();
+    opts.data_size_in = frame.len() as u32;
+    opts.repeat = 1;
+    // SAFETY: `opts` points to `frame`, which outlives the call; no output buffers are given.
+    let rc = unsafe { libxdp_sys::bpf_prog_test_run_opts(prog_fd, &mut opts) };
+    if rc != 0 {
+        return Err(SysError::errno("bpf_prog_test_run_opts", rc));
+    }
+    Ok(opts.retval)
+}
+
+/// Number of possible CPUs (the value count of a per-CPU map), from
+/// `/sys/devices/system/cpu/possible` (e.g. `0-1` or `0,2-3`).
+pub(crate) fn possible_cpus() -> Result<usize, SysError> {
+    let s = std::fs::read_to_string("/sys/devices/system/cpu/possible")
+        .map_err(|e| SysError { call: "read(/sys/devices/system/cpu/possible)", source: e })?;
+    let bad = || SysError::errno("parse(/sys/devices/system/cpu/possible)", libc::EINVAL);
+    let mut max = 0usize;
+    for part in s.trim().split(',') {
+        let last = part.rsplit('-').next().ok_or_else(bad)?;
+        max = max.max(last.parse::<usize>().map_err(|_| bad())?);
+    }
+    Ok(max + 1)
+}
+
+/// Sums the `u64` values of all CPUs for `key` of a per-CPU array map.
+pub(crate) fn map_sum_percpu_u64(fd: RawFd, key: u32, cpus: usize) -> Result<u64, SysError> {
+    let mut values = vec![0u64; cpus];
+    // SAFETY: a per-CPU lookup writes one 8-byte-aligned u64 slot per possible CPU, and `values`
+    // has exactly `cpus` (the possible-CPU count) of them.
+    let rc = unsafe {
+        libxdp_sys::bpf_map_lookup_elem(fd, (&key as *const u32).cast(), values.as_mut_ptr().cast())
+    };
+    if rc != 0 {
+        return Err(SysError::errno("bpf_map_lookup_elem", rc));
+    }
+    Ok(values.iter().sum())
+}
