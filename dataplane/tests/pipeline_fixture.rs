@@ -522,3 +522,42 @@ fn encap_trims_ethernet_padding() {
     assert_eq!(action, Action::Transmit(Egress::Underlay { ifindex: 11 }));
     assert_same_outer_headers(&ours, &fixture_frames()[0], "padded inner frame");
 }
+
+/// The seed corpus of the `decap` fuzz target (`fuzz/seeds/decap/`): every fixture frame in every
+/// mode of the target (see `fuzz/fuzz_targets/decap.rs` for the input layout). Regenerate with
+/// `LINEN_WRITE_FUZZ_SEEDS=1 cargo test -p linen-dataplane --test pipeline_fixture fuzz_seeds`.
+#[test]
+fn fuzz_seeds_match_the_fixture() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/decap");
+    let mut expected: Vec<(String, Vec<u8>)> = Vec::new();
+    for (i, frame) in fixture_frames().iter().enumerate() {
+        let to_a = frame[30..34] == [192, 168, 77, 1];
+        let (rx_bit, tx_bit) = if to_a { (8u8, 0u8) } else { (0, 8) };
+        let seed = |mode: u8, headroom: u8, bytes: &[u8]| [&[mode, headroom][..], bytes].concat();
+        let n = i + 1;
+        expected.push((format!("frame{n:02}-decap"), seed(rx_bit, 0, frame)));
+        expected.push((format!("frame{n:02}-decap-headroom"), seed(rx_bit, 200, frame)));
+        expected.push((format!("frame{n:02}-decap-udp"), seed(1 | rx_bit, 8, &frame[42..])));
+        expected.push((format!("frame{n:02}-encap"), seed(2 | tx_bit, 64, &frame[50..])));
+        expected
+            .push((format!("frame{n:02}-encap-udpcsum"), seed(2 | 4 | tx_bit, 64, &frame[50..])));
+        expected.push((format!("frame{n:02}-encap-udp"), seed(3 | tx_bit, 16, &frame[50..])));
+    }
+    if std::env::var_os("LINEN_WRITE_FUZZ_SEEDS").is_some() {
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, bytes) in &expected {
+            std::fs::write(dir.join(name), bytes).unwrap();
+        }
+    }
+    for (name, bytes) in &expected {
+        let on_disk = std::fs::read(dir.join(name)).unwrap_or_else(|e| {
+            panic!("fuzz seed {name}: {e}; regenerate with LINEN_WRITE_FUZZ_SEEDS=1 (see this test's docs)")
+        });
+        assert_eq!(
+            &on_disk, bytes,
+            "fuzz seed {name} is stale; regenerate with LINEN_WRITE_FUZZ_SEEDS=1"
+        );
+    }
+    let count = std::fs::read_dir(&dir).unwrap().count();
+    assert_eq!(count, expected.len(), "unexpected files in {}", dir.display());
+}
