@@ -1,2 +1,4 @@
 //! Shared helpers for linen's benchmarks.
 #![deny(missing_docs)]
+
+pub mod netbench;

@@ -8,6 +8,8 @@
 //! Tests that use it need root. [`require_root`] fails loudly instead of letting a test pass empty.
 #![deny(missing_docs)]
 
+pub mod cluster;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,0 +1,262 @@
+//! CPU time from `/proc`: the machine's per-state totals (`/proc/stat`), a process's user and
+//! system time (`/proc/<pid>/stat`, all threads) and an interface's packet counters
+//! (`/proc/<pid>/net/dev`, which shows the network namespace of process `pid`).
+//!
+//! All CPU figures are in clock ticks (`USER_HZ`, 100 per second on Linux; [`TICK_NS`]). On a
+//! kernel with tick-based accounting (no `CONFIG_IRQ_TIME_ACCOUNTING`, as here) a tick that lands
+//! in softirq context counts as `softirq` in `/proc/stat` *and* as system time of whatever task
+//! was current: softirq work the kernel runs at the end of a sender's `sendmmsg` shows up in the
+//! sender's `stime`. [`super::harness`] untangles that by pinning the sender to one CPU.
+
+use std::fmt;
+
+/// Nanoseconds per `USER_HZ` tick.
+pub const TICK_NS: f64 = 1e7;
+
+/// One `cpu` line of `/proc/stat`, in ticks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CpuLine {
+    /// user + nice.
+    pub user: u64,
+    /// system (not in interrupt context).
+    pub system: u64,
+    /// idle + iowait.
+    pub idle: u64,
+    /// hard interrupts.
+    pub irq: u64,
+    /// softirqs.
+    pub softirq: u64,
+    /// steal (time a hypervisor gave to someone else).
+    pub steal: u64,
+}
+
+impl CpuLine {
+    /// Everything but idle and iowait.
+    pub fn busy(&self) -> u64 {
+        self.user + self.system + self.irq + self.softirq + self.steal
+    }
+
+    /// `self - earlier`, field by field (saturating).
+    pub fn since(&self, earlier: &CpuLine) -> CpuLine {
+        CpuLine {
+            user: self.user.saturating_sub(earlier.user),
+            system: self.system.saturating_sub(earlier.system),
+            idle: self.idle.saturating_sub(earlier.idle),
+            irq: self.irq.saturating_sub(earlier.irq),
+            softirq: self.softirq.saturating_sub(earlier.softirq),
+            steal: self.steal.saturating_sub(earlier.steal),
+        }
+    }
+}
+
+/// `/proc/stat`'s aggregate line and one line per CPU.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ProcStat {
+    /// All CPUs together.
+    pub total: CpuLine,
+    /// `cpu0`, `cpu1`, …
+    pub cpus: Vec<CpuLine>,
+}
+
+/// A `/proc` file did not read or parse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcError(pub String);
+
+impl fmt::Display for ProcError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ProcError {}
+
+fn read(path: &str) -> Result<String, ProcError> {
+    std::fs::read_to_string(path).map_err(|e| ProcError(format!("{path}: {e}")))
+}
+
+fn parse_cpu_line(rest: &str) -> Option<CpuLine> {
+    let f: Vec<u64> = rest.split_whitespace().map(|v| v.parse().ok()).collect::<Option<_>>()?;
+    let at = |i: usize| f.get(i).copied().unwrap_or(0);
+    if f.len() < 7 {
+        return None;
+    }
+    Some(CpuLine {
+        user: at(0) + at(1),
+        system: at(2),
+        idle: at(3) + at(4),
+        irq: at(5),
+        softirq: at(6),
+        steal: at(7),
+    })
+}
+
+/// Parses the text of `/proc/stat`.
+///
+/// # Errors
+/// No aggregate `cpu` line, or a malformed one.
+pub fn parse_proc_stat(text: &str) -> Result<ProcStat, ProcError> {
+    let mut stat = ProcStat::default();
+    let mut seen_total = false;
+    for line in text.lines() {
+        let Some((name, rest)) = line.split_once(' ') else { continue };
+        if name == "cpu" {
+            stat.total = parse_cpu_line(rest)
+                .ok_or_else(|| ProcError(format!("/proc/stat: bad line {line:?}")))?;
+            seen_total = true;
+        } else if name.starts_with("cpu") && name[3..].parse::<usize>().is_ok() {
+            stat.cpus.push(
+                parse_cpu_line(rest)
+                    .ok_or_else(|| ProcError(format!("/proc/stat: bad line {line:?}")))?,
+            );
+        }
+    }
+    if !seen_total {
+        return Err(ProcError("/proc/stat: no cpu line".into()));
+    }
+    Ok(stat)
+}
+
+/// Reads `/proc/stat`.
+///
+/// # Errors
+/// See [`parse_proc_stat`].
+pub fn proc_stat() -> Result<ProcStat, ProcError> {
+    parse_proc_stat(&read("/proc/stat")?)
+}
+
+/// A process's CPU time, in ticks (all threads, children not included).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ProcTimes {
+    /// User time.
+    pub utime: u64,
+    /// System time (including softirq ticks that landed while it ran).
+    pub stime: u64,
+}
+
+impl ProcTimes {
+    /// `self - earlier` (saturating).
+    pub fn since(&self, earlier: &ProcTimes) -> ProcTimes {
+        ProcTimes {
+            utime: self.utime.saturating_sub(earlier.utime),
+            stime: self.stime.saturating_sub(earlier.stime),
+        }
+    }
+
+    /// utime + stime.
+    pub fn total(&self) -> u64 {
+        self.utime + self.stime
+    }
+}
+
+/// Parses `/proc/<pid>/stat` (the command may contain spaces and parentheses: fields are
+/// counted after the last `)`).
+///
+/// # Errors
+/// The line is malformed.
+pub fn parse_pid_stat(text: &str) -> Result<ProcTimes, ProcError> {
+    let after = text.rsplit_once(')').map(|(_, a)| a).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // After the command: state is field 3 of the line (index 0 here); utime and stime are
+    // fields 14 and 15 (indices 11 and 12).
+    let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok());
+    match (num(11), num(12)) {
+        (Some(utime), Some(stime)) => Ok(ProcTimes { utime, stime }),
+        _ => Err(ProcError(format!("bad /proc/<pid>/stat line {text:?}"))),
+    }
+}
+
+/// Reads `/proc/<pid>/stat`.
+///
+/// # Errors
+/// The process is gone, or the file is malformed.
+pub fn pid_times(pid: u32) -> Result<ProcTimes, ProcError> {
+    parse_pid_stat(&read(&format!("/proc/{pid}/stat"))?)
+}
+
+/// Packet counters of one interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IfCounters {
+    /// Packets received.
+    pub rx_packets: u64,
+    /// Packets transmitted.
+    pub tx_packets: u64,
+    /// Received packets dropped.
+    pub rx_dropped: u64,
+}
+
+/// Parses `/proc/net/dev` for `iface`.
+///
+/// # Errors
+/// No such interface, or a malformed line.
+pub fn parse_net_dev(text: &str, iface: &str) -> Result<IfCounters, ProcError> {
+    for line in text.lines() {
+        let Some((name, rest)) = line.split_once(':') else { continue };
+        if name.trim() != iface {
+            continue;
+        }
+        let f: Vec<u64> = rest
+            .split_whitespace()
+            .map(|v| v.parse().ok())
+            .collect::<Option<_>>()
+            .ok_or_else(|| ProcError(format!("bad /proc/net/dev line {line:?}")))?;
+        if f.len() < 16 {
+            return Err(ProcError(format!("short /proc/net/dev line {line:?}")));
+        }
+        return Ok(IfCounters { rx_packets: f[1], rx_dropped: f[3], tx_packets: f[9] });
+    }
+    Err(ProcError(format!("no interface {iface} in /proc/net/dev")))
+}
+
+/// The counters of `iface` in the network namespace of process `pid`.
+///
+/// # Errors
+/// The process is gone or has no such interface.
+pub fn if_counters(pid: u32, iface: &str) -> Result<IfCounters, ProcError> {
+    parse_net_dev(&read(&format!("/proc/{pid}/net/dev"))?, iface)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_stat_lines() {
+        let text = "cpu  261260 5 46931 80079 749 3 4648 127 0 0\n\
+                    cpu0 131018 0 22332 41206 159 0 2087 67 0 0\n\
+                    cpu1 130242 5 24598 38873 590 3 2561 60 0 0\n\
+                    intr 1 2 3\nctxt 99\n";
+        let s = parse_proc_stat(text).expect("parse");
+        assert_eq!(s.cpus.len(), 2);
+        assert_eq!(s.total.user, 261265);
+        assert_eq!(s.total.idle, 80828);
+        assert_eq!(s.total.busy(), 261265 + 46931 + 3 + 4648 + 127);
+        assert_eq!(s.cpus[1].softirq, 2561);
+        assert!(parse_proc_stat("intr 1\n").is_err());
+        assert!(parse_proc_stat("cpu 1 x 3\n").is_err());
+    }
+
+    #[test]
+    fn pid_stat_with_odd_command() {
+        let text = "4242 (we ird) cmd) R 1 4242 4242 0 -1 4194560 100 0 0 0 731 29 0 0 20 0 3 0";
+        assert_eq!(parse_pid_stat(text), Ok(ProcTimes { utime: 731, stime: 29 }));
+        assert!(parse_pid_stat("4242 (x) R 1").is_err());
+    }
+
+    #[test]
+    fn net_dev_counters() {
+        let text = "Inter-|   Receive                            |  Transmit\n \
+            face |bytes    packets errs drop fifo frame compressed multicast|bytes packets errs drop fifo colls carrier compressed\n    \
+            lo:       0       0    0    0    0     0          0         0        0       0    0    0    0     0       0          0\n  \
+            eth0: 6000000  100000    0    7    0     0          0         0     1200      20    0    0    0     0       0          0\n";
+        let c = parse_net_dev(text, "eth0").expect("eth0");
+        assert_eq!(c, IfCounters { rx_packets: 100000, tx_packets: 20, rx_dropped: 7 });
+        assert!(parse_net_dev(text, "eth1").is_err());
+    }
+
+    #[test]
+    fn this_process_reads() {
+        assert!(proc_stat().expect("/proc/stat").total.busy() > 0);
+        pid_times(std::process::id()).expect("own stat");
+        if_counters(std::process::id(), "lo").expect("lo");
+    }
+}

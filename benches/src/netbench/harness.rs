@@ -1,0 +1,482 @@
+//! Runs one datapath's measurements on a fresh two-node cluster (see
+//! `linen_testbed::cluster`): pod `n1p0` on node 1 sends, pod `n2p0` on node 2 receives.
+//!
+//! Order per datapath: reachability, request/response latency, TCP, then the 64-byte packet
+//! rate with CPU accounting. Every step is bounded in time; every process runs inside the
+//! cluster's namespaces and dies with it (the cluster is dropped at the end, also on panic).
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use linen_testbed::cluster::{running, Cluster, ClusterBuilder, Node, Overlay};
+use linen_testbed::Netns;
+use serde_json::{json, Map, Value};
+
+use super::cpu::{self, CpuLine, IfCounters, ProcTimes, TICK_NS};
+use super::frame::FRAME_LEN_64;
+
+/// UDP port of the packet-rate sink.
+const SINK_PORT: u16 = 9;
+/// UDP port of the ping-pong server.
+const RR_PORT: u16 = 7007;
+/// TCP port of iperf3.
+const IPERF_PORT: u16 = 5201;
+
+/// How long and how hard to measure.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The packet-rate window, the TCP test length and the latency test's bound.
+    pub duration: Duration,
+    /// Traffic before a window opens (ramp-up, ARP, linend leaving its idle spell).
+    pub warmup: Duration,
+    /// Timed round trips (at most; the test also stops at `duration`).
+    pub rr_count: usize,
+    /// linend binary.
+    pub linend: PathBuf,
+    /// This binary (its pod-side modes run in the pods).
+    pub netbench: PathBuf,
+    /// Also measure TCP over kernel VXLAN with the underlay's offloads on.
+    pub kernel_offload_tcp: bool,
+}
+
+impl Plan {
+    /// 1 s windows: enough to see that each measurement works, for tests.
+    pub fn quick(linend: PathBuf, netbench: PathBuf) -> Plan {
+        Plan {
+            duration: Duration::from_secs(1),
+            warmup: Duration::from_millis(300),
+            rr_count: 2000,
+            linend,
+            netbench,
+            kernel_offload_tcp: false,
+        }
+    }
+
+    /// The benchmark proper, with `duration`-long windows.
+    pub fn full(duration: Duration, linend: PathBuf, netbench: PathBuf) -> Plan {
+        Plan {
+            duration,
+            warmup: Duration::from_secs(1),
+            rr_count: 20_000,
+            linend,
+            netbench,
+            kernel_offload_tcp: true,
+        }
+    }
+}
+
+/// The overlay a datapath name stands for: `kernel` → the kernel's VXLAN device in flannel's
+/// configuration; anything else → linend with that `--datapath`.
+pub fn overlay_for(datapath: &str) -> Overlay {
+    match datapath {
+        "kernel" => Overlay::KernelVxlan,
+        dp => Overlay::linen(dp),
+    }
+}
+
+/// Measures one datapath and returns its JSON object: the five headline keys (numbers, or
+/// `null` with the reason under `errors`), extra keys, or `unavailable` when the cluster could
+/// not be built (e.g. linend refuses the datapath).
+pub fn measure(datapath: &str, plan: &Plan) -> Value {
+    let mut out = Map::new();
+    for k in super::KEYS {
+        out.insert(k.to_string(), Value::Null);
+    }
+    let cluster = match build(datapath, plan, true) {
+        Ok(c) => c,
+        Err(reason) => {
+            out.insert("unavailable".into(), Value::String(reason));
+            return Value::Object(out);
+        }
+    };
+    let mut errors = Map::new();
+    let (a, b) = (&cluster.nodes()[0], &cluster.nodes()[1]);
+    if !cluster.wait_reachable(&a.pods[0], b.pod_ip(0), Duration::from_secs(10))
+        || !cluster.wait_reachable(&b.pods[0], a.pod_ip(0), Duration::from_secs(5))
+    {
+        out.insert(
+            "unavailable".into(),
+            Value::String(format!(
+                "pods cannot reach each other across nodes ({} ↔ {})",
+                a.pod_ip(0),
+                b.pod_ip(0)
+            )),
+        );
+        return Value::Object(out);
+    }
+    let mut note = |key: &str, r: Result<Map<String, Value>, String>| match r {
+        Ok(m) => out.extend(m),
+        Err(e) => {
+            eprintln!("netbench: {datapath}: {key}: {e}");
+            errors.insert(key.to_string(), Value::String(e));
+        }
+    };
+    note("rr", rr(&cluster, plan));
+    note(
+        "tcp",
+        tcp(&cluster, plan).map(|g| {
+            let mut m = Map::new();
+            m.insert("tcp_gbps".into(), json!(g));
+            m
+        }),
+    );
+    note("pps", pps(&cluster, plan));
+    if let Some(l) = &a.linend {
+        let s = l.worker_stats().unwrap_or(Value::Null);
+        let stats_note = json!({"n1": s, "n2": b.linend.as_ref().and_then(|l| l.worker_stats())});
+        out.insert("linend_stats".into(), stats_note);
+    }
+    let stuck = cluster.stop_linend(Duration::from_secs(3));
+    if !stuck.is_empty() {
+        errors.insert("shutdown".into(), json!(format!("linend did not stop on {stuck:?}")));
+    }
+    drop(cluster);
+    if datapath == "kernel" && plan.kernel_offload_tcp {
+        let r = build(datapath, plan, false).and_then(|c| {
+            let (a, b) = (&c.nodes()[0], &c.nodes()[1]);
+            if !c.wait_reachable(&a.pods[0], b.pod_ip(0), Duration::from_secs(10)) {
+                return Err("pods unreachable".to_string());
+            }
+            tcp(&c, plan)
+        });
+        match r {
+            Ok(g) => {
+                out.insert("tcp_gbps_underlay_offloads".into(), json!(g));
+            }
+            Err(e) => {
+                errors.insert("tcp_underlay_offloads".into(), json!(e));
+            }
+        }
+    }
+    if !errors.is_empty() {
+        out.insert("errors".into(), Value::Object(errors));
+    }
+    Value::Object(out)
+}
+
+fn build(datapath: &str, plan: &Plan, underlay_tx_off: bool) -> Result<Cluster, String> {
+    let tag = match datapath {
+        "kernel" => "nbk",
+        "xdp" => "nbx",
+        "tap" => "nbt",
+        _ => "nbo",
+    };
+    let b = ClusterBuilder::new(tag)
+        .nodes(2, overlay_for(datapath))
+        .pods_per_node(1)
+        .underlay_tx_off(underlay_tx_off)
+        .linend(&plan.linend);
+    b.build().map_err(|e| e.reason())
+}
+
+/// CPUs the machine has online (from `/proc/stat`).
+pub fn cpu_count() -> usize {
+    cpu::proc_stat().map(|s| s.cpus.len()).unwrap_or(1).max(1)
+}
+
+/// Runs `args` of this binary inside `ns`, bounded by `limit`, and returns stdout.
+fn pod_run(plan: &Plan, ns: &Netns, args: &[String], limit: Duration) -> Result<String, String> {
+    let out = Command::new("timeout")
+        .args(["-k", "2", &format!("{}", limit.as_secs().max(1))])
+        .args(["ip", "netns", "exec", &ns.name])
+        .arg(&plan.netbench)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("spawn: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "`netbench {}` in {} failed ({}): {}",
+            args.join(" "),
+            ns.name,
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Spawns this binary's `args` inside `ns` as a cluster process; returns its PID.
+fn pod_spawn(c: &Cluster, plan: &Plan, ns: &Netns, args: &[String]) -> u32 {
+    let mut cmd = ns.command(&plan.netbench.to_string_lossy());
+    cmd.args(args).stdout(Stdio::null());
+    c.testbed().spawn(cmd)
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.3}", d.as_secs_f64())
+}
+
+/// Waits until UDP `port` is bound in `ns` (or 5 s pass).
+fn wait_udp_bound(ns: &Netns, port: u16) -> bool {
+    linen_testbed::wait_for(Duration::from_secs(5), || {
+        let out = ns.sh_output(&format!("ss -Hlun sport = :{port}"));
+        String::from_utf8_lossy(&out.stdout).contains(&format!(":{port}")).then_some(())
+    })
+    .is_some()
+}
+
+fn rr(c: &Cluster, plan: &Plan) -> Result<Map<String, Value>, String> {
+    let (a, b) = (&c.nodes()[0], &c.nodes()[1]);
+    let server_time = plan.duration + Duration::from_secs(4);
+    let server = pod_spawn(
+        c,
+        plan,
+        &b.pods[0],
+        &[
+            "rr-server".into(),
+            "--port".into(),
+            RR_PORT.to_string(),
+            "--secs".into(),
+            secs(server_time),
+        ],
+    );
+    if !wait_udp_bound(&b.pods[0], RR_PORT) {
+        return Err("ping-pong server did not start".into());
+    }
+    let text = pod_run(
+        plan,
+        &a.pods[0],
+        &[
+            "rr-client".into(),
+            "--to".into(),
+            format!("{}:{RR_PORT}", b.pod_ip(0)),
+            "--count".into(),
+            plan.rr_count.to_string(),
+            "--secs".into(),
+            secs(plan.duration),
+        ],
+        plan.duration + Duration::from_secs(5),
+    );
+    c.testbed().kill(server);
+    let v: Value =
+        serde_json::from_str(text?.trim()).map_err(|e| format!("rr-client output: {e}"))?;
+    let mut m = Map::new();
+    m.insert("rr_p50_us".into(), v["p50_us"].clone());
+    m.insert("rr_p99_us".into(), v["p99_us"].clone());
+    m.insert("rr_samples".into(), v["samples"].clone());
+    m.insert("rr_lost".into(), v["lost"].clone());
+    Ok(m)
+}
+
+fn tcp(c: &Cluster, plan: &Plan) -> Result<f64, String> {
+    let (a, b) = (&c.nodes()[0], &c.nodes()[1]);
+    let t = plan.duration.as_secs().max(1);
+    let mut server = b.pods[0].command("timeout");
+    server
+        .args([&format!("{}", t + 15), "iperf3", "-s", "-1", "-p", &IPERF_PORT.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let spid = c.testbed().spawn(server);
+    let listening = linen_testbed::wait_for(Duration::from_secs(5), || {
+        let out = b.pods[0].sh_output(&format!("ss -Hltn sport = :{IPERF_PORT}"));
+        (!out.stdout.is_empty()).then_some(())
+    });
+    if listening.is_none() {
+        return Err("iperf3 server did not start".into());
+    }
+    // Omit the first second (slow start) when the run is long enough to afford it.
+    let omit = if t >= 3 { "1" } else { "0" };
+    let out = a.pods[0]
+        .command("timeout")
+        .args([&format!("{}", t + 10), "iperf3", "-c", &b.pod_ip(0).to_string()])
+        .args(["-p", &IPERF_PORT.to_string(), "-t", &t.to_string(), "-O", omit, "-J"])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("spawn iperf3: {e}"))?;
+    c.testbed().kill(spid);
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("iperf3 output ({}): {e}", out.status))?;
+    if let Some(err) = v["error"].as_str() {
+        return Err(format!("iperf3: {err}"));
+    }
+    v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .map(|bps| bps / 1e9)
+        .ok_or_else(|| "iperf3 JSON without end.sum_received.bits_per_second".to_string())
+}
+
+/// One reading of everything the packet-rate window compares.
+struct Snapshot {
+    at: Instant,
+    stat: cpu::ProcStat,
+    sender: ProcTimes,
+    linend: Vec<ProcTimes>,
+    src: IfCounters,
+    dst: IfCounters,
+}
+
+fn snapshot(sender: u32, sink: u32, linend: &[u32]) -> Result<Snapshot, String> {
+    let e = |x: cpu::ProcError| x.to_string();
+    // Interface counters first and last so the CPU figures sit inside the counted interval.
+    let dst = cpu::if_counters(sink, "eth0").map_err(e)?;
+    let src = cpu::if_counters(sender, "eth0").map_err(e)?;
+    let stat = cpu::proc_stat().map_err(e)?;
+    let sender_t = cpu::pid_times(sender).map_err(e)?;
+    let linend = linend.iter().map(|p| cpu::pid_times(*p).map_err(e)).collect::<Result<_, _>>()?;
+    Ok(Snapshot { at: Instant::now(), stat, sender: sender_t, linend, src, dst })
+}
+
+fn pod_mac_of_gateway(node: &Node) -> Result<[u8; 6], String> {
+    let out =
+        node.host.sh_output("cat /sys/class/net/cni0/address 2>/dev/null || ip -o link show cni0");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // `ip netns exec` remounts /sys for the namespace, so the sysfs read is the node's cni0.
+    let mac = text
+        .split_whitespace()
+        .find(|w| w.len() == 17 && w.matches(':').count() == 5 && *w != "ff:ff:ff:ff:ff:ff")
+        .ok_or_else(|| format!("no MAC for cni0 in {text:?}"))?;
+    parse_mac(mac)
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
+    let parts: Vec<u8> = s
+        .split(':')
+        .map(|p| u8::from_str_radix(p, 16))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("bad MAC {s:?}: {e}"))?;
+    parts.try_into().map_err(|_| format!("bad MAC {s:?}: not six bytes"))
+}
+
+fn pps(c: &Cluster, plan: &Plan) -> Result<Map<String, Value>, String> {
+    let (a, b) = (&c.nodes()[0], &c.nodes()[1]);
+    let gw_mac = pod_mac_of_gateway(a)?;
+    let linend: Vec<u32> =
+        c.nodes().iter().filter_map(|n| n.linend.as_ref().map(|l| l.pid)).collect();
+    // For the CPU split below: linend on CPUs 1.., the sender on CPU 0 (for this phase only;
+    // latency and TCP run wherever the scheduler puts them).
+    let ncpu = cpu_count();
+    if ncpu >= 2 {
+        for pid in &linend {
+            pin_all_threads(*pid, &format!("1-{}", ncpu - 1))?;
+        }
+    }
+    let total_time = plan.warmup + plan.duration + Duration::from_secs(3);
+    let sink = pod_spawn(
+        c,
+        plan,
+        &b.pods[0],
+        &["sink".into(), "--port".into(), SINK_PORT.to_string(), "--secs".into(), secs(total_time)],
+    );
+    if !wait_udp_bound(&b.pods[0], SINK_PORT) {
+        return Err("sink did not start".into());
+    }
+
+    let send_time = plan.warmup + plan.duration + Duration::from_millis(500);
+    let sender = pod_spawn(
+        c,
+        plan,
+        &a.pods[0],
+        &[
+            "send".into(),
+            "--iface".into(),
+            "eth0".into(),
+            "--gw-mac".into(),
+            fmt_mac(&gw_mac),
+            "--src".into(),
+            a.pod_ip(0).to_string(),
+            "--to".into(),
+            format!("{}:{SINK_PORT}", b.pod_ip(0)),
+            "--len".into(),
+            FRAME_LEN_64.to_string(),
+            "--secs".into(),
+            secs(send_time),
+            "--cpu".into(),
+            "0".into(),
+        ],
+    );
+    std::thread::sleep(plan.warmup);
+    if !running(sender) {
+        return Err("the sender exited early (see stderr above)".into());
+    }
+    let s0 = snapshot(sender, sink, &linend)?;
+    std::thread::sleep(plan.duration);
+    let s1 = snapshot(sender, sink, &linend)?;
+    // The sender and sink stop on their own; don't wait for it.
+    c.testbed().kill(sender);
+    c.testbed().kill(sink);
+
+    let secs_window = s1.at.duration_since(s0.at).as_secs_f64();
+    let delivered = s1.dst.rx_packets.saturating_sub(s0.dst.rx_packets);
+    let offered = s1.src.tx_packets.saturating_sub(s0.src.tx_packets);
+    if delivered == 0 {
+        return Err(format!("no packet reached {} ({} offered)", b.pod_ip(0), offered));
+    }
+    let machine: CpuLine = s1.stat.total.since(&s0.stat.total);
+    let sender_t = s1.sender.since(&s0.sender);
+    let per_cpu = |range: std::ops::Range<usize>| -> u64 {
+        range
+            .filter_map(|i| Some(s1.stat.cpus.get(i)?.since(s0.stat.cpus.get(i)?)))
+            .map(|d| d.softirq + d.irq)
+            .sum()
+    };
+    let ncpu = s1.stat.cpus.len();
+    // Tick accounting charges a softirq tick both to /proc/stat's softirq and to the system time
+    // of the task that was current. The sender spins on CPU 0, so softirq there is path work the
+    // kernel ran inline at the end of its sends; linend's processes are pinned to the other CPUs,
+    // so softirq there mostly ran inside linend's own system calls.
+    let sender_inline = per_cpu(0..1).min(sender_t.stime);
+    let sender_own = sender_t.total() - sender_inline;
+    let linend_d: Vec<ProcTimes> =
+        s1.linend.iter().zip(&s0.linend).map(|(x, y)| x.since(y)).collect();
+    let linend_ticks: u64 = linend_d.iter().map(ProcTimes::total).sum();
+    let linend_stime: u64 = linend_d.iter().map(|t| t.stime).sum();
+    let linend_inline = if linend.is_empty() { 0 } else { per_cpu(1..ncpu).min(linend_stime) };
+    let softirq_all = machine.softirq + machine.irq;
+    let path_ticks = (softirq_all + linend_ticks - linend_inline) as f64;
+
+    let mut m = Map::new();
+    m.insert("pps_64".into(), json!(delivered as f64 / secs_window));
+    m.insert("offered_pps".into(), json!(offered as f64 / secs_window));
+    m.insert("cpu_ns_per_pkt".into(), json!(path_ticks * TICK_NS / delivered as f64));
+    m.insert(
+        "sender_ns_per_pkt".into(),
+        json!(sender_own as f64 * TICK_NS / offered.max(1) as f64),
+    );
+    if !linend.is_empty() {
+        m.insert(
+            "linend_ns_per_pkt".into(),
+            json!(linend_ticks as f64 * TICK_NS / delivered as f64),
+        );
+    }
+    m.insert(
+        "cpu_detail".into(),
+        json!({
+            "window_s": secs_window,
+            "delivered": delivered,
+            "offered": offered,
+            "dst_rx_dropped": s1.dst.rx_dropped.saturating_sub(s0.dst.rx_dropped),
+            "machine_busy_ticks": machine.busy(),
+            "machine_softirq_ticks": softirq_all,
+            "sender_ticks": sender_t.total(),
+            "sender_inline_softirq_ticks": sender_inline,
+            "linend_ticks": linend_ticks,
+            "linend_inline_softirq_ticks": linend_inline,
+            "tick_ns": TICK_NS,
+        }),
+    );
+    Ok(m)
+}
+
+/// Moves every thread of `pid` onto `cpus` (a `taskset` list).
+fn pin_all_threads(pid: u32, cpus: &str) -> Result<(), String> {
+    let out = Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+        .output()
+        .map_err(|e| format!("taskset: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "taskset -a -p -c {cpus} {pid}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// `aa:bb:cc:dd:ee:ff`.
+pub fn fmt_mac(m: &[u8; 6]) -> String {
+    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}

@@ -1,0 +1,46 @@
+//! netbench, linen's macro benchmark: the same pod-to-pod traffic over the kernel's VXLAN device
+//! in flannel's configuration and over linen's datapaths (`xdp`, `tap`), measured in one run on
+//! fresh two-node network-namespace testbeds, side by side (DESIGN §7).
+//!
+//! Per datapath (module [`harness`]):
+//! - **64-byte UDP packets/s**: an AF_PACKET sender ([`traffic::send`], `sendmmsg` of one
+//!   pre-built 60-byte frame — 64 on a wire with FCS) in the source pod, pinned to CPU 0; packets
+//!   counted at the destination pod's `eth0` (`rx_packets` from `/proc/<pid>/net/dev` of a
+//!   process in that pod) over a fixed window after a warm-up. The offered rate (the source pod's
+//!   `tx_packets`) is reported beside it. iperf3 is not used here: its receiver, not the path,
+//!   bounds it at 70–85 kpps on these machines.
+//! - **TCP single stream**: `iperf3 -c … -J` between the pods; `end.sum_received`.
+//! - **Request/response latency**: UDP ping-pong ([`traffic::rr_client`] against
+//!   [`traffic::rr_server`]), one request in flight, p50/p99 computed by the client.
+//! - **CPU per forwarded packet**: over the packet-rate window, with the sender pinned to CPU 0
+//!   and linend's threads to the other CPUs, the path's CPU time is all softirq and hard-irq
+//!   time (`/proc/stat`, every CPU) plus linend's processes' user+system time (`/proc/<pid>/stat`)
+//!   without the softirq ticks on linend's CPUs (tick accounting charges those to both), divided
+//!   by delivered packets. The sender's own cost — its user+system time minus the softirq time on
+//!   its CPU, which is path work the kernel runs inline at the end of its sends — is reported
+//!   apart per sent packet. The machine's other load is left out by construction; network
+//!   softirqs of other workloads on the machine would still count (there are none in a quiet run).
+//!
+//! Output ([`report`]): a JSON object per datapath with the keys in [`KEYS`] (numbers, or `null`
+//! with `unavailable`/`errors` saying why) plus extra keys; a Markdown table with linen/kernel
+//! ratios; an SVG bar chart; all stamped with CPU model, cores, kernel and date.
+//!
+//! netbench never touches the root namespace's addresses or routes: every address lives in the
+//! testbed's namespaces, which are deleted when each datapath's cluster is dropped.
+
+pub mod cpu;
+pub mod frame;
+pub mod harness;
+pub mod report;
+pub mod traffic;
+
+/// The headline keys every datapath object carries, so runs compare over time.
+pub const KEYS: [&str; 5] = ["pps_64", "tcp_gbps", "rr_p50_us", "rr_p99_us", "cpu_ns_per_pkt"];
+
+/// The datapaths netbench knows, in table order.
+pub const DATAPATHS: [&str; 3] = ["kernel", "xdp", "tap"];
+
+/// The marker lines that delimit netbench's section in `docs/benchmarks.md`.
+pub const MD_BEGIN: &str = "<!-- netbench:begin -->";
+/// See [`MD_BEGIN`].
+pub const MD_END: &str = "<!-- netbench:end -->";

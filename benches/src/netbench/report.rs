@@ -1,0 +1,485 @@
+//! netbench's outputs: the JSON document, the Markdown table with linen/kernel ratios, and a
+//! hand-written SVG bar chart. Pure functions over the measured JSON, so they are unit-tested
+//! without a testbed.
+
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+use super::KEYS;
+
+/// Where and when a run happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamp {
+    /// CPU model (`lscpu`).
+    pub cpu_model: String,
+    /// Online CPUs.
+    pub cores: usize,
+    /// `uname -r`.
+    pub kernel: String,
+    /// UTC date and time, `YYYY-MM-DD HH:MM UTC`.
+    pub date: String,
+    /// The command line that produced the numbers.
+    pub command: String,
+}
+
+fn command_stdout(program: &str, args: &[&str]) -> String {
+    std::process::Command::new(program)
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+impl Stamp {
+    /// Reads this machine's stamp.
+    pub fn here(cores: usize, command: String) -> Stamp {
+        let lscpu = command_stdout("lscpu", &[]);
+        let cpu_model = lscpu
+            .lines()
+            .find_map(|l| l.strip_prefix("Model name:"))
+            .map(|m| m.trim().to_string())
+            .unwrap_or_else(|| "unknown CPU".into());
+        Stamp {
+            cpu_model,
+            cores,
+            kernel: command_stdout("uname", &["-r"]),
+            date: command_stdout("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+            command,
+        }
+    }
+
+    /// One line: "AMD EPYC, 2 cores, Linux 6.18…, 2026-11-22 03:00 UTC".
+    pub fn line(&self) -> String {
+        format!("{}, {} cores, Linux {}, {}", self.cpu_model, self.cores, self.kernel, self.date)
+    }
+
+    /// As JSON.
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "cpu_model": self.cpu_model,
+            "cores": self.cores,
+            "kernel": self.kernel,
+            "date": self.date,
+            "command": self.command,
+        })
+    }
+}
+
+/// One row of the table: key, label, unit, whether higher is better, display precision.
+struct Metric {
+    key: &'static str,
+    label: &'static str,
+    higher_is_better: bool,
+    digits: usize,
+}
+
+const METRICS: [Metric; 5] = [
+    Metric {
+        key: "pps_64",
+        label: "64-byte UDP, pod→pod (packets/s)",
+        higher_is_better: true,
+        digits: 0,
+    },
+    Metric {
+        key: "tcp_gbps",
+        label: "TCP single stream (Gbit/s)",
+        higher_is_better: true,
+        digits: 2,
+    },
+    Metric {
+        key: "rr_p50_us",
+        label: "UDP request/response p50 (µs)",
+        higher_is_better: false,
+        digits: 1,
+    },
+    Metric {
+        key: "rr_p99_us",
+        label: "UDP request/response p99 (µs)",
+        higher_is_better: false,
+        digits: 1,
+    },
+    Metric {
+        key: "cpu_ns_per_pkt",
+        label: "CPU per forwarded packet (ns)",
+        higher_is_better: false,
+        digits: 0,
+    },
+];
+
+/// Extra rows shown when present.
+const EXTRAS: [(&str, &str, usize); 4] = [
+    ("offered_pps", "offered by the sender (packets/s)", 0),
+    ("sender_ns_per_pkt", "sender's own CPU per sent packet (ns)", 0),
+    ("linend_ns_per_pkt", "of which linend processes (ns/packet)", 0),
+    ("tcp_gbps_underlay_offloads", "TCP, underlay offloads on (Gbit/s)", 2),
+];
+
+fn num(v: &Value, key: &str) -> Option<f64> {
+    v.get(key).and_then(Value::as_f64)
+}
+
+fn fmt_num(x: f64, digits: usize) -> String {
+    if digits == 0 {
+        // Thousands separators make packet rates readable.
+        let s = format!("{:.0}", x);
+        let neg = s.starts_with('-');
+        let d: Vec<char> = s.trim_start_matches('-').chars().collect();
+        let mut out = String::new();
+        for (i, c) in d.iter().enumerate() {
+            if i > 0 && (d.len() - i).is_multiple_of(3) {
+                out.push(',');
+            }
+            out.push(*c);
+        }
+        if neg {
+            format!("-{out}")
+        } else {
+            out
+        }
+    } else {
+        format!("{x:.digits$}")
+    }
+}
+
+/// The cell for datapath `dp`: the number, or why there is none.
+fn cell(results: &Value, dp: &str, key: &str, digits: usize) -> String {
+    let v = &results[dp];
+    match num(v, key) {
+        Some(x) => fmt_num(x, digits),
+        None if v.get("unavailable").is_some() => "unavailable".into(),
+        None => "—".into(),
+    }
+}
+
+/// The Markdown section: stamp, table (one column per datapath, then linen/kernel ratios),
+/// and notes on unavailable datapaths and failed measurements.
+pub fn markdown(
+    results: &Value,
+    datapaths: &[String],
+    stamp: &Stamp,
+    svg_name: Option<&str>,
+) -> String {
+    let linen: Vec<&String> = datapaths.iter().filter(|d| d.as_str() != "kernel").collect();
+    let has_kernel = datapaths.iter().any(|d| d == "kernel");
+    let mut s = String::new();
+    let _ = writeln!(s, "Measured {}.", stamp.line());
+    let _ = writeln!(s, "Command: `{}`\n", stamp.command);
+    let mut header = String::from("| metric |");
+    let mut rule = String::from("|---|");
+    for d in datapaths {
+        let _ = write!(header, " {} |", label(d));
+        rule.push_str("---:|");
+    }
+    if has_kernel {
+        for d in &linen {
+            let _ = write!(header, " {d}/kernel |");
+            rule.push_str("---:|");
+        }
+    }
+    let _ = writeln!(s, "{header}\n{rule}");
+    let rows = METRICS
+        .iter()
+        .map(|m| (m.key, m.label, m.digits, Some(m.higher_is_better)))
+        .chain(EXTRAS.iter().map(|(k, l, d)| (*k, *l, *d, None)));
+    for (key, name, digits, better) in rows {
+        if better.is_none() && !datapaths.iter().any(|d| num(&results[d.as_str()], key).is_some()) {
+            continue;
+        }
+        let _ = write!(s, "| {name} |");
+        for d in datapaths {
+            let _ = write!(s, " {} |", cell(results, d, key, digits));
+        }
+        if has_kernel {
+            for d in &linen {
+                let r = match (num(&results[d.as_str()], key), num(&results["kernel"], key)) {
+                    (Some(x), Some(k)) if k > 0.0 && better.is_some() => format!("{:.2}×", x / k),
+                    _ => "".into(),
+                };
+                let _ = write!(s, " {r} |");
+            }
+        }
+        s.push('\n');
+    }
+    s.push('\n');
+    if has_kernel {
+        s.push_str(
+            "Ratios are linen/kernel: above 1 is better for packets/s and Gbit/s, below 1 is \
+             better for latency and CPU.\n",
+        );
+    }
+    for d in datapaths {
+        if let Some(r) = results[d.as_str()].get("unavailable").and_then(Value::as_str) {
+            let _ = writeln!(s, "- `{d}` unavailable: {r}");
+        }
+        if let Some(errs) = results[d.as_str()].get("errors").and_then(Value::as_object) {
+            for (k, e) in errs {
+                let _ = writeln!(s, "- `{d}` {k} failed: {}", e.as_str().unwrap_or(""));
+            }
+        }
+    }
+    if let Some(svg) = svg_name {
+        let _ = writeln!(s, "\n![netbench chart]({svg})");
+    }
+    s
+}
+
+fn label(dp: &str) -> String {
+    match dp {
+        "kernel" => "kernel VXLAN (flannel)".into(),
+        "xdp" => "linen xdp".into(),
+        "tap" => "linen tap".into(),
+        other => format!("linen {other}"),
+    }
+}
+
+/// The table and ratios as plain text for stdout (the Markdown table reads fine there).
+pub fn ratios_text(results: &Value, datapaths: &[String]) -> String {
+    let mut s = String::new();
+    for d in datapaths.iter().filter(|d| d.as_str() != "kernel") {
+        for m in &METRICS {
+            if let (Some(x), Some(k)) =
+                (num(&results[d.as_str()], m.key), num(&results["kernel"], m.key))
+            {
+                if k > 0.0 {
+                    let _ = writeln!(s, "{d}/kernel {:<16} {:>7.2}×", m.key, x / k);
+                }
+            }
+        }
+    }
+    s
+}
+
+const COLOURS: [(&str, &str); 3] = [("kernel", "#7f7f7f"), ("xdp", "#1f77b4"), ("tap", "#ff7f0e")];
+
+fn colour(dp: &str) -> &'static str {
+    COLOURS.iter().find(|(d, _)| *d == dp).map(|(_, c)| *c).unwrap_or("#2ca02c")
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// A bar chart: one panel per headline metric, one bar per datapath (p50 and p99 side by side
+/// in the latency panel), value above each bar, "n/a" where a datapath has no number.
+pub fn svg(results: &Value, datapaths: &[String], stamp: &Stamp) -> String {
+    let panels: [(&str, &[&str], usize); 4] = [
+        ("64 B UDP kpps ↑", &["pps_64"], 0),
+        ("TCP Gbit/s ↑", &["tcp_gbps"], 2),
+        ("RR p50 / p99 µs ↓", &["rr_p50_us", "rr_p99_us"], 0),
+        ("CPU ns/packet ↓", &["cpu_ns_per_pkt"], 0),
+    ];
+    let (pw, ph, top, left) = (230.0, 250.0, 60.0, 20.0);
+    let width = left * 2.0 + pw * panels.len() as f64;
+    let height = top + ph + 70.0;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">"#
+    );
+    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<text x="{left}" y="22" font-size="15" font-weight="bold">linen netbench: pod→pod across two nodes</text>"#
+    );
+    let _ = writeln!(s, r#"<text x="{left}" y="40" fill="dimgray">{}</text>"#, esc(&stamp.line()));
+    for (pi, (title, keys, digits)) in panels.iter().enumerate() {
+        let x0 = left + pw * pi as f64;
+        let base = top + ph - 30.0;
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="middle" font-weight="bold">{}</text>"#,
+            x0 + pw / 2.0,
+            top + 5.0,
+            esc(title)
+        );
+        let _ = writeln!(
+            s,
+            r#"<line x1="{}" y1="{base}" x2="{}" y2="{base}" stroke="black"/>"#,
+            x0 + 10.0,
+            x0 + pw - 10.0
+        );
+        let scale_div = if keys[0] == "pps_64" { 1000.0 } else { 1.0 };
+        let max = datapaths
+            .iter()
+            .flat_map(|d| keys.iter().filter_map(move |k| num(&results[d.as_str()], k)))
+            .fold(0.0f64, f64::max)
+            / scale_div;
+        let bars = datapaths.len() * keys.len();
+        let slot = (pw - 30.0) / bars.max(1) as f64;
+        let bar_h_max = ph - 70.0;
+        for (di, d) in datapaths.iter().enumerate() {
+            for (ki, k) in keys.iter().enumerate() {
+                let i = di * keys.len() + ki;
+                let bx = x0 + 15.0 + slot * i as f64 + slot * 0.12;
+                let bw = slot * 0.76;
+                match num(&results[d.as_str()], k) {
+                    Some(v) => {
+                        let v = v / scale_div;
+                        let h = if max > 0.0 { v / max * bar_h_max } else { 0.0 };
+                        let opacity = if ki == 1 { "0.55" } else { "1" };
+                        let _ = writeln!(
+                            s,
+                            r#"<rect x="{bx:.1}" y="{:.1}" width="{bw:.1}" height="{h:.1}" fill="{}" fill-opacity="{opacity}"/>"#,
+                            base - h,
+                            colour(d)
+                        );
+                        let _ = writeln!(
+                            s,
+                            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
+                            bx + bw / 2.0,
+                            base - h - 4.0,
+                            fmt_num(v, *digits)
+                        );
+                    }
+                    None => {
+                        let _ = writeln!(
+                            s,
+                            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle" fill="darkgray">n/a</text>"#,
+                            bx + bw / 2.0,
+                            base - 4.0
+                        );
+                    }
+                }
+                if keys.len() > 1 {
+                    let tag = if ki == 0 { "p50" } else { "p99" };
+                    let _ = writeln!(
+                        s,
+                        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle" fill="dimgray" font-size="9">{tag}</text>"#,
+                        bx + bw / 2.0,
+                        base + 12.0
+                    );
+                }
+            }
+        }
+    }
+    // Legend.
+    let ly = top + ph + 10.0;
+    for (i, d) in datapaths.iter().enumerate() {
+        let lx = left + 10.0 + 190.0 * i as f64;
+        let _ =
+            writeln!(s, r#"<rect x="{lx}" y="{ly}" width="12" height="12" fill="{}"/>"#, colour(d));
+        let _ =
+            writeln!(s, r#"<text x="{}" y="{}">{}</text>"#, lx + 18.0, ly + 10.0, esc(&label(d)));
+    }
+    let _ = writeln!(
+        s,
+        r#"<text x="{left}" y="{}" fill="dimgray">↑ higher is better, ↓ lower is better. Shared 2-core machine: expect noise.</text>"#,
+        ly + 34.0
+    );
+    s.push_str("</svg>\n");
+    s
+}
+
+/// Replaces the text between `begin` and `end` marker lines in `doc` with `section`, keeping
+/// the markers; appends both markers and the section when they are missing.
+pub fn splice(doc: &str, begin: &str, end: &str, section: &str) -> String {
+    match (doc.find(begin), doc.find(end)) {
+        (Some(b), Some(e)) if b < e => {
+            let head = &doc[..b + begin.len()];
+            format!("{head}\n{}\n{}", section.trim_end(), &doc[e..])
+        }
+        _ => {
+            let mut d = doc.to_string();
+            if !d.is_empty() && !d.ends_with('\n') {
+                d.push('\n');
+            }
+            format!("{d}{begin}\n{}\n{end}\n", section.trim_end())
+        }
+    }
+}
+
+/// Checks that `results` has, for each datapath, an object with every headline key present
+/// (a number, or `null` next to `unavailable`/`errors`).
+pub fn check_shape(results: &Value, datapaths: &[String]) -> Result<(), String> {
+    for d in datapaths {
+        let v = results.get(d.as_str()).ok_or_else(|| format!("no object for {d}"))?;
+        for k in KEYS {
+            if v.get(k).is_none() {
+                return Err(format!("{d}: key {k} missing"));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn stamp() -> Stamp {
+        Stamp {
+            cpu_model: "Test CPU".into(),
+            cores: 2,
+            kernel: "6.18.0".into(),
+            date: "2026-11-22 03:00 UTC".into(),
+            command: "netbench --quick".into(),
+        }
+    }
+
+    fn results() -> Value {
+        json!({
+            "kernel": {"pps_64": 100000.0, "tcp_gbps": 5.0, "rr_p50_us": 20.0, "rr_p99_us": 40.0, "cpu_ns_per_pkt": 8000.0},
+            "xdp": {"pps_64": null, "tcp_gbps": null, "rr_p50_us": null, "rr_p99_us": null, "cpu_ns_per_pkt": null,
+                    "unavailable": "linend on n1: --datapath xdp: not available"},
+            "tap": {"pps_64": 150000.0, "tcp_gbps": 2.5, "rr_p50_us": 30.0, "rr_p99_us": 80.0, "cpu_ns_per_pkt": 12000.0,
+                    "offered_pps": 400000.0},
+        })
+    }
+
+    fn dps() -> Vec<String> {
+        vec!["kernel".into(), "xdp".into(), "tap".into()]
+    }
+
+    #[test]
+    fn table_has_ratios_and_reasons() {
+        let md = markdown(&results(), &dps(), &stamp(), Some("netbench.svg"));
+        assert!(
+            md.contains(
+                "| 64-byte UDP, pod→pod (packets/s) | 100,000 | unavailable | 150,000 |  | 1.50× |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("| TCP single stream (Gbit/s) | 5.00 | unavailable | 2.50 |  | 0.50× |"),
+            "{md}"
+        );
+        assert!(md.contains("offered by the sender"), "{md}");
+        assert!(md.contains("`xdp` unavailable: linend on n1"), "{md}");
+        assert!(md.contains("Test CPU, 2 cores, Linux 6.18.0, 2026-11-22 03:00 UTC"));
+        assert!(md.contains("![netbench chart](netbench.svg)"));
+    }
+
+    #[test]
+    fn svg_is_well_formed_enough() {
+        let svg = svg(&results(), &dps(), &stamp());
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        assert_eq!(svg.matches("<rect").count(), 1 + 2 + 2 + 4 + 2 + 3); // bg, bars, legend
+        assert!(svg.contains("n/a"));
+        assert!(svg.contains(">150<")); // kpps label
+    }
+
+    #[test]
+    fn splice_replaces_between_markers_only() {
+        let doc = "# Benchmarks\nintro\n<!-- b -->\nold\n<!-- e -->\ntail\n";
+        let out = splice(doc, "<!-- b -->", "<!-- e -->", "new table\n");
+        assert_eq!(out, "# Benchmarks\nintro\n<!-- b -->\nnew table\n<!-- e -->\ntail\n");
+        let again = splice(&out, "<!-- b -->", "<!-- e -->", "newer");
+        assert_eq!(again, "# Benchmarks\nintro\n<!-- b -->\nnewer\n<!-- e -->\ntail\n");
+        assert_eq!(splice("", "<b>", "<e>", "x"), "<b>\nx\n<e>\n");
+    }
+
+    #[test]
+    fn shape_check() {
+        assert!(check_shape(&results(), &dps()).is_ok());
+        assert!(check_shape(&json!({"kernel": {"pps_64": 1}}), &["kernel".to_string()]).is_err());
+    }
+
+    #[test]
+    fn numbers_format() {
+        assert_eq!(fmt_num(1234567.4, 0), "1,234,567");
+        assert_eq!(fmt_num(999.0, 0), "999");
+        assert_eq!(fmt_num(5.678, 2), "5.68");
+    }
+}

@@ -1,0 +1,719 @@
+//! A reusable N-node cluster on a [`Testbed`]: nodes on one underlay, pods on a `cni0` bridge per
+//! node, and per node an overlay — linend with static peers (any `--datapath`) or the kernel's
+//! VXLAN device configured exactly as flannel's vxlan backend configures it.
+//!
+//! ```text
+//!  pod netns n1p0 ─veth─┐                                          ┌─veth─ pod netns n2p0
+//!  pod netns n1p1 ─veth─┤ cni0 10.244.1.1/24                        │ ...
+//!                node n1: routing ─ linen.1 | flannel.1 ─ eth0 ══ underlay ══ eth0 ─ node n2 ...
+//! ```
+//!
+//! - Node `k` (1-based) has the pod subnet `10.244.k.0/24` (gateway `.1` on `cni0`, pods from `.2`)
+//!   and the underlay address `192.168.77.k/24` on `eth0`. Two nodes share one veth pair; three or
+//!   more hang off a bridge in a switch namespace. Underlay devices run with `tx off` by default
+//!   (a real wire completes no checksums), per DESIGN §6.
+//! - Pods get the overlay MTU (underlay MTU − 50) as the CNI plugin would give them, unless
+//!   [`ClusterBuilder::pod_mtu`] says otherwise.
+//! - [`Overlay::Linen`] runs `linend --static-peers` with every other node as a peer, a stats file
+//!   rewritten every 100 ms and a log file; [`Overlay::KernelVxlan`] builds `flannel.1` with
+//!   flannel's recipe (`dataplane/tests/fixtures/README.md`). Both kinds mix freely: every node
+//!   has a fixed VtepMAC that all peers know.
+//!
+//! Everything lives in the testbed's namespaces; nothing touches the root namespace's addresses or
+//! routes. Dropping the [`Cluster`] kills linend (by PID) and deletes every namespace, also on
+//! panic; its temporary directory (peer files, stats, logs) goes with it.
+//!
+//! ```no_run
+//! use linen_testbed::cluster::{ClusterBuilder, Overlay};
+//! let c = ClusterBuilder::new("demo")
+//!     .node(Overlay::linen("tap"))
+//!     .node(Overlay::KernelVxlan)
+//!     .build()
+//!     .expect("cluster");
+//! let (a, b) = (&c.nodes()[0], &c.nodes()[1]);
+//! assert!(c.wait_reachable(&a.pods[0], b.pod_ip(0), std::time::Duration::from_secs(5)));
+//! ```
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::{wait_for, workspace_bin, Netns, Testbed};
+
+/// The cluster network all pod subnets lie in.
+pub const CLUSTER_NETWORK: &str = "10.244.0.0/16";
+/// The VXLAN UDP port (flannel's default, and linend's).
+pub const VXLAN_PORT: u16 = 8472;
+/// Bytes VXLAN adds in front of an inner frame over IPv4.
+pub const VXLAN_OVERHEAD: u32 = 50;
+/// MTU of the underlay veths.
+pub const UNDERLAY_MTU: u32 = 1500;
+
+/// What runs the overlay on a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Overlay {
+    /// `linend --static-peers … --datapath <datapath>` (`tap`, `xdp`, `auto`).
+    Linen {
+        /// The value passed to `--datapath`.
+        datapath: String,
+    },
+    /// The kernel's VXLAN device (`flannel.1`) in flannel's configuration.
+    KernelVxlan,
+}
+
+impl Overlay {
+    /// linend with the given datapath.
+    pub fn linen(datapath: &str) -> Overlay {
+        Overlay::Linen { datapath: datapath.to_string() }
+    }
+
+    /// A short name: `kernel` or the linen datapath.
+    pub fn label(&self) -> &str {
+        match self {
+            Overlay::Linen { datapath } => datapath,
+            Overlay::KernelVxlan => "kernel",
+        }
+    }
+}
+
+/// Why a cluster could not be built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterError {
+    /// A setup command inside a namespace failed.
+    Setup {
+        /// The namespace it ran in.
+        netns: String,
+        /// The script.
+        script: String,
+        /// Its stderr and stdout.
+        output: String,
+    },
+    /// linend exited or did not come up in time.
+    Linend {
+        /// The node's name (`n1`, `n2`, …).
+        node: String,
+        /// linend's own last error line, or what went wrong.
+        reason: String,
+        /// The end of its log.
+        log_tail: String,
+    },
+}
+
+impl ClusterError {
+    /// A one-line reason, e.g. linend's error message.
+    pub fn reason(&self) -> String {
+        match self {
+            ClusterError::Setup { netns, script, output } => {
+                format!("setup in {netns} failed: `{}`: {}", one_line(script), one_line(output))
+            }
+            ClusterError::Linend { node, reason, .. } => format!("linend on {node}: {reason}"),
+        }
+    }
+}
+
+impl fmt::Display for ClusterError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClusterError::Setup { .. } => write!(f, "{}", self.reason()),
+            ClusterError::Linend { log_tail, .. } => {
+                write!(f, "{}\n--- log ---\n{log_tail}", self.reason())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ClusterError {}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// A running linend.
+#[derive(Debug, Clone)]
+pub struct Linend {
+    /// Its PID (the `ip netns exec` wrapper execs it, so this is linend itself).
+    pub pid: u32,
+    /// Its stderr (tracing logs, no colours).
+    pub log: PathBuf,
+    /// Its `--stats-file`, rewritten every 100 ms.
+    pub stats: PathBuf,
+}
+
+impl Linend {
+    /// The stats file's first worker object, if the file exists and parses.
+    pub fn worker_stats(&self) -> Option<serde_json::Value> {
+        let text = std::fs::read_to_string(&self.stats).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        Some(v["workers"][0].clone())
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// One node of a [`Cluster`].
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// `n1`, `n2`, …
+    pub name: String,
+    /// The node's host namespace.
+    pub host: Netns,
+    /// Its pods, each with `eth0` on the node's `cni0`.
+    pub pods: Vec<Netns>,
+    /// Underlay address (`192.168.77.k`).
+    pub ip: Ipv4Addr,
+    /// `k`: the pod subnet is `10.244.k.0/24`.
+    pub index: u8,
+    /// The VtepMAC every peer uses for this node (`linen.1`'s or `flannel.1`'s MAC).
+    pub vtep_mac: String,
+    /// What runs the overlay here.
+    pub overlay: Overlay,
+    /// linend, when the overlay is [`Overlay::Linen`].
+    pub linend: Option<Linend>,
+}
+
+impl Node {
+    /// The pod subnet, `10.244.k.0/24`.
+    pub fn subnet(&self) -> String {
+        format!("10.244.{}.0/24", self.index)
+    }
+
+    /// The address of pod `i` (`10.244.k.(i+2)`).
+    pub fn pod_ip(&self, i: usize) -> Ipv4Addr {
+        Ipv4Addr::new(10, 244, self.index, (i + 2) as u8)
+    }
+
+    /// The pod gateway on `cni0` (`10.244.k.1`).
+    pub fn gateway(&self) -> Ipv4Addr {
+        Ipv4Addr::new(10, 244, self.index, 1)
+    }
+}
+
+/// Builds a [`Cluster`]: one [`ClusterBuilder::node`] call per node, in order.
+#[derive(Debug, Clone)]
+pub struct ClusterBuilder {
+    tag: String,
+    overlays: Vec<Overlay>,
+    pods_per_node: usize,
+    pod_mtu: Option<u32>,
+    underlay_tx_off: bool,
+    linend: Option<PathBuf>,
+    linend_args: Vec<String>,
+    linend_cpus: Option<String>,
+    up_timeout: Duration,
+}
+
+impl ClusterBuilder {
+    /// A builder; `tag` (a few `[a-z0-9]`) names the testbed's namespaces.
+    pub fn new(tag: &str) -> ClusterBuilder {
+        ClusterBuilder {
+            tag: tag.to_string(),
+            overlays: Vec::new(),
+            pods_per_node: 2,
+            pod_mtu: None,
+            underlay_tx_off: true,
+            linend: None,
+            linend_args: Vec::new(),
+            linend_cpus: None,
+            up_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// Adds a node running `overlay`.
+    pub fn node(mut self, overlay: Overlay) -> ClusterBuilder {
+        self.overlays.push(overlay);
+        self
+    }
+
+    /// Adds `n` nodes running `overlay`.
+    pub fn nodes(mut self, n: usize, overlay: Overlay) -> ClusterBuilder {
+        self.overlays.extend(std::iter::repeat_n(overlay, n));
+        self
+    }
+
+    /// Pods per node (default 2).
+    pub fn pods_per_node(mut self, n: usize) -> ClusterBuilder {
+        self.pods_per_node = n;
+        self
+    }
+
+    /// The pods' MTU (default: the overlay MTU, underlay MTU − 50, as the CNI plugin sets it).
+    /// 1500 lets over-MTU packets reach the node's router, which must answer "frag needed".
+    pub fn pod_mtu(mut self, mtu: u32) -> ClusterBuilder {
+        self.pod_mtu = Some(mtu);
+        self
+    }
+
+    /// Whether the underlay veths run with transmit checksum offload off (default true: a real
+    /// wire). `false` keeps veth's offloads, which let the kernel skip checksums and segment late.
+    pub fn underlay_tx_off(mut self, off: bool) -> ClusterBuilder {
+        self.underlay_tx_off = off;
+        self
+    }
+
+    /// The linend binary (default: `linend` beside the running executable).
+    pub fn linend(mut self, path: impl Into<PathBuf>) -> ClusterBuilder {
+        self.linend = Some(path.into());
+        self
+    }
+
+    /// An extra argument for every linend.
+    pub fn linend_arg(mut self, arg: &str) -> ClusterBuilder {
+        self.linend_args.push(arg.to_string());
+        self
+    }
+
+    /// Runs every linend on these CPUs (a `taskset -c` list such as `1-3`); default: anywhere.
+    pub fn linend_cpus(mut self, cpus: &str) -> ClusterBuilder {
+        self.linend_cpus = Some(cpus.to_string());
+        self
+    }
+
+    /// How long linend may take to write its first stats file (default 10 s).
+    pub fn up_timeout(mut self, t: Duration) -> ClusterBuilder {
+        self.up_timeout = t;
+        self
+    }
+
+    /// Builds the namespaces, links and overlays, and starts linend where asked.
+    ///
+    /// # Errors
+    /// [`ClusterError::Setup`] when a setup command fails; [`ClusterError::Linend`] when a linend
+    /// exits during start-up (e.g. it refuses the datapath) or writes no stats file in time. The
+    /// partly built testbed is torn down before this returns.
+    ///
+    /// # Panics
+    /// Without root (see [`crate::require_root`]), or when `ip netns`/`ip link` themselves fail.
+    pub fn build(self) -> Result<Cluster, ClusterError> {
+        assert!(
+            (1..=250).contains(&self.overlays.len()),
+            "a cluster needs 1 to 250 nodes, got {}",
+            self.overlays.len()
+        );
+        let dir = TempDir::new(&self.tag);
+        let mut tb = Testbed::new(&self.tag);
+        let pod_mtu = self.pod_mtu.unwrap_or(UNDERLAY_MTU - VXLAN_OVERHEAD);
+        let mut nodes = Vec::new();
+        for (i, overlay) in self.overlays.iter().enumerate() {
+            let index = (i + 1) as u8;
+            nodes.push(build_node(&mut tb, index, overlay.clone(), self.pods_per_node, pod_mtu)?);
+        }
+        self.wire_underlay(&mut tb, &nodes)?;
+        for i in 0..nodes.len() {
+            let (me, peers) = split_one(&nodes, i);
+            match &me.overlay {
+                Overlay::KernelVxlan => start_kernel_vxlan(me, &peers)?,
+                Overlay::Linen { datapath } => {
+                    let l = self.start_linend(&tb, me, &peers, datapath, &dir.0)?;
+                    nodes[i].linend = Some(l);
+                }
+            }
+        }
+        Ok(Cluster { tb, nodes, dir })
+    }
+
+    fn wire_underlay(&self, tb: &mut Testbed, nodes: &[Node]) -> Result<(), ClusterError> {
+        let tx_off =
+            if self.underlay_tx_off { "ethtool -K eth0 tx off >/dev/null" } else { "true" };
+        if nodes.len() == 2 {
+            tb.veth(&nodes[0].host, "eth0", &nodes[1].host, "eth0");
+        } else {
+            let sw = tb.netns("sw");
+            sh(&sw, "ip link add br0 type bridge && ip link set br0 up")?;
+            for n in nodes {
+                let port = format!("p{}", n.index);
+                tb.veth(&n.host, "eth0", &sw, &port);
+                let port_tx =
+                    if self.underlay_tx_off { "ethtool -K {p} tx off >/dev/null" } else { "true" };
+                sh(
+                    &sw,
+                    &format!("ip link set {port} master br0 && {}", port_tx.replace("{p}", &port)),
+                )?;
+            }
+        }
+        for n in nodes {
+            sh(&n.host, &format!("ip addr add {}/24 dev eth0 && {tx_off}", n.ip))?;
+        }
+        Ok(())
+    }
+
+    fn start_linend(
+        &self,
+        tb: &Testbed,
+        me: &Node,
+        peers: &[&Node],
+        datapath: &str,
+        dir: &Path,
+    ) -> Result<Linend, ClusterError> {
+        let peers_file = dir.join(format!("{}.peers.json", me.name));
+        let json = serde_json::json!({
+            "network": CLUSTER_NETWORK,
+            "subnet": me.subnet(),
+            "public_ip": me.ip.to_string(),
+            "vtep_mac": me.vtep_mac,
+            "peers": peers.iter().map(|p| serde_json::json!({
+                "subnet": p.subnet(),
+                "public_ip": p.ip.to_string(),
+                "vtep_mac": p.vtep_mac,
+            })).collect::<Vec<_>>(),
+        });
+        let fail = |reason: String| ClusterError::Linend {
+            node: me.name.clone(),
+            reason,
+            log_tail: String::new(),
+        };
+        std::fs::write(&peers_file, json.to_string())
+            .map_err(|e| fail(format!("cannot write {}: {e}", peers_file.display())))?;
+        let log = dir.join(format!("{}.linend.log", me.name));
+        let stats = dir.join(format!("{}.stats.json", me.name));
+        let log_file =
+            std::fs::File::create(&log).map_err(|e| fail(format!("cannot create log: {e}")))?;
+        let bin = match &self.linend {
+            Some(p) => p.clone(),
+            None => workspace_bin("linend"),
+        };
+        let mut cmd = match &self.linend_cpus {
+            // taskset and `ip netns exec` both exec, so the PID stays linend's.
+            Some(cpus) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", cpus, "ip", "netns", "exec", &me.host.name]).arg(&bin);
+                c
+            }
+            None => me.host.command(&bin.to_string_lossy()),
+        };
+        cmd.arg("--static-peers")
+            .arg(&peers_file)
+            .args(["--datapath", datapath])
+            .arg("--subnet-file")
+            .arg(dir.join(format!("{}.subnet.env", me.name)))
+            .arg("--stats-file")
+            .arg(&stats)
+            .args(["--stats-interval-ms", "100"])
+            .args(&self.linend_args)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(log_file);
+        let pid = tb.spawn(cmd);
+        let l = Linend { pid, log, stats };
+        let up = wait_for(self.up_timeout, || {
+            if l.stats.exists() {
+                Some(true)
+            } else if !running(pid) {
+                Some(false)
+            } else {
+                None
+            }
+        });
+        match up {
+            Some(true) => Ok(l),
+            Some(false) => {
+                tb.kill(pid); // reaps it
+                let text = l.log_text();
+                Err(ClusterError::Linend {
+                    node: me.name.clone(),
+                    reason: last_error(&text)
+                        .unwrap_or_else(|| "exited during start-up".to_string()),
+                    log_tail: tail(&text, 20),
+                })
+            }
+            None => {
+                tb.kill(pid);
+                Err(ClusterError::Linend {
+                    node: me.name.clone(),
+                    reason: format!("no stats file after {:?}", self.up_timeout),
+                    log_tail: tail(&l.log_text(), 20),
+                })
+            }
+        }
+    }
+}
+
+/// A built cluster. Dropping it tears everything down (linend killed by PID, namespaces deleted,
+/// temporary files removed).
+pub struct Cluster {
+    // Field order is drop order: processes and namespaces go before the files they use.
+    tb: Testbed,
+    nodes: Vec<Node>,
+    dir: TempDir,
+}
+
+impl Cluster {
+    /// The nodes, in the order they were added (`n1` first).
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    /// The testbed, e.g. to spawn more processes that die with the cluster.
+    pub fn testbed(&self) -> &Testbed {
+        &self.tb
+    }
+
+    /// The cluster's temporary directory (peer files, logs, stats), removed on drop.
+    pub fn dir(&self) -> &Path {
+        &self.dir.0
+    }
+
+    /// Pings `to` from `from` (one echo at a time, 1 s timeout each) until one answer arrives or
+    /// `timeout` passes. The first packets may race bridge ports and linend's start.
+    pub fn wait_reachable(&self, from: &Netns, to: Ipv4Addr, timeout: Duration) -> bool {
+        wait_for(timeout, || {
+            from.sh_output(&format!("ping -c 1 -W 1 {to}")).status.success().then_some(())
+        })
+        .is_some()
+    }
+
+    /// Stops every linend with SIGTERM (so it removes `linen.1` itself) and waits up to
+    /// `timeout` for each; returns the names of nodes whose linend was still running.
+    pub fn stop_linend(&self, timeout: Duration) -> Vec<String> {
+        let mut stuck = Vec::new();
+        for n in &self.nodes {
+            let Some(l) = &n.linend else { continue };
+            let _ = Command::new("kill").args(["-TERM", &l.pid.to_string()]).status();
+            if wait_for(timeout, || (!running(l.pid)).then_some(())).is_none() {
+                stuck.push(n.name.clone());
+            }
+            self.tb.kill(l.pid);
+        }
+        stuck
+    }
+}
+
+fn split_one(nodes: &[Node], i: usize) -> (&Node, Vec<&Node>) {
+    let peers = nodes.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, n)| n).collect();
+    (&nodes[i], peers)
+}
+
+/// The VtepMAC of node `k`: the fixtures' two MACs for nodes 1 and 2 (so captures compare with
+/// `kernel-vxlan-flannel.pcap`), locally administered ones after that.
+fn vtep_mac(k: u8) -> String {
+    match k {
+        1 => "2a:a9:df:4e:cb:b8".to_string(),
+        2 => "26:69:c7:3a:5b:8c".to_string(),
+        k => format!("02:6c:6e:00:00:{k:02x}"),
+    }
+}
+
+fn build_node(
+    tb: &mut Testbed,
+    k: u8,
+    overlay: Overlay,
+    pods: usize,
+    pod_mtu: u32,
+) -> Result<Node, ClusterError> {
+    let name = format!("n{k}");
+    let host = tb.netns(&name);
+    sh(
+        &host,
+        &format!(
+            "sysctl -qw net.ipv4.ip_forward=1
+             ip link add cni0 type bridge
+             ip addr add 10.244.{k}.1/24 dev cni0
+             ip link set cni0 up"
+        ),
+    )?;
+    let mut pod_ns = Vec::new();
+    for i in 0..pods {
+        let pod = tb.netns(&format!("{name}p{i}"));
+        tb.veth(&pod, "eth0", &host, &format!("veth{i}"));
+        sh(&host, &format!("ip link set veth{i} master cni0"))?;
+        sh(
+            &pod,
+            &format!(
+                "ip link set eth0 mtu {pod_mtu}
+                 ip addr add 10.244.{k}.{}/24 dev eth0
+                 ip route add default via 10.244.{k}.1",
+                i + 2
+            ),
+        )?;
+        pod_ns.push(pod);
+    }
+    Ok(Node {
+        name,
+        host,
+        pods: pod_ns,
+        ip: Ipv4Addr::new(192, 168, 77, k),
+        index: k,
+        vtep_mac: vtep_mac(k),
+        overlay,
+        linend: None,
+    })
+}
+
+/// `flannel.1` exactly as flannel's vxlan backend builds it (see
+/// `dataplane/tests/fixtures/README.md`): VNI 1, port 8472, `nolearning`, MTU underlay − 50,
+/// `<subnet>.0/32`, and per peer a permanent neighbour, a permanent FDB entry and an onlink route.
+fn start_kernel_vxlan(me: &Node, peers: &[&Node]) -> Result<(), ClusterError> {
+    let mut script = format!(
+        "ip link add flannel.1 type vxlan id 1 dstport {VXLAN_PORT} local {ip} dev eth0 nolearning
+         ip link set flannel.1 mtu {mtu} address {mac}
+         ip link set flannel.1 up
+         ip addr add 10.244.{k}.0/32 dev flannel.1\n",
+        ip = me.ip,
+        mtu = UNDERLAY_MTU - VXLAN_OVERHEAD,
+        mac = me.vtep_mac,
+        k = me.index,
+    );
+    for p in peers {
+        script.push_str(&format!(
+            "ip neigh replace 10.244.{pk}.0 lladdr {pmac} dev flannel.1 nud permanent
+             bridge fdb append {pmac} dev flannel.1 dst {pip} self permanent
+             ip route add 10.244.{pk}.0/24 via 10.244.{pk}.0 dev flannel.1 onlink\n",
+            pk = p.index,
+            pmac = p.vtep_mac,
+            pip = p.ip,
+        ));
+    }
+    sh(&me.host, &script)
+}
+
+fn sh(ns: &Netns, script: &str) -> Result<(), ClusterError> {
+    let out = ns.sh_output(script);
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(ClusterError::Setup {
+            netns: ns.name.clone(),
+            script: script.to_string(),
+            output: format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stderr),
+                String::from_utf8_lossy(&out.stdout)
+            ),
+        })
+    }
+}
+
+/// Whether `pid` runs (exists and is not a zombie).
+pub fn running(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat.rsplit(')').next().and_then(|s| s.split_whitespace().next()).unwrap_or("");
+    !state.is_empty() && state != "Z" && state != "X"
+}
+
+/// The message of the last `ERROR` line of a tracing log, without timestamp and target; else
+/// a command-line parser's `error: …` line.
+fn last_error(log: &str) -> Option<String> {
+    let Some(line) = log.lines().rev().find(|l| l.contains(" ERROR ")) else {
+        return log.lines().find(|l| l.starts_with("error:")).map(|l| l.trim().to_string());
+    };
+    let msg = line.split_once(" ERROR ")?.1.trim();
+    // Drop the `target: ` prefix tracing puts first.
+    let msg = match msg.split_once(": ") {
+        Some((target, rest)) if !target.contains(' ') => rest,
+        _ => msg,
+    };
+    Some(msg.to_string())
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let v: Vec<&str> = text.lines().collect();
+    v[v.len().saturating_sub(lines)..].join("\n")
+}
+
+/// A directory removed on drop (also when a test panics).
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("linen-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_error_takes_linends_message() {
+        let log = "2026-11-22T02:00:00Z  INFO linend: starting\n\
+                   2026-11-22T02:00:00Z ERROR linend: --datapath xdp: not available; use tap\n";
+        assert_eq!(last_error(log).as_deref(), Some("--datapath xdp: not available; use tap"));
+        assert_eq!(last_error("INFO only"), None);
+        let clap = "error: invalid value 'x' for '--datapath <DATAPATH>'\n\nFor more information";
+        assert_eq!(
+            last_error(clap).as_deref(),
+            Some("error: invalid value 'x' for '--datapath <DATAPATH>'")
+        );
+    }
+
+    #[test]
+    fn vtep_macs_are_distinct() {
+        let macs: std::collections::HashSet<String> = (1..=250).map(vtep_mac).collect();
+        assert_eq!(macs.len(), 250);
+    }
+
+    /// Three nodes on a switched underlay, mixing linen (TAP) and the kernel's VXLAN: every
+    /// pod reaches every other pod, and a linend that refuses its datapath is a clear error.
+    #[test]
+    fn three_mixed_nodes_reach_each_other() {
+        let linend = workspace_bin("linend");
+        let c = ClusterBuilder::new("clu3")
+            .node(Overlay::linen("tap"))
+            .node(Overlay::KernelVxlan)
+            .node(Overlay::linen("tap"))
+            .pods_per_node(1)
+            .linend(&linend)
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let nodes = c.nodes();
+        assert_eq!(nodes.len(), 3);
+        for a in nodes {
+            for b in nodes {
+                if a.index != b.index {
+                    assert!(
+                        c.wait_reachable(&a.pods[0], b.pod_ip(0), Duration::from_secs(5)),
+                        "{} cannot reach {} ({})",
+                        a.pods[0].name,
+                        b.pod_ip(0),
+                        b.name
+                    );
+                }
+            }
+        }
+        let tx = nodes[0].linend.as_ref().and_then(|l| l.worker_stats()).map(|s| s["tx"].clone());
+        assert!(tx.and_then(|t| t.as_u64()).unwrap_or(0) > 0, "linend on n1 forwarded nothing");
+        assert!(c.stop_linend(Duration::from_secs(5)).is_empty(), "linend ignored SIGTERM");
+        let names: Vec<String> = c.testbed().namespaces().iter().map(|n| n.name.clone()).collect();
+        drop(c);
+        let left = crate::run("ip", &["netns", "list"]);
+        for n in names {
+            assert!(!left.contains(&n), "namespace {n} left behind");
+        }
+    }
+
+    /// A datapath linend refuses comes back as `ClusterError::Linend` with linend's reason.
+    #[test]
+    fn refused_datapath_is_reported() {
+        let linend = workspace_bin("linend");
+        let err = ClusterBuilder::new("clurf")
+            .nodes(2, Overlay::linen("no-such-datapath"))
+            .pods_per_node(0)
+            .linend(&linend)
+            .build()
+            .err()
+            .expect("linend accepted an unknown datapath");
+        match &err {
+            ClusterError::Linend { node, reason, .. } => {
+                assert_eq!(node, "n1");
+                assert!(reason.contains("no-such-datapath"), "{err}");
+            }
+            other => panic!("unexpected error {other}"),
+        }
+    }
+}
