@@ -5,5 +5,6 @@
 // kernel programming and the static-peers node
 pub mod kernel;
 pub mod static_peers;
+pub mod xdp_node;
 
 // config, leases, registry, watch

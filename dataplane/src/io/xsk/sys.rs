@@ -462,6 +462,17 @@ pub(crate) unsafe fn prod_free(ring: *mut xsk_ring_prod, n: u32) -> u32 {
     unsafe { libxdp_sys::xsk_prod_nb_free(ring, n) }
 }
 
+/// Entries the kernel has published on a consumer ring (RX or completion) and userspace has not
+/// consumed yet, up to `n`; consumes nothing.
+///
+/// # Safety
+/// `ring` was set up by libxdp for a live socket or UMEM, and no other thread uses it.
+#[inline]
+pub(crate) unsafe fn cons_avail(ring: *mut xsk_ring_cons, n: u32) -> u32 {
+    // SAFETY: per the contract above.
+    unsafe { libxdp_sys::xsk_cons_nb_avail(ring, n) }
+}
+
 /// Writes fill-ring slot `idx` (reserved by [`prod_reserve`]).
 ///
 /// # Safety
@@ -763,4 +774,24 @@ pub(crate) fn map_sum_percpu_u64(fd: RawFd, key: u32, cpus: usize) -> Result<u64
         return Err(SysError::errno("bpf_map_lookup_elem", rc));
     }
     Ok(values.iter().sum())
+}
+
+/// Pins the calling thread to CPU `cpu` (`sched_setaffinity`).
+///
+/// # Errors
+/// The kernel's answer, e.g. `EINVAL` for a CPU that does not exist or is not allowed.
+pub fn pin_current_thread(cpu: usize) -> Result<(), SysError> {
+    if cpu >= libc::CPU_SETSIZE as usize {
+        return Err(SysError::errno("sched_setaffinity", libc::EINVAL));
+    }
+    // SAFETY: an all-zero cpu_set_t is a valid empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `cpu` is below CPU_SETSIZE (checked above), so CPU_SET stays inside `set`.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 is the calling thread.
+    let r = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if r != 0 {
+        return Err(SysError::last("sched_setaffinity"));
+    }
+    Ok(())
 }
