@@ -88,6 +88,30 @@ pub async fn setup(
         return Err(XdpNodeError::Config(format!("--queues {} is not in 1..=64", cfg.queues)));
     }
     kernel.ensure_veth(OVERLAY_DEV, OVERLAY_PEER_DEV).await?;
+    // The underlay must offer the queues; linen.1x is made to (one socket per queue each).
+    match linen_dataplane::io::xsk::rx_queue_count(&cfg.underlay) {
+        Ok(n) if n < cfg.queues => {
+            return Err(XdpNodeError::Config(format!(
+                "--queues {}: {} has {n} RX queue(s) (ethtool -L {} …)",
+                cfg.queues, cfg.underlay, cfg.underlay
+            )))
+        }
+        Ok(_) => {}
+        Err(e) if cfg.queues > 1 => {
+            tracing::warn!(device = %cfg.underlay, error = %e, "cannot read the RX queue count");
+        }
+        Err(_) => {}
+    }
+    if cfg.queues > 1 {
+        linen_dataplane::io::xsk::set_rx_tx_queues(OVERLAY_PEER_DEV, cfg.queues)
+            .and_then(|()| linen_dataplane::io::xsk::set_rx_tx_queues(OVERLAY_DEV, cfg.queues))
+            .map_err(|e| {
+                XdpNodeError::Config(format!(
+                    "--queues {}: cannot give {OVERLAY_PEER_DEV} that many queues: {e}",
+                    cfg.queues
+                ))
+            })?;
+    }
     let overlay = XdpAttachment::overlay(OVERLAY_PEER_DEV, cfg.queues)?;
     let underlay = XdpAttachment::underlay(
         &cfg.underlay,

@@ -170,6 +170,8 @@ fn xdp_two_nodes_ping_udp_tcp_mtu_idle_shutdown() {
         a.linend.as_ref()?.log_text().contains("next-hop MACs changed").then_some(())
     });
     assert!(resolved.is_some(), "{}", logs(&c));
+    // The first packets went out through the kernel path meanwhile (next hop unresolved).
+    assert!(counter(a, &["to_kernel"]) > 0, "{}", stats(a));
 
     // MTU: 1450-byte packets (1422 + 28) pass with DF; 1451+ get "frag needed" from A's router
     // (linen.1 has the overlay MTU).
@@ -451,5 +453,58 @@ fn xdp_refused_or_auto_falls_back_when_the_underlay_has_another_xdp_program() {
     // The foreign program is still there.
     let link = ns.sh("ip -d link show eth0");
     assert!(link.contains("prog/xdp"), "{link}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn xdp_two_queues_two_pinned_workers() {
+    // Underlays with two RX/TX queues: a wrapper sets them up in the node's namespace and execs
+    // linend (so the PID stays linend's).
+    let dir = std::env::temp_dir().join(format!("linen-nxdpq-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let wrapper = dir.join("linend-2q");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nethtool -L eth0 rx 2 tx 2 || exit 1\nexec {} \"$@\"\n",
+            linen_testbed::workspace_bin("linend").display()
+        ),
+    )
+    .unwrap();
+    std::process::Command::new("chmod").arg("+x").arg(&wrapper).status().unwrap();
+    let c = build(
+        ClusterBuilder::new("nxdpq")
+            .nodes(2, Overlay::linen("xdp"))
+            .linend(&wrapper)
+            .linend_arg("--queues")
+            .linend_arg("2")
+            .linend_arg("--cpus")
+            .linend_arg("0-1"),
+    );
+    let (a, b) = (&c.nodes()[0], &c.nodes()[1]);
+    ping(&c, &a.pods[0], b.pod_ip(0));
+    for n in [a, b] {
+        let log = n.linend.as_ref().unwrap().log_text();
+        assert!(log.contains("worker pinned") && log.contains("cpu=1"), "{log}");
+        assert!(n.host.sh("ethtool -l linen.1x").matches("RX:\t\t2").count() == 2);
+    }
+    // 16 UDP flows (distinct source ports) spread over linen.1's two TX queues, hence over
+    // linen.1x's two RX queues and both workers.
+    for port in 0..16 {
+        a.pods[port % 2].sh(&format!(
+            "for i in 1 2 3; do printf x | socat -u STDIN UDP4-SENDTO:{}:7,sourceport={}; done",
+            b.pod_ip(port % 2),
+            20_000 + port
+        ));
+    }
+    tcp_verified(&a.pods[1], &b.pods[1], b.pod_ip(1), 20, &dir, "q2");
+    let path = &a.linend.as_ref().unwrap().stats;
+    let busy = wait_for(Duration::from_secs(3), || {
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+        let w = v["workers"].as_array()?;
+        (w.len() == 2 && w.iter().all(|w| w["rx"].as_u64().unwrap_or(0) > 0)).then_some(())
+    });
+    assert!(busy.is_some(), "{}", std::fs::read_to_string(path).unwrap_or_default());
     let _ = std::fs::remove_dir_all(&dir);
 }

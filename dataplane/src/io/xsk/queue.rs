@@ -38,6 +38,10 @@ pub const OVERLAY_TOKEN: Token = Token(1);
 const COMPLETE_MAX: usize = 256;
 /// Fill-ring descriptors written per reservation (libxdp reserves all or nothing).
 const FILL_STEP: usize = 64;
+/// Times in a row the worker is kept from blocking because TX descriptors still wait; after
+/// that it blocks anyway (a device that stopped transmitting, e.g. link down, must not pin a
+/// core), and the next wake-up kicks again.
+const TX_PENDING_SPINS: u32 = 10_000;
 
 /// One AF_XDP queue pair driven by one worker: underlay NIC queue `queue` and `linen.1x` queue
 /// `queue` on one UMEM.
@@ -50,6 +54,7 @@ pub struct XskQueue {
     rx: Vec<Frame>,
     kernel: Option<socket2::Socket>,
     counters: IoCounters,
+    tx_pending_spins: u32,
 }
 
 impl XskQueue {
@@ -89,6 +94,7 @@ impl XskQueue {
             rx: Vec::with_capacity(MAX_BATCH),
             kernel,
             counters: IoCounters::default(),
+            tx_pending_spins: 0,
         };
         q.refill();
         Ok(q)
@@ -158,7 +164,7 @@ impl PacketQueue for XskQueue {
     where
         F: FnMut(&mut Packet<'_>) -> Verdict,
     {
-        let XskQueue { umem, nic, ovl, pool, rx, kernel, counters } = self;
+        let XskQueue { umem, nic, ovl, pool, rx, kernel, counters, .. } = self;
         let max = max.min(rx.capacity());
         let n = match port {
             Port::Overlay => ovl.recv(rx, max),
@@ -225,8 +231,12 @@ impl PacketQueue for XskQueue {
         // Copy-mode TX sends at most the skb budget per kick: keep going until the rings are
         // empty rather than sleep on unsent frames.
         if self.nic.tx_pending() || self.ovl.tx_pending() {
-            return Ok(false);
+            self.tx_pending_spins += 1;
+            if self.tx_pending_spins < TX_PENDING_SPINS {
+                return Ok(false);
+            }
         }
+        self.tx_pending_spins = 0;
         for s in [&self.nic, &self.ovl] {
             if s.rx_needs_wakeup() {
                 s.wake_rx().map_err(io::Error::other)?;

@@ -795,3 +795,84 @@ pub fn pin_current_thread(cpu: usize) -> Result<(), SysError> {
     }
     Ok(())
 }
+
+const ETHTOOL_GCHANNELS: u32 = 0x0000_003c;
+const ETHTOOL_SCHANNELS: u32 = 0x0000_003d;
+
+/// `struct ethtool_channels` (linux/ethtool.h).
+#[repr(C)]
+#[derive(Default)]
+struct EthtoolChannels {
+    cmd: u32,
+    max_rx: u32,
+    max_tx: u32,
+    max_other: u32,
+    max_combined: u32,
+    rx_count: u32,
+    tx_count: u32,
+    other_count: u32,
+    combined_count: u32,
+}
+
+/// `struct ifreq` with the `ifr_data` member (40 bytes on 64-bit Linux).
+#[repr(C)]
+struct IfreqData {
+    name: [libc::c_char; libc::IFNAMSIZ],
+    data: *mut libc::c_void,
+    _pad: [u8; 16],
+}
+
+fn ethtool_channels(dev: &str, ch: &mut EthtoolChannels) -> Result<(), SysError> {
+    let name = dev.as_bytes();
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ {
+        return Err(SysError::errno("SIOCETHTOOL", libc::EINVAL));
+    }
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0")
+        .or_else(|_| std::net::UdpSocket::bind("[::1]:0"))
+        .map_err(|e| SysError { call: "socket", source: e })?;
+    let mut ifr = IfreqData {
+        name: [0; libc::IFNAMSIZ],
+        data: (ch as *mut EthtoolChannels).cast(),
+        _pad: [0; 16],
+    };
+    for (d, s) in ifr.name.iter_mut().zip(name) {
+        *d = *s as libc::c_char;
+    }
+    use std::os::fd::AsRawFd;
+    // SAFETY: SIOCETHTOOL reads `ifr` (a NUL-terminated name and a pointer to `ch`) and reads and
+    // writes `ch`, a live `struct ethtool_channels`; both outlive the call.
+    let rc =
+        unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL, &mut ifr as *mut IfreqData) };
+    if rc < 0 {
+        return Err(SysError::last("ioctl(SIOCETHTOOL channels)"));
+    }
+    Ok(())
+}
+
+/// The number of RX queues `dev` runs (`ethtool -l`: rx, or combined when the driver has no
+/// separate RX channels).
+///
+/// # Errors
+/// The ioctl's error (`EOPNOTSUPP` for a driver without channel reporting).
+pub fn rx_queue_count(dev: &str) -> Result<u32, SysError> {
+    let mut ch = EthtoolChannels { cmd: ETHTOOL_GCHANNELS, ..Default::default() };
+    ethtool_channels(dev, &mut ch)?;
+    Ok(ch.rx_count.max(ch.combined_count))
+}
+
+/// Sets the RX and TX queue counts of a veth-like device with separate channels
+/// (`ethtool -L dev rx n tx n`), e.g. `linen.1x` for one AF_XDP socket per worker.
+///
+/// # Errors
+/// The ioctl's error (`EINVAL` beyond the device's maximum).
+pub fn set_rx_tx_queues(dev: &str, n: u32) -> Result<(), SysError> {
+    let mut ch = EthtoolChannels { cmd: ETHTOOL_GCHANNELS, ..Default::default() };
+    ethtool_channels(dev, &mut ch)?;
+    if ch.rx_count == n && ch.tx_count == n {
+        return Ok(());
+    }
+    ch.cmd = ETHTOOL_SCHANNELS;
+    ch.rx_count = n;
+    ch.tx_count = n;
+    ethtool_channels(dev, &mut ch)
+}
