@@ -686,8 +686,12 @@ mod tests {
                 }
             }
         }
-        let tx = nodes[0].linend.as_ref().and_then(|l| l.worker_stats()).map(|s| s["tx"].clone());
-        assert!(tx.and_then(|t| t.as_u64()).unwrap_or(0) > 0, "linend on n1 forwarded nothing");
+        // The stats file is rewritten every 100 ms: give it a few rounds to show the pings.
+        let l = nodes[0].linend.as_ref().expect("n1 runs linend");
+        let tx = wait_for(Duration::from_secs(3), || {
+            l.worker_stats()?["tx"].as_u64().filter(|t| *t > 0)
+        });
+        assert!(tx.is_some(), "linend on n1 forwarded nothing: {:?}", l.worker_stats());
         assert!(c.stop_linend(Duration::from_secs(5)).is_empty(), "linend ignored SIGTERM");
         let names: Vec<String> = c.testbed().namespaces().iter().map(|n| n.name.clone()).collect();
         drop(c);

@@ -15,7 +15,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use linen_benches::netbench::{harness, report, traffic, DATAPATHS, MD_BEGIN, MD_END};
+use linen_benches::netbench::{
+    harness, report, traffic, DATAPATHS, MD_BEGIN, MD_END, MD_GENERATED_END,
+};
 use serde_json::{json, Map, Value};
 
 #[derive(Parser, Debug)]
@@ -204,7 +206,11 @@ fn bench(cli: Cli) -> Result<(), String> {
         }
         harness::Plan::full(dur(cli.duration)?, linend, me)
     };
-    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    // The stamp names the binary, not the path it happened to run from.
+    let command = std::iter::once("netbench".to_string())
+        .chain(std::env::args().skip(1))
+        .collect::<Vec<_>>()
+        .join(" ");
     let stamp = report::Stamp::here(harness::cpu_count(), command);
 
     let mut results = Map::new();
@@ -264,8 +270,11 @@ fn bench(cli: Cli) -> Result<(), String> {
     }
     if let Some(md) = &cli.markdown {
         let doc = std::fs::read_to_string(md).unwrap_or_default();
-        std::fs::write(md, report::splice(&doc, MD_BEGIN, MD_END, &table))
-            .map_err(|e| format!("{}: {e}", md.display()))?;
+        std::fs::write(
+            md,
+            report::update_section(&doc, MD_BEGIN, MD_GENERATED_END, MD_END, &table),
+        )
+        .map_err(|e| format!("{}: {e}", md.display()))?;
     }
     eprintln!("netbench: results in {}", json_path.display());
     Ok(())

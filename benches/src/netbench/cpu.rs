@@ -124,13 +124,16 @@ pub fn proc_stat() -> Result<ProcStat, ProcError> {
     parse_proc_stat(&read("/proc/stat")?)
 }
 
-/// A process's CPU time, in ticks (all threads, children not included).
+/// A process's CPU time (all threads, children not included).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ProcTimes {
-    /// User time.
+    /// User time, ticks.
     pub utime: u64,
-    /// System time (including softirq ticks that landed while it ran).
+    /// System time, ticks (including softirq ticks that landed while it ran).
     pub stime: u64,
+    /// Time on a CPU in nanoseconds, summed over its threads (`/proc/<pid>/task/*/schedstat`,
+    /// the scheduler's own clock: finer than ticks; includes softirq run in its context).
+    pub runtime_ns: u64,
 }
 
 impl ProcTimes {
@@ -139,6 +142,7 @@ impl ProcTimes {
         ProcTimes {
             utime: self.utime.saturating_sub(earlier.utime),
             stime: self.stime.saturating_sub(earlier.stime),
+            runtime_ns: self.runtime_ns.saturating_sub(earlier.runtime_ns),
         }
     }
 
@@ -160,17 +164,32 @@ pub fn parse_pid_stat(text: &str) -> Result<ProcTimes, ProcError> {
     // fields 14 and 15 (indices 11 and 12).
     let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok());
     match (num(11), num(12)) {
-        (Some(utime), Some(stime)) => Ok(ProcTimes { utime, stime }),
+        (Some(utime), Some(stime)) => Ok(ProcTimes { utime, stime, runtime_ns: 0 }),
         _ => Err(ProcError(format!("bad /proc/<pid>/stat line {text:?}"))),
     }
 }
 
-/// Reads `/proc/<pid>/stat`.
+/// The first field of a `schedstat` file: nanoseconds on a CPU.
+pub fn parse_schedstat(text: &str) -> Option<u64> {
+    text.split_whitespace().next()?.parse().ok()
+}
+
+/// Reads `/proc/<pid>/stat` and the `schedstat` of each of its threads.
 ///
 /// # Errors
-/// The process is gone, or the file is malformed.
+/// The process is gone, or a file is malformed.
 pub fn pid_times(pid: u32) -> Result<ProcTimes, ProcError> {
-    parse_pid_stat(&read(&format!("/proc/{pid}/stat"))?)
+    let mut t = parse_pid_stat(&read(&format!("/proc/{pid}/stat"))?)?;
+    let tasks = format!("/proc/{pid}/task");
+    let dir = std::fs::read_dir(&tasks).map_err(|e| ProcError(format!("{tasks}: {e}")))?;
+    for entry in dir.flatten() {
+        // A thread that exits between listing and reading simply no longer counts.
+        let path = entry.path().join("schedstat");
+        if let Some(ns) = std::fs::read_to_string(path).ok().as_deref().and_then(parse_schedstat) {
+            t.runtime_ns += ns;
+        }
+    }
+    Ok(t)
 }
 
 /// Packet counters of one interface.
@@ -238,7 +257,9 @@ mod tests {
     #[test]
     fn pid_stat_with_odd_command() {
         let text = "4242 (we ird) cmd) R 1 4242 4242 0 -1 4194560 100 0 0 0 731 29 0 0 20 0 3 0";
-        assert_eq!(parse_pid_stat(text), Ok(ProcTimes { utime: 731, stime: 29 }));
+        assert_eq!(parse_pid_stat(text), Ok(ProcTimes { utime: 731, stime: 29, runtime_ns: 0 }));
+        assert_eq!(parse_schedstat("123456789 2000 17\n"), Some(123456789));
+        assert_eq!(parse_schedstat(""), None);
         assert!(parse_pid_stat("4242 (x) R 1").is_err());
     }
 
@@ -256,7 +277,7 @@ mod tests {
     #[test]
     fn this_process_reads() {
         assert!(proc_stat().expect("/proc/stat").total.busy() > 0);
-        pid_times(std::process::id()).expect("own stat");
+        assert!(pid_times(std::process::id()).expect("own stat").runtime_ns > 0);
         if_counters(std::process::id(), "lo").expect("lo");
     }
 }

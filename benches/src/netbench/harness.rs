@@ -418,28 +418,22 @@ fn pps(c: &Cluster, plan: &Plan) -> Result<Map<String, Value>, String> {
     // kernel ran inline at the end of its sends; linend's processes are pinned to the other CPUs,
     // so softirq there mostly ran inside linend's own system calls.
     let sender_inline = per_cpu(0..1).min(sender_t.stime);
-    let sender_own = sender_t.total() - sender_inline;
+    let sender_own_ns = (sender_t.runtime_ns as f64 - sender_inline as f64 * TICK_NS).max(0.0);
     let linend_d: Vec<ProcTimes> =
         s1.linend.iter().zip(&s0.linend).map(|(x, y)| x.since(y)).collect();
-    let linend_ticks: u64 = linend_d.iter().map(ProcTimes::total).sum();
+    let linend_ns: u64 = linend_d.iter().map(|t| t.runtime_ns).sum();
     let linend_stime: u64 = linend_d.iter().map(|t| t.stime).sum();
     let linend_inline = if linend.is_empty() { 0 } else { per_cpu(1..ncpu).min(linend_stime) };
     let softirq_all = machine.softirq + machine.irq;
-    let path_ticks = (softirq_all + linend_ticks - linend_inline) as f64;
+    let path_ns = (softirq_all.saturating_sub(linend_inline)) as f64 * TICK_NS + linend_ns as f64;
 
     let mut m = Map::new();
     m.insert("pps_64".into(), json!(delivered as f64 / secs_window));
     m.insert("offered_pps".into(), json!(offered as f64 / secs_window));
-    m.insert("cpu_ns_per_pkt".into(), json!(path_ticks * TICK_NS / delivered as f64));
-    m.insert(
-        "sender_ns_per_pkt".into(),
-        json!(sender_own as f64 * TICK_NS / offered.max(1) as f64),
-    );
+    m.insert("cpu_ns_per_pkt".into(), json!(path_ns / delivered as f64));
+    m.insert("sender_ns_per_pkt".into(), json!(sender_own_ns / offered.max(1) as f64));
     if !linend.is_empty() {
-        m.insert(
-            "linend_ns_per_pkt".into(),
-            json!(linend_ticks as f64 * TICK_NS / delivered as f64),
-        );
+        m.insert("linend_ns_per_pkt".into(), json!(linend_ns as f64 / delivered as f64));
     }
     m.insert(
         "cpu_detail".into(),
@@ -451,8 +445,10 @@ fn pps(c: &Cluster, plan: &Plan) -> Result<Map<String, Value>, String> {
             "machine_busy_ticks": machine.busy(),
             "machine_softirq_ticks": softirq_all,
             "sender_ticks": sender_t.total(),
+            "sender_runtime_ns": sender_t.runtime_ns,
             "sender_inline_softirq_ticks": sender_inline,
-            "linend_ticks": linend_ticks,
+            "linend_ticks": linend_d.iter().map(ProcTimes::total).sum::<u64>(),
+            "linend_runtime_ns": linend_ns,
             "linend_inline_softirq_ticks": linend_inline,
             "tick_ns": TICK_NS,
         }),
@@ -479,4 +475,26 @@ fn pin_all_threads(pid: u32, cpus: &str) -> Result<(), String> {
 /// `aa:bb:cc:dd:ee:ff`.
 pub fn fmt_mac(m: &[u8; 6]) -> String {
     m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs_round_trip_and_bad_ones_are_refused() {
+        let m = parse_mac("2a:a9:df:4e:cb:b8").expect("mac");
+        assert_eq!(m, [0x2a, 0xa9, 0xdf, 0x4e, 0xcb, 0xb8]);
+        assert_eq!(fmt_mac(&m), "2a:a9:df:4e:cb:b8");
+        assert!(parse_mac("2a:a9:df:4e:cb").is_err());
+        assert!(parse_mac("2a:a9:df:4e:cb:b8:00").is_err());
+        assert!(parse_mac("zz:a9:df:4e:cb:b8").is_err());
+    }
+
+    #[test]
+    fn datapath_names_map_to_overlays() {
+        assert_eq!(overlay_for("kernel"), Overlay::KernelVxlan);
+        assert_eq!(overlay_for("xdp"), Overlay::linen("xdp"));
+        assert_eq!(overlay_for("tap"), Overlay::linen("tap"));
+    }
 }

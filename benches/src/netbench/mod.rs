@@ -14,12 +14,14 @@
 //!   [`traffic::rr_server`]), one request in flight, p50/p99 computed by the client.
 //! - **CPU per forwarded packet**: over the packet-rate window, with the sender pinned to CPU 0
 //!   and linend's threads to the other CPUs, the path's CPU time is all softirq and hard-irq
-//!   time (`/proc/stat`, every CPU) plus linend's processes' user+system time (`/proc/<pid>/stat`)
-//!   without the softirq ticks on linend's CPUs (tick accounting charges those to both), divided
-//!   by delivered packets. The sender's own cost — its user+system time minus the softirq time on
-//!   its CPU, which is path work the kernel runs inline at the end of its sends — is reported
-//!   apart per sent packet. The machine's other load is left out by construction; network
-//!   softirqs of other workloads on the machine would still count (there are none in a quiet run).
+//!   time (`/proc/stat`, every CPU) plus linend's threads' time on a CPU (`schedstat`), without
+//!   the softirq ticks on linend's CPUs (tick accounting charges a softirq tick to the current
+//!   task too, so those are already in linend's time), divided by delivered packets. The
+//!   sender's own cost — its time on a CPU minus the softirq time on its CPU, which is path work
+//!   the kernel runs inline at the end of its sends — is reported apart per sent packet, and
+//!   linend's share per delivered packet. The machine's other (non-network) load is left out by
+//!   construction, so the figure holds on a busy shared machine; network softirqs of other
+//!   workloads would still count. Resolution: one 10 ms tick per window for the softirq part.
 //!
 //! Output ([`report`]): a JSON object per datapath with the keys in [`KEYS`] (numbers, or `null`
 //! with `unavailable`/`errors` saying why) plus extra keys; a Markdown table with linen/kernel
@@ -44,3 +46,6 @@ pub const DATAPATHS: [&str; 3] = ["kernel", "xdp", "tap"];
 pub const MD_BEGIN: &str = "<!-- netbench:begin -->";
 /// See [`MD_BEGIN`].
 pub const MD_END: &str = "<!-- netbench:end -->";
+/// Ends the generated part of the section: hand-written notes between this marker and
+/// [`MD_END`] survive the next run.
+pub const MD_GENERATED_END: &str = "<!-- netbench:generated:end -->";
