@@ -12,7 +12,8 @@
 use std::net::Ipv4Addr;
 
 use linen_dataplane::io::xsk::{
-    SocketConfig, UmemConfig, UnderlayConfig, XdpAttachment, XskError, XskQueue,
+    BindMode, ModePreference, SocketConfig, Umem, UmemConfig, UnderlayConfig, XdpAttachment,
+    XskError, XskQueue,
 };
 
 use crate::kernel::{Kernel, KernelError, OVERLAY_DEV, OVERLAY_PEER_DEV};
@@ -120,9 +121,7 @@ pub async fn setup(
     )?;
     let mut queues = Vec::with_capacity(cfg.queues as usize);
     for q in 0..cfg.queues {
-        let umem = linen_dataplane::io::xsk::Umem::new(UmemConfig::default())?;
-        let queue =
-            XskQueue::new(&umem, &cfg.underlay, OVERLAY_PEER_DEV, q, &SocketConfig::default())?;
+        let queue = bind_queue(&cfg.underlay, q)?;
         underlay.register(q, queue.underlay_socket())?;
         overlay.register(q, queue.overlay_socket())?;
         tracing::info!(
@@ -135,6 +134,29 @@ pub async fn setup(
         queues.push(queue);
     }
     Ok((XdpDevices { underlay: Some(underlay), overlay: Some(overlay) }, queues))
+}
+
+/// Binds queue pair `q` on a new UMEM. The underlay socket binds first and takes zero-copy when
+/// its driver has it; `linen.1x` (a veth: copy mode only) cannot join a zero-copy UMEM, so then
+/// the pair is bound again on a fresh UMEM in copy mode (logged).
+fn bind_queue(underlay: &str, q: u32) -> Result<XskQueue, XskError> {
+    let umem = Umem::new(UmemConfig::default())?;
+    match XskQueue::new(&umem, underlay, OVERLAY_PEER_DEV, q, &SocketConfig::default()) {
+        Ok(queue) => Ok(queue),
+        Err(e) if umem.mode() == Some(BindMode::ZeroCopy) => {
+            tracing::info!(
+                device = underlay,
+                queue = q,
+                error = %e,
+                "{OVERLAY_PEER_DEV} cannot share a zero-copy UMEM; binding the pair in copy mode"
+            );
+            drop(umem);
+            let umem = Umem::new(UmemConfig::default())?;
+            let copy = SocketConfig { mode: ModePreference::Copy, ..SocketConfig::default() };
+            XskQueue::new(&umem, underlay, OVERLAY_PEER_DEV, q, &copy)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Parses a `--cpus` list (`0,2-3`) into CPU numbers, in order.
