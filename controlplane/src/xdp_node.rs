@@ -29,6 +29,8 @@ pub struct XdpNodeConfig {
     pub port: u16,
     /// Queue pairs (workers): underlay RX queues `0..queues`, and as many on `linen.1x`.
     pub queues: u32,
+    /// The overlay MTU `linen.1` gets: its frames must fit a UMEM frame.
+    pub overlay_mtu: u32,
 }
 
 /// Why the AF_XDP datapath could not be set up.
@@ -87,6 +89,16 @@ pub async fn setup(
 ) -> Result<(XdpDevices, Vec<XskQueue>), XdpNodeError> {
     if cfg.queues == 0 || cfg.queues > 64 {
         return Err(XdpNodeError::Config(format!("--queues {} is not in 1..=64", cfg.queues)));
+    }
+    let umem = UmemConfig::default();
+    let room = umem.frame_size - umem.headroom - linen_dataplane::io::xsk::KERNEL_HEADROOM;
+    // An underlay frame is the inner frame (MTU + 14) plus the 50-byte outer header.
+    if cfg.overlay_mtu + 14 + 50 > room {
+        return Err(XdpNodeError::Config(format!(
+            "overlay MTU {} does not fit linen's {}-byte UMEM frames (at most {} bytes of frame \
+             data; jumbo underlays are not supported by the AF_XDP datapath yet)",
+            cfg.overlay_mtu, umem.frame_size, room
+        )));
     }
     kernel.ensure_veth(OVERLAY_DEV, OVERLAY_PEER_DEV).await?;
     // The underlay must offer the queues; linen.1x is made to (one socket per queue each).

@@ -126,8 +126,9 @@ fn assert_idle(n: &Node) {
     let start = Instant::now();
     std::thread::sleep(Duration::from_secs(3));
     let ticks = cpu_ticks(pid) - t0;
-    // SAFETY-free: sysconf(_SC_CLK_TCK) is 100 on Linux for /proc accounting.
+    // /proc accounts CPU time in USER_HZ ticks, 100 per second on Linux.
     let share = ticks as f64 / 100.0 / start.elapsed().as_secs_f64();
+    eprintln!("{}: idle linend used {:.1}% of a core over 3 s", n.name, share * 100.0);
     assert!(share < 0.20, "{}: idle linend used {:.0}% of a core", n.name, share * 100.0);
     let blocks = counter(n, &["loop", "blocks"]);
     assert!(blocks > 0, "{}: the worker never blocked", n.name);
@@ -429,6 +430,10 @@ fn xdp_refused_or_auto_falls_back_when_the_underlay_has_another_xdp_program() {
             .env("NO_COLOR", "1");
         c
     };
+    // An overlay MTU whose frames do not fit a UMEM frame: refused with the limit.
+    let out = cmd("xdp").args(["--mtu", "1700"]).output().expect("linend");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("does not fit linen's 2048-byte UMEM"), "{err}");
     // --datapath xdp: refused, naming the cause; nothing left behind.
     let out = cmd("xdp").output().expect("linend");
     let err = String::from_utf8_lossy(&out.stderr);

@@ -388,6 +388,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
             vtep: underlay.ip,
             port: args.port,
             queues: args.queues,
+            overlay_mtu: mtu,
         };
         match xdp_node::setup(&kernel, &xcfg).await {
             Ok(x) => {
