@@ -6,6 +6,7 @@
 pub mod kernel;
 pub mod node;
 pub mod static_peers;
+pub mod xdp_node;
 
 // config, leases, registry, watch
 pub mod cli;

@@ -14,8 +14,9 @@
 //! file for the CNI plugin, and runs the datapath until SIGTERM or SIGINT, then removes what it
 //! created (an etcd lease stays, so a restart keeps the subnet).
 //!
-//! Datapaths: `tap` (TAP device + UDP socket, the fallback) is available; `xdp` is not wired in
-//! yet and is refused with a clear message; `auto` picks `tap` and says why.
+//! Datapaths: `xdp` (AF_XDP on the underlay NIC and on `linen.1x`, one pinnable worker per queue,
+//! see `linen_controlplane::xdp_node`), `tap` (TAP device + UDP socket, the fallback) and `auto`
+//! (tries `xdp`, falls back to `tap` and logs why).
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -25,16 +26,19 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use linen_controlplane::cli::EtcdFlags;
 use linen_controlplane::kernel::{
-    fmt_mac, Kernel, OverlayRoute, OverlayState, OVERLAY_DEV, VXLAN_OVERHEAD,
+    fmt_mac, Kernel, OverlayRoute, OverlayState, OVERLAY_DEV, OVERLAY_PEER_DEV, VXLAN_OVERHEAD,
 };
 use linen_controlplane::lease::MacAddr;
 use linen_controlplane::manager::LeaseOptions;
 use linen_controlplane::node::{DatapathHandles, EtcdNode};
 use linen_controlplane::static_peers::StaticNode;
+use linen_controlplane::xdp_node::{self, XdpNodeConfig};
 use linen_dataplane::io::tap::{TapConfig, TapQueue, UnderlaySend};
+use linen_dataplane::io::xsk::{pin_current_thread, XskQueue};
+use linen_dataplane::io::PacketQueue;
 use linen_dataplane::pipeline::{Config, NextHop, Peer, Routes, RoutesBuilder, WorkerStats};
 use linen_dataplane::route::Published;
-use linen_dataplane::worker::{LoopStats, PollConfig, VxlanHandler, Worker};
+use linen_dataplane::worker::{LoopStats, PollConfig, VxlanHandler, Worker, WorkerControl};
 use tracing::{error, info, warn};
 
 /// Which packet I/O backend to run.
@@ -121,6 +125,14 @@ struct Args {
     /// How the TAP datapath sends VXLAN.
     #[arg(long, env = "LINEN_TAP_SEND", value_enum, default_value = "raw")]
     tap_send: TapSend,
+
+    /// AF_XDP datapath: queue pairs (one worker each) on the underlay NIC and linen.1x.
+    #[arg(long, env = "LINEN_QUEUES", default_value_t = 1)]
+    queues: u32,
+
+    /// Pin worker i to the i-th CPU of this list (e.g. `1` or `0,2-3`); default: not pinned.
+    #[arg(long, env = "LINEN_CPUS")]
+    cpus: Option<String>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -157,17 +169,11 @@ fn choose_datapath(d: Datapath) -> Result<Datapath, BoxError> {
             info!(datapath = "tap", "datapath chosen by --datapath tap");
             Ok(Datapath::Tap)
         }
-        Datapath::Auto => {
-            info!(
-                datapath = "tap",
-                "datapath auto: the AF_XDP backend is not wired into this linend build yet; using the TAP/UDP fallback"
-            );
-            Ok(Datapath::Tap)
-        }
+        // `auto` is decided when the AF_XDP setup has been tried (see `run`).
+        Datapath::Auto => Ok(Datapath::Auto),
         Datapath::Xdp => {
-            Err("--datapath xdp: the AF_XDP backend is not available in this linend build yet; \
-             use --datapath tap (or auto)"
-                .into())
+            info!(datapath = "xdp", "datapath chosen by --datapath xdp");
+            Ok(Datapath::Xdp)
         }
     }
 }
@@ -330,6 +336,57 @@ enum Mode {
     },
 }
 
+/// One running worker thread; it returns its queue (boxed) so the caller decides when the
+/// queue's devices close.
+struct Running {
+    thread: std::thread::JoinHandle<std::io::Result<Box<dyn std::any::Any + Send>>>,
+    control: WorkerControl,
+}
+
+/// Spawns a worker thread named `linen-<name>` over `queue`, pinned to `cpu` when given.
+fn spawn_worker<Q: PacketQueue + 'static>(
+    name: String,
+    queue: Q,
+    handler: VxlanHandler,
+    poll: PollConfig,
+    cpu: Option<usize>,
+) -> std::io::Result<(Running, Arc<LoopStats>)> {
+    let worker = Worker::new(name.clone(), queue, handler, poll)?;
+    let control = worker.control();
+    let loop_stats = worker.loop_stats();
+    let thread = std::thread::Builder::new().name(format!("linen-{name}")).spawn(move || {
+        if let Some(cpu) = cpu {
+            match pin_current_thread(cpu) {
+                Ok(()) => info!(worker = %name, cpu, "worker pinned"),
+                Err(e) => warn!(worker = %name, cpu, error = %e, "cannot pin the worker"),
+            }
+        }
+        worker.run().map(|(q, _h)| Box::new(q) as Box<dyn std::any::Any + Send>)
+    })?;
+    Ok((Running { thread, control }, loop_stats))
+}
+
+/// Stops every worker and waits for it (used when start-up ends early).
+fn stop_workers(workers: Vec<Running>) {
+    for w in &workers {
+        w.control.stop();
+    }
+    for w in workers {
+        let _ = w.thread.join();
+    }
+}
+
+/// The underlay next-hop MAC of every static peer, as the kernel knows it now (etcd mode keeps its
+/// own cache in `node`).
+async fn next_hop_macs(kernel: &Kernel, mode: &Mode) -> Vec<Option<[u8; 6]>> {
+    let Mode::Static { node, .. } = mode else { return Vec::new() };
+    let mut out = Vec::with_capacity(node.peers.len());
+    for p in &node.peers {
+        out.push(kernel.next_hop_mac(p.public_ip).await.ok().flatten().map(|(_, mac)| mac));
+    }
+    out
+}
+
 async fn run(mut args: Args) -> Result<(), BoxError> {
     let mut mode = match &args.static_peers {
         Some(path) => Mode::Static { path: path.clone(), node: StaticNode::load(path)? },
@@ -344,7 +401,10 @@ async fn run(mut args: Args) -> Result<(), BoxError> {
         }
     };
     let datapath = choose_datapath(args.datapath)?;
-    debug_assert_eq!(datapath, Datapath::Tap);
+    let cpus = match &args.cpus {
+        Some(list) => Some(xdp_node::parse_cpus(list)?),
+        None => None,
+    };
 
     let kernel = Kernel::connect()?;
     let static_ip = match &mode {
@@ -371,19 +431,62 @@ async fn run(mut args: Args) -> Result<(), BoxError> {
         kernel.delete_link(OVERLAY_DEV).await?;
     }
 
-    let queue = TapQueue::new(&TapConfig {
-        device: OVERLAY_DEV.to_string(),
-        local_ip: underlay.ip,
-        port: args.port,
-        mtu,
-        send: match args.tap_send {
-            TapSend::Raw => UnderlaySend::RawIp,
-            TapSend::Udp => UnderlaySend::Udp,
-        },
-    })?;
-    let send_mode = match queue.send_mode() {
-        UnderlaySend::RawIp => "raw",
-        UnderlaySend::Udp => {
+    // AF_XDP when asked for (or auto): veth pair, programs, sockets.
+    let mut xdp = None;
+    if datapath != Datapath::Tap {
+        let xcfg = XdpNodeConfig {
+            underlay: underlay.link.name.clone(),
+            vtep: underlay.ip,
+            port: args.port,
+            queues: args.queues,
+            overlay_mtu: mtu,
+        };
+        match xdp_node::setup(&kernel, &xcfg).await {
+            Ok(x) => {
+                if datapath == Datapath::Auto {
+                    info!(
+                        datapath = "xdp",
+                        "datapath auto: AF_XDP works on {} and {OVERLAY_PEER_DEV}; using it",
+                        underlay.link.name
+                    );
+                }
+                xdp = Some(x);
+            }
+            Err(e) => {
+                if let Err(d) = kernel.delete_link(OVERLAY_DEV).await {
+                    warn!(dev = OVERLAY_DEV, error = %d, "cannot remove the overlay veth");
+                }
+                if datapath == Datapath::Xdp {
+                    return Err(format!("--datapath xdp: {e}").into());
+                }
+                info!(
+                    datapath = "tap",
+                    "datapath auto: AF_XDP is not usable here ({e}); using the TAP/UDP fallback"
+                );
+            }
+        }
+    }
+    let (mut xdp_devices, xdp_queues) = match xdp {
+        Some((d, q)) => (Some(d), q),
+        None => (None, Vec::new()),
+    };
+
+    let tap = match xdp_devices {
+        Some(_) => None,
+        None => Some(TapQueue::new(&TapConfig {
+            device: OVERLAY_DEV.to_string(),
+            local_ip: underlay.ip,
+            port: args.port,
+            mtu,
+            send: match args.tap_send {
+                TapSend::Raw => UnderlaySend::RawIp,
+                TapSend::Udp => UnderlaySend::Udp,
+            },
+        })?),
+    };
+    let send_mode = match tap.as_ref().map(TapQueue::send_mode) {
+        Some(UnderlaySend::RawIp) => "raw",
+        Some(UnderlaySend::Udp) => {
             warn!(
                 port = args.port,
                 "VXLAN leaves from the bound UDP socket: the outer source port is always {}",
@@ -391,9 +494,11 @@ async fn run(mut args: Args) -> Result<(), BoxError> {
             );
             "udp"
         }
+        None => "none",
     };
 
-    // From here on the TAP exists; any failure drops the queue, which removes it.
+    // From here on the overlay device exists; any failure drops the TAP queue, which removes it
+    // (a veth is removed at the next start, as a stale overlay device).
     if let Mode::Static { node, .. } = &mode {
         if let Some(mac) = node.vtep_mac {
             kernel.set_mac(OVERLAY_DEV, mac).await?;
@@ -421,18 +526,33 @@ async fn run(mut args: Args) -> Result<(), BoxError> {
         Mode::Static { node, .. } => build_routes(&kernel, &cfg, underlay.link.index, node).await,
         Mode::Etcd { .. } => RoutesBuilder::new().build(),
     }));
+    let mut hop_macs = next_hop_macs(&kernel, &mode).await;
 
-    let stats = Arc::new(WorkerStats::new());
-    let handler = VxlanHandler::new(cfg.clone(), routes.clone(), stats.clone());
     let poll = PollConfig {
         idle_spell: Duration::from_micros(args.idle_spell_us),
         ..PollConfig::default()
     };
-    let worker = Worker::new("tap-0", queue, handler, poll)?;
-    let control = worker.control();
-    let loop_stats = worker.loop_stats();
-    let thread =
-        std::thread::Builder::new().name("linen-tap-0".into()).spawn(move || worker.run())?;
+    let cpu_of = |i: usize| cpus.as_ref().map(|c| c[i % c.len()]);
+    let mut workers = Vec::new();
+    let mut worker_stats = Vec::new();
+    let mut spawn = |name: String, i: usize, tap: Option<TapQueue>, xsk: Option<XskQueue>| {
+        let stats = Arc::new(WorkerStats::new());
+        let handler = VxlanHandler::new(cfg.clone(), routes.clone(), stats.clone());
+        let (running, loop_stats) = match (tap, xsk) {
+            (Some(q), _) => spawn_worker(name, q, handler, poll, cpu_of(i))?,
+            (None, Some(q)) => spawn_worker(name, q, handler, poll, cpu_of(i))?,
+            (None, None) => return Ok::<(), std::io::Error>(()),
+        };
+        workers.push(running);
+        worker_stats.push((stats, loop_stats));
+        Ok(())
+    };
+    if let Some(q) = tap {
+        spawn("tap-0".into(), 0, Some(q), None)?;
+    }
+    for (i, q) in xdp_queues.into_iter().enumerate() {
+        spawn(format!("xdp-{i}"), i, None, Some(q))?;
+    }
 
     let etcd_node = match &mode {
         Mode::Static { node, .. } => {
@@ -466,28 +586,30 @@ async fn run(mut args: Args) -> Result<(), BoxError> {
     let etcd_node = match etcd_node {
         Some(Ok(n)) => Some(n),
         Some(Err(e)) => {
-            control.stop();
-            let _ = thread.join();
+            stop_workers(workers);
             return Err(e.into());
         }
         None if matches!(mode, Mode::Etcd { .. }) => {
-            control.stop();
-            let _ = thread.join();
+            stop_workers(workers);
             return Ok(());
         }
         None => None,
     };
 
     let sources = StatsSources {
-        datapath: "tap",
+        datapath: if xdp_devices.is_some() { "xdp" } else { "tap" },
         send_mode,
         vtep_mac: overlay.mac,
-        workers: vec![(stats, loop_stats)],
+        workers: worker_stats,
     };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut tick = tokio::time::interval(Duration::from_millis(args.stats_interval_ms.max(10)));
+    // Frame-level datapaths need the underlay next hops' MACs: re-read them from the kernel
+    // once a second and republish the routes when one changed (an unresolved one falls back to
+    // the kernel path meanwhile, which also resolves it).
+    let mut hops = tokio::time::interval(Duration::from_secs(1));
     info!("forwarding");
     loop {
         tokio::select! {
@@ -496,11 +618,22 @@ async fn run(mut args: Args) -> Result<(), BoxError> {
             _ = hup.recv() => match &mut mode {
                 Mode::Static { path, node } => {
                     reload(path, &kernel, &cfg, underlay.link.index, mtu, node, &routes).await;
+                    hop_macs = next_hop_macs(&kernel, &mode).await;
                 }
                 Mode::Etcd { .. } => info!("SIGHUP ignored in etcd mode (peers follow etcd)"),
             },
+            _ = hops.tick(), if xdp_devices.is_some() && matches!(mode, Mode::Static { .. }) => {
+                let now = next_hop_macs(&kernel, &mode).await;
+                if now != hop_macs {
+                    if let Mode::Static { node, .. } = &mode {
+                        info!("underlay next-hop MACs changed; routes republished");
+                        routes.publish(build_routes(&kernel, &cfg, underlay.link.index, node).await);
+                    }
+                    hop_macs = now;
+                }
+            }
             _ = tick.tick() => {
-                if thread.is_finished() {
+                if workers.iter().any(|w| w.thread.is_finished()) {
                     break;
                 }
                 if etcd_node.as_ref().is_some_and(EtcdNode::is_finished) {
@@ -519,18 +652,38 @@ async fn run(mut args: Args) -> Result<(), BoxError> {
     if let Some(n) = etcd_node {
         n.shutdown().await;
     }
-    control.stop();
-    let result = thread.join().map_err(|_| "the worker thread panicked")?;
+    for w in &workers {
+        w.control.stop();
+    }
+    let mut queues = Vec::new();
+    let mut failure: Option<BoxError> = None;
+    for w in workers {
+        match w.thread.join() {
+            Ok(Ok(q)) => queues.push(q),
+            Ok(Err(e)) => {
+                failure.get_or_insert(e.into());
+            }
+            Err(_) => {
+                failure.get_or_insert("a worker thread panicked".into());
+            }
+        }
+    }
     if let Some(path) = &args.stats_file {
         let _ = write_atomic(path, stats_json(&sources).as_bytes());
     }
-    let (queue, _handler) = result?;
-    // Closing the TAP removes linen.1 together with its address, routes and neighbours.
-    drop(queue);
+    // Programs off first (nothing is steered into closing sockets), then the sockets or the TAP;
+    // closing a TAP removes linen.1 together with its address, routes and neighbours.
+    if let Some(d) = xdp_devices.as_mut() {
+        d.detach();
+    }
+    drop(queues);
     if kernel.link_by_name(OVERLAY_DEV).await?.is_some() {
         kernel.delete_link(OVERLAY_DEV).await?;
     }
     drop(routes);
+    if let Some(e) = failure {
+        return Err(e);
+    }
     info!("stopped; {OVERLAY_DEV} removed");
     Ok(())
 }

@@ -391,6 +391,25 @@ impl XskSocket {
         Ok(sys::kick_rx(self.fd)?)
     }
 
+    /// Whether received frames wait on the RX ring (consumes nothing). A worker asks this right
+    /// before it blocks, so that a frame that arrived after its last [`XskSocket::recv`] is not
+    /// left waiting.
+    #[inline]
+    pub fn rx_pending(&mut self) -> bool {
+        // SAFETY: `rx` was set up by libxdp for this live socket; `&mut self` makes this the only
+        // user.
+        unsafe { sys::cons_avail(&mut *self.rx, 1) > 0 }
+    }
+
+    /// Whether TX descriptors wait on the TX ring for a kick (copy mode transmits at most the skb
+    /// budget per kick; [`XskSocket::flush`] kicks again).
+    #[inline]
+    pub fn tx_pending(&mut self) -> bool {
+        let size = self.tx.size;
+        // SAFETY: `tx` belongs to this live socket; `&mut self` makes this the only user.
+        self.staged > 0 || unsafe { sys::prod_free(&mut *self.tx, size) } < size
+    }
+
     /// Frames handed to the kernel for transmission and not yet completed.
     pub fn in_flight(&self) -> u32 {
         self.in_flight

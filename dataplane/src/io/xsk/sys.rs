@@ -462,6 +462,17 @@ pub(crate) unsafe fn prod_free(ring: *mut xsk_ring_prod, n: u32) -> u32 {
     unsafe { libxdp_sys::xsk_prod_nb_free(ring, n) }
 }
 
+/// Entries the kernel has published on a consumer ring (RX or completion) and userspace has not
+/// consumed yet, up to `n`; consumes nothing.
+///
+/// # Safety
+/// `ring` was set up by libxdp for a live socket or UMEM, and no other thread uses it.
+#[inline]
+pub(crate) unsafe fn cons_avail(ring: *mut xsk_ring_cons, n: u32) -> u32 {
+    // SAFETY: per the contract above.
+    unsafe { libxdp_sys::xsk_cons_nb_avail(ring, n) }
+}
+
 /// Writes fill-ring slot `idx` (reserved by [`prod_reserve`]).
 ///
 /// # Safety
@@ -763,4 +774,105 @@ pub(crate) fn map_sum_percpu_u64(fd: RawFd, key: u32, cpus: usize) -> Result<u64
         return Err(SysError::errno("bpf_map_lookup_elem", rc));
     }
     Ok(values.iter().sum())
+}
+
+/// Pins the calling thread to CPU `cpu` (`sched_setaffinity`).
+///
+/// # Errors
+/// The kernel's answer, e.g. `EINVAL` for a CPU that does not exist or is not allowed.
+pub fn pin_current_thread(cpu: usize) -> Result<(), SysError> {
+    if cpu >= libc::CPU_SETSIZE as usize {
+        return Err(SysError::errno("sched_setaffinity", libc::EINVAL));
+    }
+    // SAFETY: an all-zero cpu_set_t is a valid empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `cpu` is below CPU_SETSIZE (checked above), so CPU_SET stays inside `set`.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 is the calling thread.
+    let r = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if r != 0 {
+        return Err(SysError::last("sched_setaffinity"));
+    }
+    Ok(())
+}
+
+const ETHTOOL_GCHANNELS: u32 = 0x0000_003c;
+const ETHTOOL_SCHANNELS: u32 = 0x0000_003d;
+
+/// `struct ethtool_channels` (linux/ethtool.h).
+#[repr(C)]
+#[derive(Default)]
+struct EthtoolChannels {
+    cmd: u32,
+    max_rx: u32,
+    max_tx: u32,
+    max_other: u32,
+    max_combined: u32,
+    rx_count: u32,
+    tx_count: u32,
+    other_count: u32,
+    combined_count: u32,
+}
+
+/// `struct ifreq` with the `ifr_data` member (40 bytes on 64-bit Linux).
+#[repr(C)]
+struct IfreqData {
+    name: [libc::c_char; libc::IFNAMSIZ],
+    data: *mut libc::c_void,
+    _pad: [u8; 16],
+}
+
+fn ethtool_channels(dev: &str, ch: &mut EthtoolChannels) -> Result<(), SysError> {
+    let name = dev.as_bytes();
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ {
+        return Err(SysError::errno("SIOCETHTOOL", libc::EINVAL));
+    }
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0")
+        .or_else(|_| std::net::UdpSocket::bind("[::1]:0"))
+        .map_err(|e| SysError { call: "socket", source: e })?;
+    let mut ifr = IfreqData {
+        name: [0; libc::IFNAMSIZ],
+        data: (ch as *mut EthtoolChannels).cast(),
+        _pad: [0; 16],
+    };
+    for (d, s) in ifr.name.iter_mut().zip(name) {
+        *d = *s as libc::c_char;
+    }
+    use std::os::fd::AsRawFd;
+    // SAFETY: SIOCETHTOOL reads `ifr` (a NUL-terminated name and a pointer to `ch`) and reads and
+    // writes `ch`, a live `struct ethtool_channels`; both outlive the call.
+    let rc =
+        unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL, &mut ifr as *mut IfreqData) };
+    if rc < 0 {
+        return Err(SysError::last("ioctl(SIOCETHTOOL channels)"));
+    }
+    Ok(())
+}
+
+/// The number of RX queues `dev` runs (`ethtool -l`: rx, or combined when the driver has no
+/// separate RX channels).
+///
+/// # Errors
+/// The ioctl's error (`EOPNOTSUPP` for a driver without channel reporting).
+pub fn rx_queue_count(dev: &str) -> Result<u32, SysError> {
+    let mut ch = EthtoolChannels { cmd: ETHTOOL_GCHANNELS, ..Default::default() };
+    ethtool_channels(dev, &mut ch)?;
+    Ok(ch.rx_count.max(ch.combined_count))
+}
+
+/// Sets the RX and TX queue counts of a veth-like device with separate channels
+/// (`ethtool -L dev rx n tx n`), e.g. `linen.1x` for one AF_XDP socket per worker.
+///
+/// # Errors
+/// The ioctl's error (`EINVAL` beyond the device's maximum).
+pub fn set_rx_tx_queues(dev: &str, n: u32) -> Result<(), SysError> {
+    let mut ch = EthtoolChannels { cmd: ETHTOOL_GCHANNELS, ..Default::default() };
+    ethtool_channels(dev, &mut ch)?;
+    if ch.rx_count == n && ch.tx_count == n {
+        return Ok(());
+    }
+    ch.cmd = ETHTOOL_SCHANNELS;
+    ch.rx_count = n;
+    ch.tx_count = n;
+    ethtool_channels(dev, &mut ch)
 }
