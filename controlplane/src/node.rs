@@ -87,6 +87,8 @@ pub struct DatapathHandles {
     pub underlay_ifindex: u32,
     /// The overlay MTU programmed on the overlay device.
     pub mtu: u32,
+    /// What the node API reports: routes, watch revision, etcd reachability.
+    pub state: crate::metrics::NodeState,
 }
 
 /// One remote node as the route builder needs it.
@@ -262,6 +264,7 @@ impl Sync {
                 }
                 update = self.watcher.next() => {
                     let received = Instant::now();
+                    self.dp.state.observe_watch(&self.watcher, &update);
                     match update {
                         WatchUpdate::Peers(u) => {
                             self.peers = self

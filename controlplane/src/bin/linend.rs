@@ -30,6 +30,7 @@ use linen_controlplane::kernel::{
 };
 use linen_controlplane::lease::MacAddr;
 use linen_controlplane::manager::LeaseOptions;
+use linen_controlplane::metrics::{self, LeaseInfo, NodeState, RouteInfo};
 use linen_controlplane::node::{DatapathHandles, EtcdNode};
 use linen_controlplane::static_peers::StaticNode;
 use linen_controlplane::xdp_node::{self, XdpNodeConfig};
@@ -72,6 +73,10 @@ struct Args {
     /// etcd connection (used unless --static-peers is given).
     #[command(flatten)]
     etcd: EtcdFlags,
+
+    /// Serve /metrics, /healthz, /readyz and linenctl's /v1 API on this address.
+    #[arg(long, env = "LINEN_METRICS_ADDR", default_value = metrics::DEFAULT_ADDR)]
+    metrics_addr: std::net::SocketAddr,
 
     /// Packet I/O backend.
     #[arg(long, env = "LINEN_DATAPATH", value_enum, default_value = "auto")]
@@ -535,14 +540,17 @@ async fn run(mut args: Args) -> Result<(), BoxError> {
     let cpu_of = |i: usize| cpus.as_ref().map(|c| c[i % c.len()]);
     let mut workers = Vec::new();
     let mut worker_stats = Vec::new();
+    let node_state = NodeState::new();
     let mut spawn = |name: String, i: usize, tap: Option<TapQueue>, xsk: Option<XskQueue>| {
         let stats = Arc::new(WorkerStats::new());
+        let worker_name = name.clone();
         let handler = VxlanHandler::new(cfg.clone(), routes.clone(), stats.clone());
         let (running, loop_stats) = match (tap, xsk) {
             (Some(q), _) => spawn_worker(name, q, handler, poll, cpu_of(i))?,
             (None, Some(q)) => spawn_worker(name, q, handler, poll, cpu_of(i))?,
             (None, None) => return Ok::<(), std::io::Error>(()),
         };
+        node_state.add_worker(&worker_name, stats.clone(), Some(loop_stats.clone()));
         workers.push(running);
         worker_stats.push((stats, loop_stats));
         Ok(())
@@ -554,8 +562,24 @@ async fn run(mut args: Args) -> Result<(), BoxError> {
         spawn(format!("xdp-{i}"), i, None, Some(q))?;
     }
 
+    node_state.set_datapath(if xdp_devices.is_some() { "xdp" } else { "tap" });
+    node_state.set_datapath_up(true);
+    let api_task = match metrics::Server::bind(args.metrics_addr, node_state.clone()).await {
+        Ok(api) => {
+            info!(addr = %args.metrics_addr, "node API (/metrics, /healthz, /readyz, /v1) listening");
+            Some(tokio::spawn(api.run()))
+        }
+        Err(e) => {
+            error!("node API not served: {e}; forwarding is unaffected (set --metrics-addr to a free address)");
+            None
+        }
+    };
+
     let etcd_node = match &mode {
         Mode::Static { node, .. } => {
+            node_state.set_lease(Some(LeaseInfo { subnet: node.subnet.into(), expires: None }));
+            node_state.set_routes(node.peers.iter().map(RouteInfo::from).collect());
+            node_state.set_routes_synced(true);
             write_subnet_file(&args.subnet_file, node, mtu, args.ip_masq)?;
             info!(path = %args.subnet_file.display(), "subnet file written");
             None
@@ -569,6 +593,7 @@ async fn run(mut args: Args) -> Result<(), BoxError> {
                 config: cfg.clone(),
                 underlay_ifindex: underlay.link.index,
                 mtu,
+                state: node_state.clone(),
             };
             // Claiming waits for etcd; SIGTERM/SIGINT still end the daemon cleanly meanwhile.
             let start = EtcdNode::start((**registry).clone(), config, opts, kernel.clone(), dp);
@@ -618,6 +643,7 @@ async fn run(mut args: Args) -> Result<(), BoxError> {
             _ = hup.recv() => match &mut mode {
                 Mode::Static { path, node } => {
                     reload(path, &kernel, &cfg, underlay.link.index, mtu, node, &routes).await;
+                    node_state.set_routes(node.peers.iter().map(RouteInfo::from).collect());
                     hop_macs = next_hop_macs(&kernel, &mode).await;
                 }
                 Mode::Etcd { .. } => info!("SIGHUP ignored in etcd mode (peers follow etcd)"),
@@ -636,6 +662,9 @@ async fn run(mut args: Args) -> Result<(), BoxError> {
                 if workers.iter().any(|w| w.thread.is_finished()) {
                     break;
                 }
+                if let Some(n) = &etcd_node {
+                    node_state.set_lease(n.lease().as_ref().map(LeaseInfo::from));
+                }
                 if etcd_node.as_ref().is_some_and(EtcdNode::is_finished) {
                     error!("the etcd peer-watch task ended");
                     break;
@@ -649,6 +678,10 @@ async fn run(mut args: Args) -> Result<(), BoxError> {
         }
     }
 
+    node_state.set_datapath_up(false);
+    if let Some(t) = api_task {
+        t.abort();
+    }
     if let Some(n) = etcd_node {
         n.shutdown().await;
     }
