@@ -18,94 +18,14 @@ use std::hint::black_box;
 use std::net::Ipv4Addr;
 
 use criterion::{Criterion, Throughput};
+use linen_benches::workload::{chunks, config, inner_frame, peer, routes, CHUNK, HEADROOM};
 use linen_dataplane::pipeline::{
-    decap, encap, Action, Config, Frame, NextHop, Peer, Routes, RoutesBuilder,
+    decap, encap, Action, Config, Frame, NextHop, Routes, RoutesBuilder,
 };
 use linen_dataplane::route::Published;
 
-const HEADROOM: usize = 256;
 /// Active flows (distinct destinations) cycled through in the 100k-route benches: a batch's worth.
 const FLOWS: usize = 64;
-const CHUNK: usize = 2048;
-const LOCAL_MAC: [u8; 6] = [0x92, 0x14, 0x14, 0x17, 0xdb, 0xd3];
-const VTEP_MAC: [u8; 6] = [0x2a, 0xa9, 0xdf, 0x4e, 0xcb, 0xb8];
-
-/// A small deterministic generator (xorshift64*), so every run benchmarks the same table.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
-
-fn config() -> Config {
-    Config::new(Ipv4Addr::new(192, 168, 77, 1), LOCAL_MAC, VTEP_MAC)
-}
-
-fn peer(i: u32) -> Peer {
-    Peer {
-        vtep: Ipv4Addr::from(0xc0a8_0000 + 2 + i),
-        vtep_mac: [0x26, 0x69, 0xc7, 0x3a, (i >> 8) as u8, i as u8],
-        underlay_mac: Some([0xe6, 0x37, 0x6c, 0xed, (i >> 8) as u8, i as u8]),
-        ifindex: 2,
-    }
-}
-
-/// `n` routes and `flows` destination addresses that each fall inside one of them.
-fn routes(cfg: &Config, n: usize, flows: usize) -> (Routes, Vec<Ipv4Addr>) {
-    let mut b = RoutesBuilder::new();
-    if n == 1 {
-        b.insert("10.244.2.0/24".parse().unwrap(), NextHop::new(cfg, &peer(0)));
-        return (b.build(), vec![Ipv4Addr::new(10, 244, 2, 2); flows]);
-    }
-    let hops: Vec<NextHop> = (0..1000).map(|i| NextHop::new(cfg, &peer(i))).collect();
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    let mut nets = Vec::with_capacity(n);
-    while b.len() < n {
-        let len = 12 + (rng.next() % 19) as u8; // /12 ../30
-        let addr = (rng.next() as u32) & !(u32::MAX >> len);
-        let net = format!("{}/{}", Ipv4Addr::from(addr), len);
-        b.insert(net.parse().unwrap(), hops[b.len() % hops.len()].clone());
-        nets.push((addr, len));
-    }
-    let dsts = (0..flows)
-        .map(|_| {
-            let (addr, len) = nets[(rng.next() % nets.len() as u64) as usize];
-            Ipv4Addr::from(addr | (rng.next() as u32 & (u32::MAX >> len)))
-        })
-        .collect();
-    (b.build(), dsts)
-}
-
-/// A 64-byte inner frame (IPv4/UDP, 22 bytes of payload) from 10.244.1.2 to `dst`.
-fn inner_frame(dst: Ipv4Addr, sport: u16, len: usize) -> Vec<u8> {
-    let mut f = vec![0u8; len];
-    f[..6].copy_from_slice(&[0x26, 0x69, 0xc7, 0x3a, 0x5b, 0x8c]);
-    f[6..12].copy_from_slice(&VTEP_MAC);
-    f[12..14].copy_from_slice(&[0x08, 0x00]);
-    let ip_len = (len - 14) as u16;
-    f[14..34].copy_from_slice(&[
-        0x45, 0, 0, 0, 0x12, 0x34, 0x40, 0, 63, 17, 0, 0, 10, 244, 1, 2, 0, 0, 0, 0,
-    ]);
-    f[16..18].copy_from_slice(&ip_len.to_be_bytes());
-    f[30..34].copy_from_slice(&dst.octets());
-    f[34..36].copy_from_slice(&sport.to_be_bytes());
-    f[36..38].copy_from_slice(&9000u16.to_be_bytes());
-    f[38..40].copy_from_slice(&(ip_len - 20).to_be_bytes());
-    f
-}
-
-/// Chunks of `CHUNK` bytes, each holding one packet after `HEADROOM` bytes (like UMEM frames).
-fn chunks(packets: &[Vec<u8>]) -> (Vec<u8>, Vec<usize>) {
-    let mut umem = vec![0u8; CHUNK * packets.len()];
-    for (i, p) in packets.iter().enumerate() {
-        umem[i * CHUNK + HEADROOM..i * CHUNK + HEADROOM + p.len()].copy_from_slice(p);
-    }
-    (umem, packets.iter().map(Vec::len).collect())
-}
 
 fn encap_one(chunk: &mut [u8], len: usize, cfg: &Config, routes: &Routes) -> Action {
     match Frame::new(chunk, HEADROOM, len) {

@@ -18,91 +18,10 @@ use std::hint::black_box;
 use std::net::Ipv4Addr;
 use std::time::Instant;
 
+use linen_benches::workload::{chunks, config, inner_frame, peer, routes, CHUNK, HEADROOM};
 use linen_dataplane::pipeline::{
-    decap, encap, Action, Config, Frame, NextHop, Peer, Routes, RoutesBuilder,
+    decap, encap, Action, Config, Frame, NextHop, Routes, RoutesBuilder,
 };
-
-const HEADROOM: usize = 256;
-const CHUNK: usize = 2048;
-const LOCAL_MAC: [u8; 6] = [0x92, 0x14, 0x14, 0x17, 0xdb, 0xd3];
-const VTEP_MAC: [u8; 6] = [0x2a, 0xa9, 0xdf, 0x4e, 0xcb, 0xb8];
-
-/// xorshift64*: the same deterministic generator and seed as the criterion bench.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
-
-fn config() -> Config {
-    Config::new(Ipv4Addr::new(192, 168, 77, 1), LOCAL_MAC, VTEP_MAC)
-}
-
-fn peer(i: u32) -> Peer {
-    Peer {
-        vtep: Ipv4Addr::from(0xc0a8_0000 + 2 + i),
-        vtep_mac: [0x26, 0x69, 0xc7, 0x3a, (i >> 8) as u8, i as u8],
-        underlay_mac: Some([0xe6, 0x37, 0x6c, 0xed, (i >> 8) as u8, i as u8]),
-        ifindex: 2,
-    }
-}
-
-/// Same table as the criterion bench `encap/routes_100k` (same generator and seed).
-fn routes(cfg: &Config, n: usize, flows: usize) -> (Routes, Vec<Ipv4Addr>) {
-    let mut b = RoutesBuilder::new();
-    if n == 1 {
-        b.insert("10.244.2.0/24".parse().expect("valid prefix"), NextHop::new(cfg, &peer(0)));
-        return (b.build(), vec![Ipv4Addr::new(10, 244, 2, 2); flows]);
-    }
-    let hops: Vec<NextHop> = (0..1000).map(|i| NextHop::new(cfg, &peer(i))).collect();
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    let mut nets = Vec::with_capacity(n);
-    while b.len() < n {
-        let len = 12 + (rng.next() % 19) as u8;
-        let addr = (rng.next() as u32) & !(u32::MAX >> len);
-        let net = format!("{}/{}", Ipv4Addr::from(addr), len);
-        b.insert(net.parse().expect("valid prefix"), hops[b.len() % hops.len()].clone());
-        nets.push((addr, len));
-    }
-    let dsts = (0..flows)
-        .map(|_| {
-            let (addr, len) = nets[(rng.next() % nets.len() as u64) as usize];
-            Ipv4Addr::from(addr | (rng.next() as u32 & (u32::MAX >> len)))
-        })
-        .collect();
-    (b.build(), dsts)
-}
-
-/// An inner IPv4/UDP frame of `len` bytes from 10.244.1.2 to `dst`.
-fn inner_frame(dst: Ipv4Addr, sport: u16, len: usize) -> Vec<u8> {
-    let mut f = vec![0u8; len];
-    f[..6].copy_from_slice(&[0x26, 0x69, 0xc7, 0x3a, 0x5b, 0x8c]);
-    f[6..12].copy_from_slice(&VTEP_MAC);
-    f[12..14].copy_from_slice(&[0x08, 0x00]);
-    let ip_len = (len - 14) as u16;
-    f[14..34].copy_from_slice(&[
-        0x45, 0, 0, 0, 0x12, 0x34, 0x40, 0, 63, 17, 0, 0, 10, 244, 1, 2, 0, 0, 0, 0,
-    ]);
-    f[16..18].copy_from_slice(&ip_len.to_be_bytes());
-    f[30..34].copy_from_slice(&dst.octets());
-    f[34..36].copy_from_slice(&sport.to_be_bytes());
-    f[36..38].copy_from_slice(&9000u16.to_be_bytes());
-    f[38..40].copy_from_slice(&(ip_len - 20).to_be_bytes());
-    f
-}
-
-/// UMEM-like chunks of `CHUNK` bytes, each holding one packet after `HEADROOM` bytes.
-fn chunks(packets: &[Vec<u8>]) -> Vec<u8> {
-    let mut umem = vec![0u8; CHUNK * packets.len()];
-    for (i, p) in packets.iter().enumerate() {
-        umem[i * CHUNK + HEADROOM..i * CHUNK + HEADROOM + p.len()].copy_from_slice(p);
-    }
-    umem
-}
 
 /// Runs `op` on `n` frames, cycling over the packets in `umem` (one per `CHUNK`), each frame
 /// rebuilt at `HEADROOM` as a worker would from a descriptor. Counts frames `op` forwarded.
@@ -165,7 +84,7 @@ fn main() {
                 .enumerate()
                 .map(|(i, d)| inner_frame(*d, 40000 + i as u16, 64))
                 .collect();
-            let mut umem = chunks(&packets);
+            let (mut umem, _) = chunks(&packets);
             let t = Instant::now();
             let ok = measure_encap(&mut umem, 64, &cfg, &routes, n);
             report(t, n);
@@ -179,7 +98,7 @@ fn main() {
             b.insert("10.244.2.0/24".parse().expect("valid prefix"), NextHop::new(&cfg, &p));
             let mut inner = inner_frame(Ipv4Addr::new(10, 244, 2, 2), 40000, inner_len);
             inner[..6].copy_from_slice(&p.vtep_mac);
-            let mut umem = chunks(&[inner]);
+            let (mut umem, _) = chunks(&[inner]);
             let outer_len = {
                 let mut f = Frame::new(&mut umem, HEADROOM, inner_len).expect("fits");
                 assert!(matches!(encap(&mut f, &cfg, &b.build()), Action::Transmit(_)));
@@ -202,7 +121,8 @@ fn main() {
             ok
         }
         "noop" => {
-            let mut umem = chunks(&vec![inner_frame(Ipv4Addr::new(10, 244, 2, 2), 40000, 64); 64]);
+            let (mut umem, _) =
+                chunks(&vec![inner_frame(Ipv4Addr::new(10, 244, 2, 2), 40000, 64); 64]);
             let t = Instant::now();
             let ok = measure_noop(&mut umem, 64, n);
             report(t, n);
