@@ -1,7 +1,8 @@
 //! `linen-demo`: linen's main job on one machine (run it through `scripts/demo.sh`, as root).
 //!
-//! Builds a cluster of N nodes as network namespaces on a shared underlay, runs `linend` on each
-//! (AF_XDP datapath where it works, the TAP fallback otherwise), attaches pods through the `linen`
+//! Starts a real etcd and builds a cluster of N nodes as network namespaces on a shared underlay,
+//! runs `linend` in etcd mode on each (AF_XDP datapath where it works, the TAP fallback
+//! otherwise), attaches pods through the `linen`
 //! CNI plugin, prints a connectivity matrix (every pod to every pod), then measures linen against
 //! the kernel's VXLAN in flannel's configuration side by side and prints the ratios. Everything is
 //! torn down on exit or Ctrl-C unless `--keep` is given.
@@ -93,8 +94,9 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<bool, String> {
     println!("linen demo: {} nodes × {} pods, datapath {}\n", cli.nodes, cli.pods, cli.datapath);
 
     let t = Instant::now();
-    step(1, total, &format!("starting {} nodes with linend", cli.nodes));
+    step(1, total, &format!("starting etcd and {} nodes with linend", cli.nodes));
     let cluster = ClusterBuilder::new("demo")
+        .etcd()
         .nodes(cli.nodes, Overlay::linen(&cli.datapath))
         .pods_per_node(0)
         .build()
@@ -115,7 +117,8 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<bool, String> {
         .collect();
     println!("done in {:.1} s\n      {}", t.elapsed().as_secs_f64(), kinds.join(", "));
     println!(
-        "      control plane: static peers (every node knows every other node's subnet and VTEP)"
+        "      control plane: etcd at {} (flannel's schema: each node claimed a subnet lease and follows the others)",
+        cluster.etcd_endpoint().unwrap_or_else(|| "?".into())
     );
     interrupted(stop)?;
 
@@ -179,7 +182,10 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<bool, String> {
                 println!("      cat {}   # {}'s linend counters", l.stats.display(), n.name);
             }
         }
-        println!("      Remove it all with: ip -all netns delete  (or any later run of the demo or tests)");
+        println!(
+            "      Remove it with: for n in $(ip netns list | awk '/^lt-demo/{{print $1}}'); do ip netns pids $n | xargs -r kill; ip netns del $n; done"
+        );
+        println!("      (a later run of the demo or the tests also removes it)");
         std::mem::forget(pods_tb);
         std::mem::forget(cluster);
     } else {
