@@ -567,8 +567,19 @@ fn etcd_outage_keeps_forwarding_and_resyncs() {
         out.status.success() && text.contains("15 received"),
         "pod traffic stalled during the etcd outage: {text}"
     );
+    let not_ready =
+        wait_for(Duration::from_secs(15), || (ready(&nodes[0]) == Some(false)).then_some(()));
+    assert!(not_ready.is_some(), "n1's /readyz did not report the etcd outage");
 
     u.start_etcd(&tb);
+    // Ready again without any lease change: the daemon's own etcd check notices the recovery.
+    let ready_again =
+        wait_for(Duration::from_secs(20), || (ready(&nodes[0]) == Some(true)).then_some(()));
+    assert!(
+        ready_again.is_some(),
+        "n1 not ready again after etcd came back; log:\n{}",
+        nodes[0].log_text()
+    );
     let subnet = "10.244.250.0/24";
     u.etcdctl_ok(&["put", &key_of(subnet), &flannel_lease("192.168.77.98", "0a:00:00:00:00:98")]);
     for n in &nodes {
@@ -586,6 +597,14 @@ fn etcd_outage_keeps_forwarding_and_resyncs() {
     for n in &mut nodes {
         stop_linend(&tb, n);
     }
+}
+
+/// Whether the node's API says it is ready (`linenctl status`), `None` when it does not answer.
+fn ready(n: &Node) -> Option<bool> {
+    let ctl = linen_testbed::workspace_bin("linenctl");
+    let out = n.host.sh_output(&format!("{} status --json", ctl.display()));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    v["status"]["ready"].as_bool()
 }
 
 /// Two linends starting together in a network with room for exactly two subnets: whoever loses

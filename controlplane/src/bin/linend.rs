@@ -608,6 +608,23 @@ async fn run(mut args: Args) -> Result<(), BoxError> {
             }
         }
     };
+    // In etcd mode, check etcd every few seconds so /readyz follows an outage and its end even
+    // when no lease changes (the peer watch reconnects without reporting it).
+    let etcd_probe = match &mode {
+        Mode::Etcd { registry, .. } => {
+            let registry = (**registry).clone();
+            let state = node_state.clone();
+            Some(tokio::spawn(async move {
+                use linen_controlplane::registry::Registry;
+                let mut every = tokio::time::interval(Duration::from_secs(3));
+                loop {
+                    every.tick().await;
+                    state.set_etcd_connected(registry.current_revision().await.is_ok());
+                }
+            }))
+        }
+        Mode::Static { .. } => None,
+    };
     let etcd_node = match etcd_node {
         Some(Ok(n)) => Some(n),
         Some(Err(e)) => {
@@ -680,6 +697,9 @@ async fn run(mut args: Args) -> Result<(), BoxError> {
 
     node_state.set_datapath_up(false);
     if let Some(t) = api_task {
+        t.abort();
+    }
+    if let Some(t) = etcd_probe {
         t.abort();
     }
     if let Some(n) = etcd_node {
