@@ -12,29 +12,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use linen_testbed::TempDir;
 use linen_testbed::{wait_for, workspace_bin, Netns, Testbed};
 
 const ETCD_IP: &str = "192.168.77.250";
 const ETCD_PORT: u16 = 2379;
 const PREFIX: &str = "/coreos.com/network";
-
-/// A directory removed on drop (also when the test panics).
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("linen-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("create temp dir");
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn endpoint() -> String {
     format!("http://{ETCD_IP}:{ETCD_PORT}")

@@ -11,30 +11,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use linen_testbed::TempDir;
 use linen_testbed::{wait_for, workspace_bin, Netns, Testbed};
 
 const NET: &str = "10.244.0.0/16";
 const MAC_A: &str = "2a:a9:df:4e:cb:b8";
 const MAC_B: &str = "26:69:c7:3a:5b:8c";
 const MAC_A_BYTES: [u8; 6] = [0x2a, 0xa9, 0xdf, 0x4e, 0xcb, 0xb8];
-
-/// A directory removed on drop (also when the test panics).
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("linen-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("create temp dir");
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// What runs the overlay on a node.
 #[derive(Clone, Copy, PartialEq, Eq)]
