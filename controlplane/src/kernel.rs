@@ -18,7 +18,9 @@ use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use rtnetlink::packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
 };
-use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol};
+use rtnetlink::packet_route::route::{
+    RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteType,
+};
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
@@ -563,6 +565,53 @@ impl Kernel {
         }
         Ok(None)
     }
+
+    /// Asks the kernel how it would send to `dst` (`ip route get <dst>`): the output device, the
+    /// source address it would pick, the gateway, and whether `dst` is one of this host's own
+    /// addresses.
+    ///
+    /// # Errors
+    /// A netlink failure, e.g. "network unreachable" when no route covers `dst`.
+    pub async fn route_get(&self, dst: Ipv4Addr) -> Result<RouteLookup, KernelError> {
+        let msg = RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(dst, 32).build();
+        let route = self
+            .handle
+            .route()
+            .get(msg)
+            .execute()
+            .try_next()
+            .await
+            .map_err(nl(format!("route get {dst}")))?
+            .ok_or_else(|| KernelError::Underlay(format!("no route to {dst}")))?;
+        let mut out = RouteLookup {
+            oif: None,
+            source: None,
+            gateway: None,
+            local: route.header.kind == RouteType::Local,
+        };
+        for a in &route.attributes {
+            match a {
+                RouteAttribute::Oif(i) => out.oif = Some(*i),
+                RouteAttribute::PrefSource(RouteAddress::Inet(ip)) => out.source = Some(*ip),
+                RouteAttribute::Gateway(RouteAddress::Inet(ip)) => out.gateway = Some(*ip),
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The kernel's answer to [`Kernel::route_get`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteLookup {
+    /// The output device's index.
+    pub oif: Option<u32>,
+    /// The source address the kernel would use.
+    pub source: Option<Ipv4Addr>,
+    /// The next hop, when the destination is not on-link.
+    pub gateway: Option<Ipv4Addr>,
+    /// The destination is an address of this host.
+    pub local: bool,
 }
 
 fn route_destination(msg: &RouteMessage) -> (Ipv4Addr, u8) {

@@ -21,5 +21,9 @@ pub mod watch;
 pub mod ctl_node;
 pub mod metrics;
 
+// linend options: --ip-masq (nftables source NAT), --can-reach (underlay autodetection)
+pub mod can_reach;
+pub mod masq;
+
 /// flannel's default etcd key prefix.
 pub const DEFAULT_PREFIX: &str = "/coreos.com/network";
