@@ -123,7 +123,7 @@ pub fn remove_script() -> String {
 pub enum MasqError {
     /// The `nft` binary is not installed.
     #[error(
-        "`{program}` not found: --ip-masq needs the nft command (Debian/Ubuntu package nftables)"
+        "`{program}` not found: masquerading needs the nft command (Debian/Ubuntu package nftables)"
     )]
     NftMissing {
         /// The program looked for.
@@ -426,11 +426,12 @@ impl<N: Nft + Send + 'static> MasqKeeper<N> {
 
     /// Follows a new network or subnet; the table is rebuilt at once when it differs.
     pub fn set_spec(&self, spec: MasqSpec) {
-        self.spec.send_if_modified(|s| {
-            let changed = *s != spec;
-            *s = spec;
-            changed
-        });
+        self.handle().update(|s| *s = spec);
+    }
+
+    /// A handle other tasks use to update the network or the subnet.
+    pub fn handle(&self) -> MasqHandle {
+        MasqHandle(self.spec.clone())
     }
 
     /// Stops the checks and removes the table.
@@ -443,6 +444,36 @@ impl<N: Nft + Send + 'static> MasqKeeper<N> {
         }
         let _ = (&mut self.task).await;
         blocking(&self.masq, |m| m.remove()).await
+    }
+}
+
+/// Updates the spec a [`MasqKeeper`] follows; each setter changes one field, so a task following
+/// the network config and one following the lease never undo each other.
+#[derive(Debug, Clone)]
+pub struct MasqHandle(watch::Sender<MasqSpec>);
+
+impl MasqHandle {
+    /// The spec the rules follow now.
+    pub fn spec(&self) -> MasqSpec {
+        *self.0.borrow()
+    }
+
+    /// Follows a new cluster network (from a changed network config).
+    pub fn set_network(&self, network: Ipv4Net) {
+        self.update(|s| s.network = network.trunc());
+    }
+
+    /// Follows a new node subnet (from a changed lease).
+    pub fn set_subnet(&self, subnet: Ipv4Net) {
+        self.update(|s| s.subnet = subnet.trunc());
+    }
+
+    fn update(&self, f: impl FnOnce(&mut MasqSpec)) {
+        self.0.send_if_modified(|s| {
+            let before = *s;
+            f(s);
+            *s != before
+        });
     }
 }
 
@@ -698,10 +729,15 @@ mod tests {
         assert!(wait(Some(render_table(&a, true))).await, "table not restored");
 
         let b = spec("10.244.0.0/16", "10.244.7.0/24");
-        keeper.set_spec(b);
+        keeper.handle().set_subnet("10.244.7.1/24".parse().unwrap());
+        assert_eq!(keeper.spec(), b);
         assert!(wait(Some(render_table(&b, true))).await, "table not rebuilt");
+        let c = spec("10.0.0.0/8", "10.244.7.0/24");
+        keeper.handle().set_network("10.0.0.0/8".parse().unwrap());
+        assert!(wait(Some(render_table(&c, true))).await, "table not rebuilt");
         let writes = fake.state().scripts.len();
-        keeper.set_spec(b);
+        keeper.set_spec(c);
+        keeper.handle().set_network("10.0.0.0/8".parse().unwrap());
         tokio::time::sleep(resync * 3).await;
         assert_eq!(fake.state().scripts.len(), writes, "an unchanged table was rewritten");
 
