@@ -14,6 +14,11 @@
 //! file for the CNI plugin, and runs the datapath until SIGTERM or SIGINT, then removes what it
 //! created (an etcd lease stays, so a restart keeps the subnet).
 //!
+//! `--ip-masq` installs flannel's masquerade rules in the nftables table `ip linen` (see
+//! `linen_controlplane::masq` and docs/ipmasq.md), re-checks them every `--ip-masq-resync`
+//! seconds and removes the table on shutdown. `--can-reach IP` takes the underlay interface and
+//! public IP from the kernel's route to `IP` (see `linen_controlplane::can_reach`).
+//!
 //! Datapaths: `xdp` (AF_XDP on the underlay NIC and on `linen.1x`, one pinnable worker per queue,
 //! see `linen_controlplane::xdp_node`), `tap` (TAP device + UDP socket, the fallback) and `auto`
 //! (tries `xdp`, falls back to `tap` and logs why).
@@ -24,12 +29,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use linen_controlplane::cli::EtcdFlags;
+use linen_controlplane::can_reach;
+use linen_controlplane::cli::{load_config, EtcdFlags};
 use linen_controlplane::kernel::{
     fmt_mac, Kernel, OverlayRoute, OverlayState, OVERLAY_DEV, OVERLAY_PEER_DEV, VXLAN_OVERHEAD,
 };
 use linen_controlplane::lease::MacAddr;
 use linen_controlplane::manager::LeaseOptions;
+use linen_controlplane::masq::{self, MasqKeeper, MasqSpec, Masquerade, NftCommand};
 use linen_controlplane::metrics::{self, LeaseInfo, NodeState, RouteInfo};
 use linen_controlplane::node::{DatapathHandles, EtcdNode};
 use linen_controlplane::static_peers::StaticNode;
@@ -86,6 +93,11 @@ struct Args {
     #[arg(long, env = "LINEN_IFACE")]
     iface: Option<String>,
 
+    /// Find the underlay by asking the kernel how it reaches this IPv4 address (e.g. etcd or the
+    /// underlay gateway): its output interface and source address become --iface and --public-ip.
+    #[arg(long, env = "LINEN_CAN_REACH", value_name = "IP", conflicts_with_all = ["iface", "public_ip"])]
+    can_reach: Option<Ipv4Addr>,
+
     /// Public (underlay) IPv4 address, the local VTEP (default: from the static file, else the
     /// underlay interface's first address).
     #[arg(long, env = "LINEN_PUBLIC_IP")]
@@ -111,9 +123,16 @@ struct Args {
     #[arg(long, env = "LINEN_SUBNET_FILE", default_value = "/run/flannel/subnet.env")]
     subnet_file: PathBuf,
 
-    /// Value written as FLANNEL_IPMASQ (masquerading itself is not implemented yet).
+    /// Masquerade pod traffic that leaves the cluster network (nftables table `ip linen`, see
+    /// docs/ipmasq.md); also written as FLANNEL_IPMASQ. Needs the `nft` command.
     #[arg(long, env = "LINEN_IP_MASQ")]
     ip_masq: bool,
+
+    /// Seconds between checks that the masquerade table is in place (restored when missing or
+    /// changed; in etcd mode the network config is re-read as often).
+    #[arg(long, env = "LINEN_IP_MASQ_RESYNC", value_name = "SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    ip_masq_resync: u64,
 
     /// Write per-worker counters (JSON) to this file, replaced atomically every --stats-interval-ms.
     #[arg(long, env = "LINEN_STATS_FILE")]
@@ -393,6 +412,15 @@ async fn next_hop_macs(kernel: &Kernel, mode: &Mode) -> Vec<Option<[u8; 6]>> {
 }
 
 async fn run(mut args: Args) -> Result<(), BoxError> {
+    // --ip-masq: a missing nft is an error before anything is created.
+    let masq = if args.ip_masq {
+        let mut m = Masquerade::new(NftCommand::default());
+        m.probe().map_err(|e| format!("--ip-masq: {e}"))?;
+        Some(m)
+    } else {
+        None
+    };
+    let masq_resync = Duration::from_secs(args.ip_masq_resync);
     let mut mode = match &args.static_peers {
         Some(path) => Mode::Static { path: path.clone(), node: StaticNode::load(path)? },
         None => {
@@ -417,7 +445,27 @@ async fn run(mut args: Args) -> Result<(), BoxError> {
         Mode::Etcd { .. } => None,
     };
     let public_ip = args.public_ip.or(static_ip);
-    let underlay = kernel.underlay(args.iface.as_deref(), public_ip).await?;
+    let underlay = match args.can_reach {
+        Some(target) => {
+            let (u, gateway) = can_reach::detect(&kernel, target).await?;
+            if let Some(fixed) = static_ip.filter(|ip| *ip != u.ip) {
+                return Err(format!(
+                    "--can-reach {target} picked {} on {}, but the static-peers file fixes public_ip {fixed}",
+                    u.ip, u.link.name
+                )
+                .into());
+            }
+            info!(
+                can_reach = %target,
+                iface = %u.link.name,
+                public_ip = %u.ip,
+                via = %gateway.map_or_else(|| "on-link".to_string(), |g| g.to_string()),
+                "underlay chosen by --can-reach"
+            );
+            u
+        }
+        None => kernel.underlay(args.iface.as_deref(), public_ip).await?,
+    };
     let mtu = match args.mtu {
         Some(m) => m,
         None => underlay.link.mtu.checked_sub(VXLAN_OVERHEAD).ok_or_else(|| {
@@ -638,6 +686,54 @@ async fn run(mut args: Args) -> Result<(), BoxError> {
         None => None,
     };
 
+    // --ip-masq: the rules follow the network (static file or etcd config) and our subnet.
+    let masq_spec = match (&mode, &etcd_node) {
+        (Mode::Static { node, .. }, _) => Some(MasqSpec::new(node.network, node.subnet)),
+        (Mode::Etcd { config, .. }, Some(n)) => {
+            Some(MasqSpec::new(config.require_ipv4()?.network, n.subnet()))
+        }
+        (Mode::Etcd { .. }, None) => None,
+    };
+    let masq = match (masq, masq_spec) {
+        (Some(m), Some(spec)) => match MasqKeeper::start(m, spec, masq_resync).await {
+            Ok(k) => Some(k),
+            Err(e) => {
+                if let Some(n) = etcd_node {
+                    n.shutdown().await;
+                }
+                stop_workers(workers);
+                return Err(format!("--ip-masq: {e}").into());
+            }
+        },
+        _ => None,
+    };
+    // etcd mode: re-read the network config every resync interval, so the rules follow a
+    // changed Network.
+    let masq_config = match (&masq, &mode) {
+        (Some(k), Mode::Etcd { registry, .. }) => {
+            let (handle, registry) = (k.handle(), (**registry).clone());
+            Some(tokio::spawn(async move {
+                let start = tokio::time::Instant::now() + masq_resync;
+                let mut every = tokio::time::interval_at(start, masq_resync);
+                loop {
+                    every.tick().await;
+                    let network =
+                        load_config(&registry).await.map_err(|e| e.to_string()).and_then(|c| {
+                            c.require_ipv4().map(|v4| v4.network).map_err(|e| e.to_string())
+                        });
+                    match network {
+                        Ok(n) => handle.set_network(n),
+                        Err(e) => warn!(
+                            "--ip-masq: cannot re-read the network config: {e}; keeping the rules for {}",
+                            handle.spec()
+                        ),
+                    }
+                }
+            }))
+        }
+        _ => None,
+    };
+
     let sources = StatsSources {
         datapath: if xdp_devices.is_some() { "xdp" } else { "tap" },
         send_mode,
@@ -681,6 +777,9 @@ async fn run(mut args: Args) -> Result<(), BoxError> {
                 }
                 if let Some(n) = &etcd_node {
                     node_state.set_lease(n.lease().as_ref().map(LeaseInfo::from));
+                    if let Some(k) = &masq {
+                        k.handle().set_subnet(n.subnet());
+                    }
                 }
                 if etcd_node.as_ref().is_some_and(EtcdNode::is_finished) {
                     error!("the etcd peer-watch task ended");
@@ -701,6 +800,18 @@ async fn run(mut args: Args) -> Result<(), BoxError> {
     }
     if let Some(t) = etcd_probe {
         t.abort();
+    }
+    if let Some(t) = masq_config {
+        t.abort();
+    }
+    if let Some(k) = masq {
+        match k.shutdown().await {
+            Ok(()) => info!("masquerade table ip {} removed", masq::TABLE),
+            Err(e) => error!(
+                "cannot remove the masquerade table: {e}; remove it with `nft delete table ip {}`",
+                masq::TABLE
+            ),
+        }
     }
     if let Some(n) = etcd_node {
         n.shutdown().await;
