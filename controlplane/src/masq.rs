@@ -349,6 +349,19 @@ impl<N: Nft> Masquerade<N> {
         Ok(outcome)
     }
 
+    /// Removes a table left by an earlier run (one with `--ip-masq` that crashed, or before
+    /// `--ip-masq` was turned off). Says whether there was one.
+    ///
+    /// # Errors
+    /// The [`MasqError`] of listing or removing.
+    pub fn remove_stale(&mut self) -> Result<bool, MasqError> {
+        if self.nft.list_table()?.is_none() {
+            return Ok(false);
+        }
+        self.remove()?;
+        Ok(true)
+    }
+
     /// Removes linen's table (fine when it is already gone).
     ///
     /// # Errors
@@ -653,6 +666,12 @@ mod tests {
         assert_eq!(fake.state().table, None);
         assert_eq!(m.applied(), None);
         m.remove().unwrap();
+
+        let mut other = Masquerade::new(fake.clone());
+        assert!(!other.remove_stale().unwrap());
+        fake.state().table = Some(render_table(&a, true));
+        assert!(other.remove_stale().unwrap());
+        assert_eq!(fake.state().table, None);
     }
 
     #[test]
