@@ -418,6 +418,15 @@ async fn run(mut args: Args) -> Result<(), BoxError> {
         m.probe().map_err(|e| format!("--ip-masq: {e}"))?;
         Some(m)
     } else {
+        // Without --ip-masq no masquerade table may stay from an earlier run.
+        match Masquerade::new(NftCommand::default()).remove_stale() {
+            Ok(true) => warn!(
+                "removed the masquerade table ip {} left by an earlier run with --ip-masq",
+                masq::TABLE
+            ),
+            Ok(false) | Err(masq::MasqError::NftMissing { .. }) => {}
+            Err(e) => warn!("cannot check for a stale masquerade table: {e}"),
+        }
         None
     };
     let masq_resync = Duration::from_secs(args.ip_masq_resync);
