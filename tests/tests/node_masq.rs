@@ -257,6 +257,10 @@ fn can_reach_picks_the_underlay_of_a_two_nic_node() {
         "setup: the default route must not be the underlay: {default}"
     );
 
+    // A masquerade table left by an earlier run with --ip-masq goes when linend starts without.
+    n1.host.sh("nft add table ip linen && nft add chain ip linen postrouting");
+    assert!(has_table(&n1.host));
+
     let peers = c.dir().join("n1-canreach.peers.json");
     let json = serde_json::json!({
         "network": "10.244.0.0/16",
@@ -287,6 +291,11 @@ fn can_reach_picks_the_underlay_of_a_two_nic_node() {
     let chosen = text.lines().find(|l| l.contains("underlay chosen by --can-reach"));
     let chosen = chosen.unwrap_or_else(|| panic!("no --can-reach log line:\n{text}"));
     assert!(chosen.contains("iface=eth0") && chosen.contains("public_ip=192.168.77.1"), "{chosen}");
+    assert!(!has_table(&n1.host), "stale masquerade table kept");
+    assert!(
+        text.contains("removed the masquerade table ip linen left by an earlier run"),
+        "{text}"
+    );
     assert!(c.wait_reachable(&n1.pods[0], n2.pod_ip(0), Duration::from_secs(5)), "{text}");
     assert!(c.wait_reachable(&n2.pods[0], n1.pod_ip(0), Duration::from_secs(5)), "{text}");
 
