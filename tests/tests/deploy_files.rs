@@ -55,7 +55,7 @@ struct Opt {
 }
 
 /// Options of a clap `--help` text: long flag → its env mirror and default. An option starts at
-/// a line whose first non-blank character is `-`; its notes run until the next option.
+/// a line that begins (after blanks) with `--long` or `-s, --long`; its notes run until the next.
 fn parse_help(text: &str) -> BTreeMap<String, Opt> {
     let mut opts = BTreeMap::new();
     let mut current: Option<String> = None;
