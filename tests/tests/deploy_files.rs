@@ -8,6 +8,8 @@
 //! - the Kubernetes manifest parses (python3's YAML loader), its DaemonSet sets only known
 //!   `LINEN_*` variables, probes the node API where `LINEN_METRICS_ADDR` puts it, and ships the
 //!   same conflist as `deploy/cni/`;
+//! - `deploy/Containerfile` copies workspace binaries and existing files, and installs the
+//!   binaries where the manifest runs them from (the image itself is not built);
 //! - the conflist from `deploy/cni/` is accepted by the real `linen` plugin in a netns node
 //!   (ADD gives the pod an address from the node's subnet; DEL removes it again). Root only.
 //!
@@ -533,4 +535,50 @@ fn conflist_is_accepted_by_the_linen_plugin() {
             .filter(|n| n.parse::<std::net::Ipv4Addr>().is_ok())
             .collect();
     assert!(left.is_empty(), "reservations left after DEL: {left:?}");
+}
+
+/// The image `deploy/Containerfile` builds holds the binaries the manifest runs, at the paths it
+/// runs them from, and copies only files that exist (the image itself is not built here).
+#[test]
+fn containerfile_matches_the_manifest() {
+    let file = read("deploy/Containerfile");
+    let mut installed = BTreeSet::new();
+    for line in file.lines().filter(|l| l.starts_with("COPY ")) {
+        let words: Vec<&str> = line.split_whitespace().skip(1).collect();
+        let (dest, sources) = words.split_last().expect("COPY has a destination");
+        for src in sources {
+            match src.strip_prefix("target/release/") {
+                // A binary of this workspace (the debug build of the same name exists).
+                Some(bin) => {
+                    workspace_bin(bin);
+                    installed.insert(format!("{}/{bin}", dest.trim_end_matches('/')));
+                }
+                None => assert!(repo().join(src).exists(), "Containerfile copies missing {src}"),
+            }
+        }
+    }
+    let docs = load_yaml("deploy/kubernetes/linen.yaml");
+    let ds = docs.iter().find(|d| d["kind"] == "DaemonSet").expect("a DaemonSet");
+    let spec = &ds["spec"]["template"]["spec"];
+    let mut used = Vec::new();
+    for c in
+        spec["containers"].as_array().into_iter().chain(spec["initContainers"].as_array()).flatten()
+    {
+        for word in c["command"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+            for w in word.split_whitespace().filter(|w| w.starts_with("/usr/local/bin/")) {
+                used.push(w.to_string());
+            }
+        }
+    }
+    assert!(used.iter().any(|u| u.ends_with("/linend")), "the manifest runs no linend: {used:?}");
+    assert!(
+        used.iter().any(|u| u.ends_with("/linen")),
+        "the init container copies no plugin: {used:?}"
+    );
+    for u in &used {
+        assert!(
+            installed.contains(u),
+            "the manifest uses {u}, the Containerfile installs {installed:?}"
+        );
+    }
 }
