@@ -13,7 +13,9 @@ PACKAGES=(
   # CNI: a real container runtime and the reference plugins
   podman runc containernetworking-plugins busybox-static
   # measuring
-  valgrind bpftool openssl
+  valgrind bpftool openssl linux-perf
+  # checking deploy/ and the operations guide: systemd-analyze, YAML, the guide's jq and curl
+  systemd python3-yaml jq curl
 )
 
 if [ "$(id -u)" -ne 0 ]; then
