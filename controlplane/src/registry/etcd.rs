@@ -12,8 +12,25 @@ use super::{KeyValue, LeaseWatch, Listing, Registry, RegistryError, WatchEvent, 
 
 /// How long one unary etcd request may take before it counts as failed.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often a read is tried before its error is returned (pauses 0.1, 0.2, … s between tries).
-const READ_ATTEMPTS: u32 = 8;
+/// How often a request is tried before its error is returned (pauses 0.1, 0.2, … s between
+/// tries): reads on any failure, writes only when they never reached etcd.
+const ATTEMPTS: u32 = 8;
+
+/// Which failed attempts of a request may be repeated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Repeat {
+    /// Any failure: reads are safe to repeat.
+    Always,
+    /// Only a failure to connect to the endpoint the request was sent to: the request never
+    /// reached etcd, so repeating it cannot apply a write twice.
+    Unsent,
+}
+
+/// Whether the request failed before it was sent: no connection to the chosen endpoint
+/// (`tcp connect error`, as the transport reports a refused or unroutable connection).
+fn never_sent(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(s) if s.message().contains("connect error"))
+}
 
 /// PEM files for TLS to etcd (flannel's `--etcd-cafile/--etcd-certfile/--etcd-keyfile`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -168,24 +185,57 @@ impl EtcdRegistry {
         }
     }
 
-    /// Runs a read up to [`READ_ATTEMPTS`] times with a growing pause: with several endpoints, a
+    /// Runs a read up to [`ATTEMPTS`] times with a growing pause: with several endpoints, a
     /// request can land on a member that just died (the channel picks endpoints at random and
     /// may pick the dead one again before it notices); reads are safe to repeat.
-    async fn read<T, F, Fut>(&self, op: &'static str, mut f: F) -> Result<T, RegistryError>
+    async fn read<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T, RegistryError>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        self.request(op, Repeat::Always, f).await
+    }
+
+    /// Runs a write, repeating it (like [`EtcdRegistry::read`]) only when it never reached etcd:
+    /// the channel keeps a dead member among its endpoints and picks it for new requests, which
+    /// then fail to connect — with a member down, most writes would otherwise fail.
+    async fn write<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T, RegistryError>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        self.request(op, Repeat::Unsent, f).await
+    }
+
+    async fn request<T, F, Fut>(
+        &self,
+        op: &'static str,
+        repeat: Repeat,
+        mut f: F,
+    ) -> Result<T, RegistryError>
     where
         F: FnMut(Client) -> Fut,
         Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
     {
         let mut attempt = 0;
         loop {
-            match self.timed(op, f(self.client.clone())).await {
-                Ok(v) => return Ok(v),
-                Err(e) if attempt + 1 >= READ_ATTEMPTS => return Err(e),
-                Err(_) => {
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
-                }
+            let (error, again) =
+                match tokio::time::timeout(REQUEST_TIMEOUT, f(self.client.clone())).await {
+                    Ok(Ok(v)) => return Ok(v),
+                    Ok(Err(e)) => {
+                        let again = repeat == Repeat::Always || never_sent(&e);
+                        (self.err(op, e), again)
+                    }
+                    Err(_) => (
+                        self.err(op, format!("no answer within {REQUEST_TIMEOUT:?}")),
+                        repeat == Repeat::Always,
+                    ),
+                };
+            attempt += 1;
+            if !again || attempt >= ATTEMPTS {
+                return Err(error);
             }
+            tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
         }
     }
 
@@ -216,8 +266,12 @@ impl Registry for EtcdRegistry {
     }
 
     async fn put_config(&self, value: Vec<u8>) -> Result<(), RegistryError> {
-        let mut c = self.client.clone();
-        self.timed("write config", c.put(self.config_key(), value, None)).await?;
+        let key = self.config_key();
+        self.write("write config", |mut c| {
+            let (key, value) = (key.clone(), value.clone());
+            async move { c.put(key, value, None).await }
+        })
+        .await?;
         Ok(())
     }
 
@@ -269,8 +323,13 @@ impl Registry for EtcdRegistry {
         let txn = Txn::new()
             .when([Compare::version(full.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(full, value, opts)]);
-        let mut c = self.client.clone();
-        Ok(self.timed("create lease", c.txn(txn)).await?.succeeded())
+        let resp = self
+            .write("create lease", |mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })
+            .await?;
+        Ok(resp.succeeded())
     }
 
     async fn update_lease(
@@ -285,26 +344,37 @@ impl Registry for EtcdRegistry {
         let txn = Txn::new()
             .when([Compare::mod_revision(full.clone(), CompareOp::Equal, expected_mod_revision)])
             .and_then([TxnOp::put(full, value, opts)]);
-        let mut c = self.client.clone();
-        Ok(self.timed("update lease", c.txn(txn)).await?.succeeded())
+        let resp = self
+            .write("update lease", |mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })
+            .await?;
+        Ok(resp.succeeded())
     }
 
     async fn delete_lease(&self, key: &str) -> Result<(), RegistryError> {
-        let mut c = self.client.clone();
-        self.timed("delete lease", c.delete(self.lease_key(key), None)).await?;
+        let full = self.lease_key(key);
+        self.write("delete lease", |mut c| {
+            let full = full.clone();
+            async move { c.delete(full, None).await }
+        })
+        .await?;
         Ok(())
     }
 
     async fn grant(&self, ttl: Duration) -> Result<i64, RegistryError> {
         let secs = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
-        let mut c = self.client.clone();
-        Ok(self.timed("grant TTL lease", c.lease_grant(secs, None)).await?.id())
+        let resp = self
+            .write("grant TTL lease", |mut c| async move { c.lease_grant(secs, None).await })
+            .await?;
+        Ok(resp.id())
     }
 
     async fn keep_alive(&self, lease_id: i64) -> Result<Option<Duration>, RegistryError> {
-        let mut c = self.client.clone();
-        let (mut keeper, mut stream) =
-            self.timed("keep-alive", c.lease_keep_alive(lease_id)).await?;
+        let (mut keeper, mut stream) = self
+            .write("keep-alive", |mut c| async move { c.lease_keep_alive(lease_id).await })
+            .await?;
         self.timed("keep-alive", keeper.keep_alive()).await?;
         match self.timed("keep-alive", stream.message()).await? {
             Some(resp) if resp.ttl() > 0 => {
@@ -327,9 +397,14 @@ impl Registry for EtcdRegistry {
     }
 
     async fn watch_leases(&self, from_revision: i64) -> Result<EtcdWatch, RegistryError> {
-        let mut c = self.client.clone();
+        let prefix = self.subnets_prefix();
         let opts = WatchOptions::new().with_prefix().with_start_revision(from_revision);
-        let stream = self.timed("watch leases", c.watch(self.subnets_prefix(), Some(opts))).await?;
+        let stream = self
+            .write("watch leases", |mut c| {
+                let (prefix, opts) = (prefix.clone(), opts.clone());
+                async move { c.watch(prefix, Some(opts)).await }
+            })
+            .await?;
         Ok(EtcdWatch { stream, registry: self.clone() })
     }
 
