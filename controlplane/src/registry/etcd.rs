@@ -78,6 +78,44 @@ pub struct EtcdRegistry {
     client: Client,
     prefix: String,
     target: String,
+    tls: TlsUse,
+}
+
+/// How the client authenticates to etcd, for explaining connection failures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TlsUse {
+    /// Plain HTTP.
+    Off,
+    /// TLS without a client certificate.
+    ServerOnly,
+    /// TLS with a client certificate.
+    ClientCert,
+}
+
+impl TlsUse {
+    /// What to check when a request failed the way a TLS rejection shows up: a handshake or
+    /// certificate error, or — an etcd with `--client-cert-auth` refusing a client without a
+    /// certificate under TLS 1.3 — a connection closed right after the handshake.
+    fn hint(self, message: &str) -> Option<&'static str> {
+        let m = message.to_ascii_lowercase();
+        let tls_like = ["certificate", "alert", "handshake", "tls", "connection closed"]
+            .iter()
+            .any(|w| m.contains(w));
+        match self {
+            TlsUse::Off => None,
+            _ if !tls_like => None,
+            TlsUse::ServerOnly => Some(
+                "TLS/certificate problem? No client certificate was given: an etcd that requires \
+                 client certificates (--client-cert-auth) closes the connection; pass \
+                 --etcd-certfile and --etcd-keyfile (LINEN_ETCD_CERTFILE, LINEN_ETCD_KEYFILE)",
+            ),
+            TlsUse::ClientCert => Some(
+                "TLS/certificate problem? Check that the client certificate (--etcd-certfile) is \
+                 signed by a CA etcd trusts (its --trusted-ca-file) and that --etcd-cafile holds \
+                 the CA of etcd's server certificate, which must name the endpoint's address",
+            ),
+        }
+    }
 }
 
 impl std::fmt::Debug for EtcdRegistry {
@@ -144,7 +182,12 @@ impl EtcdRegistry {
             .await
             .map_err(|e| RegistryError::Setup(format!("etcd endpoints {target}: {e}")))?;
         let prefix = opts.prefix.trim_end_matches('/').to_string();
-        Ok(EtcdRegistry { client, prefix, target })
+        let tls = match (tls, opts.tls.cert_file.is_some()) {
+            (false, _) => TlsUse::Off,
+            (true, false) => TlsUse::ServerOnly,
+            (true, true) => TlsUse::ClientCert,
+        };
+        Ok(EtcdRegistry { client, prefix, target, tls })
     }
 
     /// The underlying etcd-client handle (for tools and tests: compaction, status).
@@ -170,7 +213,11 @@ impl EtcdRegistry {
     }
 
     fn err(&self, op: &'static str, e: impl std::fmt::Display) -> RegistryError {
-        RegistryError::Unavailable { op, target: self.target.clone(), message: e.to_string() }
+        let mut message = e.to_string();
+        if let Some(hint) = self.tls.hint(&message) {
+            message = format!("{message} ({hint})");
+        }
+        RegistryError::Unavailable { op, target: self.target.clone(), message }
     }
 
     async fn timed<T>(
@@ -461,5 +508,23 @@ impl LeaseWatch for EtcdWatch {
             }
             return Ok(WatchMessage::Events { revision, events });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_failures_get_a_hint_naming_the_certificate_flags() {
+        let closed = r#"grpc request error: code: 'The operation was cancelled', message: "operation was canceled", source: tonic::transport::Error(Transport, hyper::Error(Canceled, "connection closed"))"#;
+        let alert = r#"grpc request error: code: 'Unknown error', message: "transport error", source: tonic::transport::Error(Transport, hyper::Error(Io, Custom { kind: InvalidData, error: "received fatal alert: BadCertificate" }))"#;
+        let refused = r#"grpc request error: code: 'The service is currently unavailable', message: "tcp connect error""#;
+        let no_cert = TlsUse::ServerOnly.hint(closed).expect("hint");
+        assert!(no_cert.contains("--etcd-certfile") && no_cert.contains("client certificate"));
+        let bad_cert = TlsUse::ClientCert.hint(alert).expect("hint");
+        assert!(bad_cert.contains("--trusted-ca-file") && bad_cert.contains("--etcd-cafile"));
+        assert_eq!(TlsUse::ClientCert.hint(refused), None);
+        assert_eq!(TlsUse::Off.hint(alert), None);
     }
 }
