@@ -94,13 +94,21 @@ enum TlsUse {
 
 impl TlsUse {
     /// What to check when a request failed the way a TLS rejection shows up: a handshake or
-    /// certificate error, or — an etcd with `--client-cert-auth` refusing a client without a
-    /// certificate under TLS 1.3 — a connection closed right after the handshake.
+    /// certificate error, or — etcd refusing a client certificate under TLS 1.3, where the
+    /// server decides after the handshake — a connection closed, reset or broken right after it.
     fn hint(self, message: &str) -> Option<&'static str> {
         let m = message.to_ascii_lowercase();
-        let tls_like = ["certificate", "alert", "handshake", "tls", "connection closed"]
-            .iter()
-            .any(|w| m.contains(w));
+        let tls_like = [
+            "certificate",
+            "alert",
+            "handshake",
+            "tls",
+            "connection closed",
+            "connection reset",
+            "broken pipe",
+        ]
+        .iter()
+        .any(|w| m.contains(w));
         match self {
             TlsUse::Off => None,
             _ if !tls_like => None,
@@ -524,6 +532,8 @@ mod tests {
         assert!(no_cert.contains("--etcd-certfile") && no_cert.contains("client certificate"));
         let bad_cert = TlsUse::ClientCert.hint(alert).expect("hint");
         assert!(bad_cert.contains("--trusted-ca-file") && bad_cert.contains("--etcd-cafile"));
+        let broken = r#"grpc request error: code: 'Unknown error', message: "transport error", source: tonic::transport::Error(Transport, hyper::Error(Io, Custom { kind: BrokenPipe, error: "stream closed because of a broken pipe" }))"#;
+        assert_eq!(TlsUse::ClientCert.hint(broken), Some(bad_cert));
         assert_eq!(TlsUse::ClientCert.hint(refused), None);
         assert_eq!(TlsUse::Off.hint(alert), None);
     }
