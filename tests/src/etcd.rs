@@ -458,20 +458,64 @@ impl EtcdCluster {
     pub fn leader(&self) -> Option<usize> {
         self.members.iter().position(|m| m.pid().is_some() && m.is_leader())
     }
+
+    /// Hands raft leadership to member `to` (`etcdctl move-leader`, sent to the current leader)
+    /// and waits until `to` reports itself as leader; panics after 10 s.
+    pub fn move_leader(&self, to: usize) {
+        let moved = crate::wait_for(Duration::from_secs(10), || {
+            let from = self.leader()?;
+            if from == to {
+                return Some(());
+            }
+            let id = self.members[to].member_id()?;
+            self.members[from].etcdctl(&["move-leader", &format!("{id:x}")]);
+            self.members[to].is_leader().then_some(())
+        });
+        assert!(moved.is_some(), "etcd leadership did not move to {}", self.members[to].name);
+    }
 }
 
 impl EtcdServer {
     /// Whether this member reports itself as the raft leader (`false` when it does not answer).
     pub fn is_leader(&self) -> bool {
+        self.status().is_some_and(|(id, leader)| id == leader)
+    }
+
+    /// This member's raft ID (`None` when it does not answer).
+    pub fn member_id(&self) -> Option<u64> {
+        self.status().map(|(id, _)| id)
+    }
+
+    /// (own member ID, leader's member ID) from `etcdctl endpoint status -w json`.
+    fn status(&self) -> Option<(u64, u64)> {
         let (ok, out) = self.etcdctl(&["endpoint", "status", "-w", "json"]);
         if !ok {
-            return false;
+            return None;
         }
         // etcdctl prints warnings on stderr after the JSON on stdout; parse the first line.
-        let Some(json) = out.lines().next() else { return false };
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(json) else { return false };
+        let v: serde_json::Value = serde_json::from_str(out.lines().next()?).ok()?;
         let status = &v[0]["Status"];
-        let (id, leader) = (status["header"]["member_id"].as_u64(), status["leader"].as_u64());
-        id.is_some() && id == leader
+        Some((status["header"]["member_id"].as_u64()?, status["leader"].as_u64()?))
+    }
+
+    /// The value of an unlabelled metric on the member's `/metrics` (e.g.
+    /// `etcd_debugging_mvcc_watcher_total`, the watches open on it), fetched with `curl` from
+    /// inside its namespace; `None` when it does not answer or has no such metric.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let mut cmd = match &self.netns {
+            Some(ns) => ns.command("curl"),
+            None => Command::new("curl"),
+        };
+        cmd.args(["-sf", "--max-time", "2"]);
+        if let Some((ca, cert, key)) = &self.tls {
+            cmd.arg("--cacert").arg(ca).arg("--cert").arg(cert).arg("--key").arg(key);
+        }
+        let out = cmd
+            .arg(format!("{}/metrics", self.endpoint()))
+            .stdin(Stdio::null())
+            .output()
+            .expect("spawn curl");
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
     }
 }

@@ -306,10 +306,18 @@ fn three_member_cluster_loses_its_leader() {
     assert_eq!(leases(&cluster.members[0]).len(), 3);
     assert_full_mesh(&nodes);
 
-    let leader = wait_for(Duration::from_secs(10), || cluster.leader()).expect("no etcd leader");
+    // The member to kill: the one serving the most of the linends' watches, made raft leader
+    // first, so the kill takes out the leader and watch streams in use at once.
+    const WATCHERS: &str = "etcd_debugging_mvcc_watcher_total";
+    let watches: Vec<f64> =
+        cluster.members.iter().map(|m| m.metric(WATCHERS).unwrap_or(0.0)).collect();
+    let total: f64 = watches.iter().sum();
+    assert!(total >= nodes.len() as f64, "fewer watches than linends on etcd: {watches:?}");
+    let leader = (0..3).max_by(|a, b| watches[*a].total_cmp(&watches[*b])).expect("members");
+    cluster.move_leader(leader);
     let leader_ip = cluster.members[leader].host.to_string();
-    // Every linend's client is connected to the leader (the client keeps a connection to each
-    // endpoint), so killing it also kills a connection each linend was using.
+    // Every linend's client holds a connection to it too (the client connects to every
+    // endpoint), so each loses a connection it was using.
     for n in &nodes {
         let connected = wait_for(Duration::from_secs(10), || {
             etcd_peers_of(n).contains(&leader_ip).then_some(())
@@ -321,6 +329,8 @@ fn three_member_cluster_loses_its_leader() {
             etcd_peers_of(n)
         );
     }
+    let outages = |n: &Node| n.log_text().matches("etcd unreachable").count();
+    let outages_before: Vec<usize> = nodes.iter().map(outages).collect();
 
     // Pod traffic n1 → n2 during the kill: 60 pings over 6 s, none may be lost.
     let ping_out = dir.0.join("ping.out");
@@ -338,9 +348,27 @@ fn three_member_cluster_loses_its_leader() {
         wait_for(Duration::from_secs(10), || cluster.leader()).expect("no new etcd leader");
     assert_ne!(new_leader, leader);
     eprintln!(
-        "killed leader m{leader} ({leader_ip}); m{new_leader} leads after {:?}",
+        "killed leader m{leader} ({leader_ip}, {} of {total} watches); m{new_leader} leads after {:?}",
+        watches[leader],
         killed_at.elapsed()
     );
+    // The watches it served broke: their linends say so (and reconnect to a survivor).
+    let broke = wait_for(Duration::from_secs(10), || {
+        let hit: Vec<u8> = nodes
+            .iter()
+            .zip(&outages_before)
+            .filter(|(n, before)| outages(n) > **before)
+            .map(|(n, _)| n.k)
+            .collect();
+        (!hit.is_empty()).then_some(hit)
+    });
+    let broke = broke.unwrap_or_else(|| {
+        panic!(
+            "no linend noticed its watch on the killed member end; n1 log:\n{}",
+            nodes[0].log_text()
+        )
+    });
+    eprintln!("linends whose etcd watch broke: {broke:?}");
 
     // /readyz while the cluster runs on two members: sampled for 4 s, then it must be 200.
     let mut unready: Vec<(u8, Duration, Option<u16>)> = Vec::new();
