@@ -285,8 +285,9 @@ fn etcd_peers_of(n: &Node) -> Vec<String> {
 }
 
 /// Three etcd members in three namespaces; three linends with all three endpoints claim subnets
-/// and their pods talk. The raft leader — which every linend holds a connection to — is killed:
-/// pod traffic flows on without a lost packet, `/readyz` is 200 within seconds, a fourth node
+/// and their pods talk. The member serving the most watches is made raft leader and killed (every
+/// linend holds a connection to it): pod traffic flows on without a lost packet, the linends whose
+/// watch broke say so, `/readyz` is 200 again within seconds, a fourth node
 /// (given the dead member's endpoint too) joins with a distinct subnet and everyone reaches it, a
 /// lease deleted through a surviving member takes that node's route off every other node, and
 /// no linend exits.
