@@ -1,17 +1,26 @@
-//! Real etcd servers for tests: Debian's `etcd` (3.4) on loopback ports picked per test.
+//! Real etcd servers for tests: Debian's `etcd` (3.4), on loopback ports picked per test or in
+//! testbed namespaces.
 //!
 //! [`EtcdServer::start`] runs one member with a temporary data directory, waits until
 //! `etcdctl endpoint health` passes, and on drop kills it by PID and removes the directory.
 //! [`EtcdServer::stop`]/[`EtcdServer::restart`] model an outage of the same server (same ports and
 //! data), [`EtcdCluster::start`] a three-member cluster, [`TlsCerts::generate`] a CA with server and
-//! client certificates (openssl) for TLS tests. Only 127.0.0.1 is used, never the well-known
-//! ports 2379/2380 (a system etcd may be installed there).
+//! client certificates (openssl) for TLS tests. On loopback only 127.0.0.1 is used, never the
+//! well-known ports 2379/2380 (a system etcd may be installed there).
+//!
+//! [`EtcdServer::start_in`] and [`EtcdCluster::start_in`] run members inside testbed namespaces
+//! instead, each at its own underlay address on ports 2379 (clients) and 2380 (peers) — the
+//! namespace is the member's own host, so those ports are free there. Processes started in a
+//! namespace that reach etcd over the underlay (linend in a node namespace) use
+//! [`EtcdServer::endpoint`]; `etcdctl` runs inside the member's namespace.
 
-use std::net::TcpListener;
+use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+use crate::Netns;
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);
 
@@ -42,7 +51,8 @@ pub struct TlsCerts {
     pub dir: PathBuf,
     /// CA certificate.
     pub ca: PathBuf,
-    /// Server certificate (SAN IP 127.0.0.1).
+    /// Server certificate (SAN IP 127.0.0.1, `localhost` and the addresses given to
+    /// [`TlsCerts::generate_for`]).
     pub server_cert: PathBuf,
     /// Server key.
     pub server_key: PathBuf,
@@ -69,7 +79,16 @@ fn openssl(dir: &Path, args: &[&str]) {
 impl TlsCerts {
     /// Generates a CA and a server and a client certificate signed by it.
     pub fn generate() -> TlsCerts {
+        Self::generate_for(&[])
+    }
+
+    /// Like [`TlsCerts::generate`], with `ips` added to the server certificate's IP SANs (etcd
+    /// members on testbed underlay addresses). Every call makes a new CA, so the client
+    /// certificate of one `TlsCerts` is untrusted by a server using another's CA.
+    pub fn generate_for(ips: &[Ipv4Addr]) -> TlsCerts {
         let dir = temp_dir("tls");
+        let sans: String = ips.iter().map(|ip| format!(",IP:{ip}")).collect();
+        let server_ext = format!("subjectAltName=IP:127.0.0.1,DNS:localhost{sans}\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n");
         let key = |name: &str| {
             openssl(
                 &dir,
@@ -106,7 +125,7 @@ impl TlsCerts {
             ],
         );
         for (name, ext) in [
-            ("server", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"),
+            ("server", server_ext.as_str()),
             ("client", "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"),
         ] {
             key(&format!("{name}.key"));
@@ -144,15 +163,28 @@ fn fnv(bytes: &[u8]) -> u64 {
         .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3))
 }
 
+/// Where a member listens: its namespace, address and ports.
+struct Placement {
+    netns: Option<Netns>,
+    host: Ipv4Addr,
+    client_port: u16,
+    peer_port: u16,
+}
+
 /// One etcd member.
 #[derive(Debug)]
 pub struct EtcdServer {
     /// Member name.
     pub name: String,
-    /// Client port on 127.0.0.1.
+    /// Address the client and peer ports listen on (127.0.0.1, or an underlay address inside
+    /// [`EtcdServer::netns`]).
+    pub host: Ipv4Addr,
+    /// Client port on [`EtcdServer::host`].
     pub client_port: u16,
-    /// Peer port on 127.0.0.1.
+    /// Peer port on [`EtcdServer::host`].
     pub peer_port: u16,
+    /// The testbed namespace the member runs in (`None`: the test's own, on loopback).
+    pub netns: Option<Netns>,
     dir: PathBuf,
     args: Vec<String>,
     child: Option<Child>,
@@ -162,7 +194,7 @@ pub struct EtcdServer {
 impl EtcdServer {
     /// Starts a single-member etcd over plain HTTP and waits until it is healthy.
     pub fn start() -> EtcdServer {
-        let mut s = Self::configure("single", free_port(), free_port(), None, None);
+        let mut s = Self::configure("single", Self::loopback(), None, None);
         s.spawn();
         s.wait_healthy(Duration::from_secs(20));
         s
@@ -170,23 +202,46 @@ impl EtcdServer {
 
     /// Starts a single-member etcd that requires TLS client certificates signed by `certs.ca`.
     pub fn start_tls(certs: &TlsCerts) -> EtcdServer {
-        let mut s = Self::configure("tls", free_port(), free_port(), None, Some(certs));
+        let mut s = Self::configure("tls", Self::loopback(), None, Some(certs));
         s.spawn();
         s.wait_healthy(Duration::from_secs(20));
         s
     }
 
+    /// Starts a single-member etcd inside `ns`, listening on `ip` (ports 2379 and 2380), over
+    /// HTTPS with client certificates required when `certs` is given (its server certificate must
+    /// name `ip`: [`TlsCerts::generate_for`]); waits until it is healthy.
+    pub fn start_in(ns: &Netns, ip: Ipv4Addr, certs: Option<&TlsCerts>) -> EtcdServer {
+        let mut s = Self::configure("e0", Self::in_netns(ns, ip), None, certs);
+        s.spawn();
+        s.wait_healthy(Duration::from_secs(20));
+        s
+    }
+
+    fn loopback() -> Placement {
+        Placement {
+            netns: None,
+            host: Ipv4Addr::LOCALHOST,
+            client_port: free_port(),
+            peer_port: free_port(),
+        }
+    }
+
+    fn in_netns(ns: &Netns, ip: Ipv4Addr) -> Placement {
+        Placement { netns: Some(ns.clone()), host: ip, client_port: 2379, peer_port: 2380 }
+    }
+
     fn configure(
         name: &str,
-        client_port: u16,
-        peer_port: u16,
+        at: Placement,
         cluster: Option<&str>,
         certs: Option<&TlsCerts>,
     ) -> EtcdServer {
+        let Placement { netns, host, client_port, peer_port } = at;
         let dir = temp_dir(&format!("etcd-{name}"));
         let scheme = if certs.is_some() { "https" } else { "http" };
-        let client_url = format!("{scheme}://127.0.0.1:{client_port}");
-        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        let client_url = format!("{scheme}://{host}:{client_port}");
+        let peer_url = format!("http://{host}:{peer_port}");
         let initial = cluster.map(str::to_string).unwrap_or_else(|| format!("{name}={peer_url}"));
         let token = format!("linen-test-{:x}", fnv(initial.as_bytes()));
         let mut args: Vec<String> = vec![
@@ -226,7 +281,17 @@ impl EtcdServer {
             ]);
             (c.ca.clone(), c.client_cert.clone(), c.client_key.clone())
         });
-        EtcdServer { name: name.into(), client_port, peer_port, dir, args, child: None, tls }
+        EtcdServer {
+            name: name.into(),
+            host,
+            client_port,
+            peer_port,
+            netns,
+            dir,
+            args,
+            child: None,
+            tls,
+        }
     }
 
     fn spawn(&mut self) {
@@ -235,7 +300,12 @@ impl EtcdServer {
             .append(true)
             .open(self.dir.join("etcd.log"))
             .expect("open etcd log");
-        let child = Command::new("etcd")
+        let mut cmd = match &self.netns {
+            Some(ns) => ns.command("etcd"),
+            None => Command::new("etcd"),
+        };
+        // `ip netns exec` execs etcd, so the child's PID is etcd's.
+        let child = cmd
             .args(&self.args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
@@ -245,10 +315,10 @@ impl EtcdServer {
         self.child = Some(child);
     }
 
-    /// The client URL (`http://127.0.0.1:PORT` or `https://…`).
+    /// The client URL (`http://HOST:PORT` or `https://…`).
     pub fn endpoint(&self) -> String {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
-        format!("{scheme}://127.0.0.1:{}", self.client_port)
+        format!("{scheme}://{}:{}", self.host, self.client_port)
     }
 
     /// PID of the running server, if running.
@@ -261,9 +331,13 @@ impl EtcdServer {
         std::fs::read_to_string(self.dir.join("etcd.log")).unwrap_or_default()
     }
 
-    /// Runs `etcdctl` (API v3) against this server with `args`; returns (success, stdout+stderr).
+    /// Runs `etcdctl` (API v3) against this server with `args` (inside its namespace, if any);
+    /// returns (success, stdout+stderr).
     pub fn etcdctl(&self, args: &[&str]) -> (bool, String) {
-        let mut cmd = Command::new("etcdctl");
+        let mut cmd = match &self.netns {
+            Some(ns) => ns.command("etcdctl"),
+            None => Command::new("etcdctl"),
+        };
         cmd.env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={}", self.endpoint()))
             .arg("--dial-timeout=2s");
@@ -337,21 +411,32 @@ pub struct EtcdCluster {
 }
 
 impl EtcdCluster {
-    /// Starts three members and waits until each is healthy.
+    /// Starts three members on loopback and waits until each is healthy.
     pub fn start() -> EtcdCluster {
-        let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
-        let initial = ports
+        Self::start_at((0..3).map(|_| EtcdServer::loopback()).collect(), None)
+    }
+
+    /// Starts one member per `(namespace, address)` — each listening on its address, ports 2379
+    /// and 2380 — as one cluster (HTTPS for clients with `certs`, whose server certificate must
+    /// name every address), and waits until each is healthy.
+    pub fn start_in(members: &[(Netns, Ipv4Addr)], certs: Option<&TlsCerts>) -> EtcdCluster {
+        Self::start_at(
+            members.iter().map(|(ns, ip)| EtcdServer::in_netns(ns, *ip)).collect(),
+            certs,
+        )
+    }
+
+    fn start_at(at: Vec<Placement>, certs: Option<&TlsCerts>) -> EtcdCluster {
+        let initial = at
             .iter()
             .enumerate()
-            .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
+            .map(|(i, p)| format!("m{i}=http://{}:{}", p.host, p.peer_port))
             .collect::<Vec<_>>()
             .join(",");
-        let mut members: Vec<EtcdServer> = ports
-            .iter()
+        let mut members: Vec<EtcdServer> = at
+            .into_iter()
             .enumerate()
-            .map(|(i, (client, peer))| {
-                EtcdServer::configure(&format!("m{i}"), *client, *peer, Some(&initial), None)
-            })
+            .map(|(i, p)| EtcdServer::configure(&format!("m{i}"), p, Some(&initial), certs))
             .collect();
         for m in &mut members {
             m.spawn();
@@ -365,5 +450,72 @@ impl EtcdCluster {
     /// Every member's client URL.
     pub fn endpoints(&self) -> Vec<String> {
         self.members.iter().map(EtcdServer::endpoint).collect()
+    }
+
+    /// The index of the running member that is the raft leader right now, asked from each
+    /// running member itself (`etcdctl endpoint status -w json`: its `member_id` equals `leader`).
+    /// `None` when no running member says it leads (an election is under way).
+    pub fn leader(&self) -> Option<usize> {
+        self.members.iter().position(|m| m.pid().is_some() && m.is_leader())
+    }
+
+    /// Hands raft leadership to member `to` (`etcdctl move-leader`, sent to the current leader)
+    /// and waits until `to` reports itself as leader; panics after 10 s.
+    pub fn move_leader(&self, to: usize) {
+        let moved = crate::wait_for(Duration::from_secs(10), || {
+            let from = self.leader()?;
+            if from == to {
+                return Some(());
+            }
+            let id = self.members[to].member_id()?;
+            self.members[from].etcdctl(&["move-leader", &format!("{id:x}")]);
+            self.members[to].is_leader().then_some(())
+        });
+        assert!(moved.is_some(), "etcd leadership did not move to {}", self.members[to].name);
+    }
+}
+
+impl EtcdServer {
+    /// Whether this member reports itself as the raft leader (`false` when it does not answer).
+    pub fn is_leader(&self) -> bool {
+        self.status().is_some_and(|(id, leader)| id == leader)
+    }
+
+    /// This member's raft ID (`None` when it does not answer).
+    pub fn member_id(&self) -> Option<u64> {
+        self.status().map(|(id, _)| id)
+    }
+
+    /// (own member ID, leader's member ID) from `etcdctl endpoint status -w json`.
+    fn status(&self) -> Option<(u64, u64)> {
+        let (ok, out) = self.etcdctl(&["endpoint", "status", "-w", "json"]);
+        if !ok {
+            return None;
+        }
+        // etcdctl prints warnings on stderr after the JSON on stdout; parse the first line.
+        let v: serde_json::Value = serde_json::from_str(out.lines().next()?).ok()?;
+        let status = &v[0]["Status"];
+        Some((status["header"]["member_id"].as_u64()?, status["leader"].as_u64()?))
+    }
+
+    /// The value of an unlabelled metric on the member's `/metrics` (e.g.
+    /// `etcd_debugging_mvcc_watcher_total`, the watches open on it), fetched with `curl` from
+    /// inside its namespace; `None` when it does not answer or has no such metric.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let mut cmd = match &self.netns {
+            Some(ns) => ns.command("curl"),
+            None => Command::new("curl"),
+        };
+        cmd.args(["-sf", "--max-time", "2"]);
+        if let Some((ca, cert, key)) = &self.tls {
+            cmd.arg("--cacert").arg(ca).arg("--cert").arg(cert).arg("--key").arg(key);
+        }
+        let out = cmd
+            .arg(format!("{}/metrics", self.endpoint()))
+            .stdin(Stdio::null())
+            .output()
+            .expect("spawn curl");
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
     }
 }

@@ -12,8 +12,25 @@ use super::{KeyValue, LeaseWatch, Listing, Registry, RegistryError, WatchEvent, 
 
 /// How long one unary etcd request may take before it counts as failed.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often a read is tried before its error is returned (pauses 0.1, 0.2, … s between tries).
-const READ_ATTEMPTS: u32 = 8;
+/// How often a request is tried before its error is returned (pauses 0.1, 0.2, … s between
+/// tries): reads on any failure, writes only when they never reached etcd.
+const ATTEMPTS: u32 = 8;
+
+/// Which failed attempts of a request may be repeated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Repeat {
+    /// Any failure: reads are safe to repeat.
+    Always,
+    /// Only a failure to connect to the endpoint the request was sent to: the request never
+    /// reached etcd, so repeating it cannot apply a write twice.
+    Unsent,
+}
+
+/// Whether the request failed before it was sent: no connection to the chosen endpoint
+/// (`tcp connect error`, as the transport reports a refused or unroutable connection).
+fn never_sent(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(s) if s.message().contains("connect error"))
+}
 
 /// PEM files for TLS to etcd (flannel's `--etcd-cafile/--etcd-certfile/--etcd-keyfile`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -61,6 +78,52 @@ pub struct EtcdRegistry {
     client: Client,
     prefix: String,
     target: String,
+    tls: TlsUse,
+}
+
+/// How the client authenticates to etcd, for explaining connection failures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TlsUse {
+    /// Plain HTTP.
+    Off,
+    /// TLS without a client certificate.
+    ServerOnly,
+    /// TLS with a client certificate.
+    ClientCert,
+}
+
+impl TlsUse {
+    /// What to check when a request failed the way a TLS rejection shows up: a handshake or
+    /// certificate error, or — etcd refusing a client certificate under TLS 1.3, where the
+    /// server decides after the handshake — a connection closed, reset or broken right after it.
+    fn hint(self, message: &str) -> Option<&'static str> {
+        let m = message.to_ascii_lowercase();
+        let tls_like = [
+            "certificate",
+            "alert",
+            "handshake",
+            "tls",
+            "connection closed",
+            "connection reset",
+            "broken pipe",
+        ]
+        .iter()
+        .any(|w| m.contains(w));
+        match self {
+            TlsUse::Off => None,
+            _ if !tls_like => None,
+            TlsUse::ServerOnly => Some(
+                "TLS/certificate problem? No client certificate was given: an etcd that requires \
+                 client certificates (--client-cert-auth) closes the connection; pass \
+                 --etcd-certfile and --etcd-keyfile (LINEN_ETCD_CERTFILE, LINEN_ETCD_KEYFILE)",
+            ),
+            TlsUse::ClientCert => Some(
+                "TLS/certificate problem? Check that the client certificate (--etcd-certfile) is \
+                 signed by a CA etcd trusts (its --trusted-ca-file) and that --etcd-cafile holds \
+                 the CA of etcd's server certificate, which must name the endpoint's address",
+            ),
+        }
+    }
 }
 
 impl std::fmt::Debug for EtcdRegistry {
@@ -127,7 +190,12 @@ impl EtcdRegistry {
             .await
             .map_err(|e| RegistryError::Setup(format!("etcd endpoints {target}: {e}")))?;
         let prefix = opts.prefix.trim_end_matches('/').to_string();
-        Ok(EtcdRegistry { client, prefix, target })
+        let tls = match (tls, opts.tls.cert_file.is_some()) {
+            (false, _) => TlsUse::Off,
+            (true, false) => TlsUse::ServerOnly,
+            (true, true) => TlsUse::ClientCert,
+        };
+        Ok(EtcdRegistry { client, prefix, target, tls })
     }
 
     /// The underlying etcd-client handle (for tools and tests: compaction, status).
@@ -153,7 +221,11 @@ impl EtcdRegistry {
     }
 
     fn err(&self, op: &'static str, e: impl std::fmt::Display) -> RegistryError {
-        RegistryError::Unavailable { op, target: self.target.clone(), message: e.to_string() }
+        let mut message = e.to_string();
+        if let Some(hint) = self.tls.hint(&message) {
+            message = format!("{message} ({hint})");
+        }
+        RegistryError::Unavailable { op, target: self.target.clone(), message }
     }
 
     async fn timed<T>(
@@ -168,24 +240,57 @@ impl EtcdRegistry {
         }
     }
 
-    /// Runs a read up to [`READ_ATTEMPTS`] times with a growing pause: with several endpoints, a
+    /// Runs a read up to [`ATTEMPTS`] times with a growing pause: with several endpoints, a
     /// request can land on a member that just died (the channel picks endpoints at random and
     /// may pick the dead one again before it notices); reads are safe to repeat.
-    async fn read<T, F, Fut>(&self, op: &'static str, mut f: F) -> Result<T, RegistryError>
+    async fn read<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T, RegistryError>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        self.request(op, Repeat::Always, f).await
+    }
+
+    /// Runs a write, repeating it (like [`EtcdRegistry::read`]) only when it never reached etcd:
+    /// the channel keeps a dead member among its endpoints and picks it for new requests, which
+    /// then fail to connect — with a member down, most writes would otherwise fail.
+    async fn write<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T, RegistryError>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        self.request(op, Repeat::Unsent, f).await
+    }
+
+    async fn request<T, F, Fut>(
+        &self,
+        op: &'static str,
+        repeat: Repeat,
+        mut f: F,
+    ) -> Result<T, RegistryError>
     where
         F: FnMut(Client) -> Fut,
         Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
     {
         let mut attempt = 0;
         loop {
-            match self.timed(op, f(self.client.clone())).await {
-                Ok(v) => return Ok(v),
-                Err(e) if attempt + 1 >= READ_ATTEMPTS => return Err(e),
-                Err(_) => {
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
-                }
+            let (error, again) =
+                match tokio::time::timeout(REQUEST_TIMEOUT, f(self.client.clone())).await {
+                    Ok(Ok(v)) => return Ok(v),
+                    Ok(Err(e)) => {
+                        let again = repeat == Repeat::Always || never_sent(&e);
+                        (self.err(op, e), again)
+                    }
+                    Err(_) => (
+                        self.err(op, format!("no answer within {REQUEST_TIMEOUT:?}")),
+                        repeat == Repeat::Always,
+                    ),
+                };
+            attempt += 1;
+            if !again || attempt >= ATTEMPTS {
+                return Err(error);
             }
+            tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
         }
     }
 
@@ -216,8 +321,12 @@ impl Registry for EtcdRegistry {
     }
 
     async fn put_config(&self, value: Vec<u8>) -> Result<(), RegistryError> {
-        let mut c = self.client.clone();
-        self.timed("write config", c.put(self.config_key(), value, None)).await?;
+        let key = self.config_key();
+        self.write("write config", |mut c| {
+            let (key, value) = (key.clone(), value.clone());
+            async move { c.put(key, value, None).await }
+        })
+        .await?;
         Ok(())
     }
 
@@ -269,8 +378,13 @@ impl Registry for EtcdRegistry {
         let txn = Txn::new()
             .when([Compare::version(full.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(full, value, opts)]);
-        let mut c = self.client.clone();
-        Ok(self.timed("create lease", c.txn(txn)).await?.succeeded())
+        let resp = self
+            .write("create lease", |mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })
+            .await?;
+        Ok(resp.succeeded())
     }
 
     async fn update_lease(
@@ -285,26 +399,37 @@ impl Registry for EtcdRegistry {
         let txn = Txn::new()
             .when([Compare::mod_revision(full.clone(), CompareOp::Equal, expected_mod_revision)])
             .and_then([TxnOp::put(full, value, opts)]);
-        let mut c = self.client.clone();
-        Ok(self.timed("update lease", c.txn(txn)).await?.succeeded())
+        let resp = self
+            .write("update lease", |mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })
+            .await?;
+        Ok(resp.succeeded())
     }
 
     async fn delete_lease(&self, key: &str) -> Result<(), RegistryError> {
-        let mut c = self.client.clone();
-        self.timed("delete lease", c.delete(self.lease_key(key), None)).await?;
+        let full = self.lease_key(key);
+        self.write("delete lease", |mut c| {
+            let full = full.clone();
+            async move { c.delete(full, None).await }
+        })
+        .await?;
         Ok(())
     }
 
     async fn grant(&self, ttl: Duration) -> Result<i64, RegistryError> {
         let secs = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
-        let mut c = self.client.clone();
-        Ok(self.timed("grant TTL lease", c.lease_grant(secs, None)).await?.id())
+        let resp = self
+            .write("grant TTL lease", |mut c| async move { c.lease_grant(secs, None).await })
+            .await?;
+        Ok(resp.id())
     }
 
     async fn keep_alive(&self, lease_id: i64) -> Result<Option<Duration>, RegistryError> {
-        let mut c = self.client.clone();
-        let (mut keeper, mut stream) =
-            self.timed("keep-alive", c.lease_keep_alive(lease_id)).await?;
+        let (mut keeper, mut stream) = self
+            .write("keep-alive", |mut c| async move { c.lease_keep_alive(lease_id).await })
+            .await?;
         self.timed("keep-alive", keeper.keep_alive()).await?;
         match self.timed("keep-alive", stream.message()).await? {
             Some(resp) if resp.ttl() > 0 => {
@@ -327,9 +452,14 @@ impl Registry for EtcdRegistry {
     }
 
     async fn watch_leases(&self, from_revision: i64) -> Result<EtcdWatch, RegistryError> {
-        let mut c = self.client.clone();
+        let prefix = self.subnets_prefix();
         let opts = WatchOptions::new().with_prefix().with_start_revision(from_revision);
-        let stream = self.timed("watch leases", c.watch(self.subnets_prefix(), Some(opts))).await?;
+        let stream = self
+            .write("watch leases", |mut c| {
+                let (prefix, opts) = (prefix.clone(), opts.clone());
+                async move { c.watch(prefix, Some(opts)).await }
+            })
+            .await?;
         Ok(EtcdWatch { stream, registry: self.clone() })
     }
 
@@ -386,5 +516,25 @@ impl LeaseWatch for EtcdWatch {
             }
             return Ok(WatchMessage::Events { revision, events });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_failures_get_a_hint_naming_the_certificate_flags() {
+        let closed = r#"grpc request error: code: 'The operation was cancelled', message: "operation was canceled", source: tonic::transport::Error(Transport, hyper::Error(Canceled, "connection closed"))"#;
+        let alert = r#"grpc request error: code: 'Unknown error', message: "transport error", source: tonic::transport::Error(Transport, hyper::Error(Io, Custom { kind: InvalidData, error: "received fatal alert: BadCertificate" }))"#;
+        let refused = r#"grpc request error: code: 'The service is currently unavailable', message: "tcp connect error""#;
+        let no_cert = TlsUse::ServerOnly.hint(closed).expect("hint");
+        assert!(no_cert.contains("--etcd-certfile") && no_cert.contains("client certificate"));
+        let bad_cert = TlsUse::ClientCert.hint(alert).expect("hint");
+        assert!(bad_cert.contains("--trusted-ca-file") && bad_cert.contains("--etcd-cafile"));
+        let broken = r#"grpc request error: code: 'Unknown error', message: "transport error", source: tonic::transport::Error(Transport, hyper::Error(Io, Custom { kind: BrokenPipe, error: "stream closed because of a broken pipe" }))"#;
+        assert_eq!(TlsUse::ClientCert.hint(broken), Some(bad_cert));
+        assert_eq!(TlsUse::ClientCert.hint(refused), None);
+        assert_eq!(TlsUse::Off.hint(alert), None);
     }
 }
