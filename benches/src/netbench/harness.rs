@@ -111,6 +111,12 @@ pub fn measure(datapath: &str, plan: &Plan) -> Value {
         );
         return Value::Object(out);
     }
+    if !settle_linend(&cluster) {
+        errors.insert(
+            "settle".into(),
+            json!("linend still sent packets through the kernel (next hop unresolved) after 5 s"),
+        );
+    }
     let mut note = |key: &str, r: Result<Map<String, Value>, String>| match r {
         Ok(m) => out.extend(m),
         Err(e) => {
@@ -484,8 +490,35 @@ fn pps(c: &Cluster, plan: &Plan, datapath: &str) -> Result<Map<String, Value>, S
     Ok(m)
 }
 
-/// Every linend's first worker counters (`rx`, `tx`, loop `busy_batches`, `blocks`), per node.
-fn loop_counters(c: &Cluster) -> Vec<Option<[u64; 4]>> {
+/// Waits (up to 5 s) until a ping each way crosses linen without a `to_kernel` packet: linend
+/// learns the underlay next hop's MAC from the kernel about once a second, and until then its
+/// workers hand encapsulated packets to the kernel's IP stack — a slower path that must not be
+/// what the measurements see. True at once for the kernel datapath.
+fn settle_linend(c: &Cluster) -> bool {
+    let to_kernel = || -> u64 {
+        c.nodes()
+            .iter()
+            .filter_map(|n| n.linend.as_ref()?.worker_stats()?["to_kernel"].as_u64())
+            .sum()
+    };
+    if c.nodes().iter().all(|n| n.linend.is_none()) {
+        return true;
+    }
+    let (a, b) = (&c.nodes()[0], &c.nodes()[1]);
+    linen_testbed::wait_for(Duration::from_secs(5), || {
+        let before = to_kernel();
+        let ok = c.wait_reachable(&a.pods[0], b.pod_ip(0), Duration::from_secs(1))
+            && c.wait_reachable(&b.pods[0], a.pod_ip(0), Duration::from_secs(1));
+        // linend rewrites its stats file every 100 ms.
+        std::thread::sleep(Duration::from_millis(250));
+        (ok && to_kernel() == before).then_some(())
+    })
+    .is_some()
+}
+
+/// Every linend's first worker counters (`rx`, `tx`, loop `busy_batches`, `blocks`,
+/// `to_kernel`), per node.
+fn loop_counters(c: &Cluster) -> Vec<Option<[u64; 5]>> {
     c.nodes()
         .iter()
         .map(|n| {
@@ -495,6 +528,7 @@ fn loop_counters(c: &Cluster) -> Vec<Option<[u64; 4]>> {
                 s["tx"].as_u64()?,
                 s["loop"]["busy_batches"].as_u64()?,
                 s["loop"]["blocks"].as_u64()?,
+                s["to_kernel"].as_u64()?,
             ])
         })
         .collect()
@@ -502,7 +536,7 @@ fn loop_counters(c: &Cluster) -> Vec<Option<[u64; 4]>> {
 
 /// The change of [`loop_counters`] per node, with packets per busy batch; `None` without linend.
 /// (linend rewrites its stats file every 100 ms, so the edges are that coarse.)
-fn loop_delta(a: &[Option<[u64; 4]>], b: &[Option<[u64; 4]>]) -> Option<Value> {
+fn loop_delta(a: &[Option<[u64; 5]>], b: &[Option<[u64; 5]>]) -> Option<Value> {
     let mut m = Map::new();
     for (i, (x, y)) in a.iter().zip(b).enumerate() {
         let (Some(x), Some(y)) = (x, y) else { continue };
@@ -510,7 +544,7 @@ fn loop_delta(a: &[Option<[u64; 4]>], b: &[Option<[u64; 4]>]) -> Option<Value> {
         m.insert(
             format!("n{}", i + 1),
             json!({
-                "rx": d[0], "tx": d[1], "busy_batches": d[2], "blocks": d[3],
+                "rx": d[0], "tx": d[1], "busy_batches": d[2], "blocks": d[3], "to_kernel": d[4],
                 "rx_per_busy_batch": if d[2] > 0 { d[0] as f64 / d[2] as f64 } else { 0.0 },
             }),
         );
@@ -531,8 +565,8 @@ struct PerfRun {
 const PERF_PERIOD_NS: u64 = 250_000;
 
 /// System calls counted in linend's threads while profiling.
-const PERF_SYSCALLS: [&str; 6] =
-    ["sendto", "recvfrom", "epoll_wait", "epoll_pwait", "poll", "ppoll"];
+const PERF_SYSCALLS: [&str; 7] =
+    ["sendto", "recvfrom", "epoll_wait", "epoll_pwait", "poll", "ppoll", "sched_yield"];
 
 /// Starts `perf record -a -g` (every CPU, call chains) and `perf stat` of linend's system
 /// calls for a little longer than `window`, and waits until they run.
