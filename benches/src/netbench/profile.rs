@@ -15,7 +15,9 @@
 //!
 //! The figures are sampled CPU time (one sample per `period_ns` of CPU), so a stage under a few
 //! percent of the samples carries a large relative error; `perf record` itself costs a little
-//! CPU on every CPU (in "other").
+//! CPU on every CPU (in "other"). A CPU that sleeps in the idle loop is sampled only partly on
+//! these guests, so the idle row undercounts; the per-CPU figures are therefore fractions of
+//! wall time (busy with the path, busy with other work), not of a CPU's samples.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -480,6 +482,8 @@ pub struct Breakdown {
     pub stages: BTreeMap<Stage, u64>,
     /// Samples per (stage, detail).
     pub details: BTreeMap<(Stage, String), u64>,
+    /// Samples per (stage, CPU).
+    pub per_cpu: BTreeMap<(Stage, u32), u64>,
     /// All samples.
     pub total: u64,
     /// Seconds between the first and the last sample.
@@ -497,6 +501,7 @@ impl Breakdown {
         for s in samples {
             let c = classify(s, roles);
             *b.stages.entry(c.stage).or_default() += 1;
+            *b.per_cpu.entry((c.stage, s.cpu)).or_default() += 1;
             if let Some(d) = c.detail {
                 *b.details.entry((c.stage, d)).or_default() += 1;
             }
@@ -543,6 +548,28 @@ impl Breakdown {
             details.insert(format!("{}:{d}", st.key()), json!(n));
         }
         let path_ns: f64 = ns.iter().filter(|(s, _)| s.is_path()).map(|(_, v)| v).sum();
+        // Where the path's work ran: ns per packet of path stages per CPU, and how much of each
+        // CPU's time (not of its samples: an idle CPU in a guest may not be sampled at all) was
+        // path work and other processes' work.
+        let packets = pps * self.span_s;
+        let cpu_s =
+            |n: u64| if self.span_s > 0.0 { n as f64 * period_ns / 1e9 / self.span_s } else { 0.0 };
+        let mut by_cpu = Map::new();
+        let cpus: std::collections::BTreeSet<u32> = self.per_cpu.keys().map(|(_, c)| *c).collect();
+        for cpu in cpus {
+            let of = |f: &dyn Fn(Stage) -> bool| -> u64 {
+                self.per_cpu.iter().filter(|((s, c), _)| *c == cpu && f(*s)).map(|(_, n)| n).sum()
+            };
+            let path = of(&|s| s.is_path());
+            by_cpu.insert(
+                cpu.to_string(),
+                json!({
+                    "path_ns_per_pkt": if packets > 0.0 { path as f64 * period_ns / packets } else { 0.0 },
+                    "path_busy": cpu_s(path),
+                    "other_busy": cpu_s(of(&|s| s == Stage::Other)),
+                }),
+            );
+        }
         json!({
             "period_ns": period_ns,
             "samples": self.total,
@@ -550,6 +577,7 @@ impl Breakdown {
             "cpus": self.cpus,
             "pps_during_profile": pps,
             "path_ns_per_pkt": path_ns,
+            "by_cpu": by_cpu,
             "stages": stages,
             "details": details,
         })
@@ -587,6 +615,28 @@ pub fn markdown(cols: &[(String, Value)]) -> String {
         out.push_str(&format!(" **{:.0}** |", v["path_ns_per_pkt"].as_f64().unwrap_or(0.0)));
     }
     out.push('\n');
+    let cpus: std::collections::BTreeSet<String> = cols
+        .iter()
+        .filter_map(|(_, v)| v["by_cpu"].as_object())
+        .flat_map(|m| m.keys().cloned())
+        .collect();
+    for cpu in &cpus {
+        out.push_str(&format!(
+            "| of it on CPU {cpu} (CPU {cpu} busy with the path / with other work) |"
+        ));
+        for (_, v) in cols {
+            let c = &v["by_cpu"][cpu.as_str()];
+            match c["path_ns_per_pkt"].as_f64() {
+                Some(ns) => out.push_str(&format!(
+                    " {ns:.0} ({:.0} % / {:.0} %) |",
+                    c["path_busy"].as_f64().unwrap_or(0.0) * 100.0,
+                    c["other_busy"].as_f64().unwrap_or(0.0) * 100.0
+                )),
+                None => out.push_str(" — |"),
+            }
+        }
+        out.push('\n');
+    }
     out.push_str("| delivered packets/s while profiling |");
     for (_, v) in cols {
         out.push_str(&format!(" {:.0} |", v["pps_during_profile"].as_f64().unwrap_or(0.0)));
@@ -712,11 +762,19 @@ mod tests {
         assert!(v["stages"]["idle"]["ns_per_pkt"].as_f64().unwrap() > 0.0);
         let path: f64 = ns.iter().filter(|(s, _)| s.is_path()).map(|(_, v)| v).sum();
         assert!((v["path_ns_per_pkt"].as_f64().unwrap() - path).abs() < 1e-9);
-        assert!(markdown(&[("all".into(), v)])
+        assert!(markdown(&[("all".into(), v.clone())])
             .contains("| XDP program + redirect + copy into UMEM (`xsk_rcv`) |"));
+        // Per CPU: the fixture's path samples ran on CPUs 0 and 1; "other" (rustc) on CPU 1.
+        let on = |cpu: &str| v["by_cpu"][cpu]["path_ns_per_pkt"].as_f64().unwrap();
+        assert!((on("0") + on("1") - path).abs() < 1e-9);
+        // One rustc sample of 250 µs on CPU 1 over the span.
+        let other1 = v["by_cpu"]["1"]["other_busy"].as_f64().unwrap();
+        assert!((other1 - 250e-6 / b.span_s).abs() < 1e-12);
+        assert_eq!(v["by_cpu"]["0"]["other_busy"].as_f64().unwrap(), 0.0);
         let xdp_only = Breakdown::of(&[case("xsk rcv copy"), case("worker user")], &roles());
         let md = markdown(&[("xdp".into(), xdp_only.to_json(250_000.0, 1000.0))]);
         assert!(md.contains("| linend worker, userspace |"));
+        assert!(md.contains("| of it on CPU 1 (CPU 1 busy with the path / with other work) | "));
         assert!(!md.contains("kernel VXLAN encap"), "stages without samples are left out");
     }
 }
