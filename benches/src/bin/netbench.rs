@@ -3,8 +3,12 @@
 //! ```text
 //! cargo run --release -p linen-benches --bin netbench -- --json netbench.json \
 //!     [--duration 5] [--datapaths kernel,xdp,tap] [--markdown docs/benchmarks.md] \
-//!     [--svg docs/netbench.svg] [--quick] [--linend PATH]
+//!     [--svg docs/netbench.svg] [--quick] [--linend PATH] [--profile DIR]
 //! ```
+//!
+//! `--profile DIR` also samples every CPU with `perf` (package `linux-perf`) during each
+//! datapath's packet-rate window and writes the per-stage CPU cost per packet (see
+//! `linen_benches::netbench::profile`) into the JSON and `DIR/breakdown.md`.
 //!
 //! The subcommands (`send`, `sink`, `rr-server`, `rr-client`) are the pod-side halves that
 //! netbench runs inside pods itself; they are not meant to be run by hand.
