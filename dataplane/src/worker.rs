@@ -5,8 +5,9 @@
 //! 1. a batch: the [`Handler`] receives up to `batch` (≤ 64) packets per port from the queue and
 //!    decides each one's fate — the VXLAN handler loads the route snapshot **once per batch**;
 //! 2. [`PacketQueue::flush`]: batched transmit of everything the batch staged;
-//! 3. **adaptive polling**: while packets flow the loop spins (busy-poll: no wake-up latency);
-//!    after `idle_spell` without a packet it calls [`PacketQueue::prepare_to_block`] and blocks
+//! 3. **adaptive polling**: while packets flow the loop spins (busy-poll: no wake-up latency),
+//!    yielding the CPU (`sched_yield`) after every empty poll so that it never keeps other
+//!    runnable threads on its CPU waiting; after `idle_spell` without a packet it calls [`PacketQueue::prepare_to_block`] and blocks
 //!    in `epoll` (mio) on the queue's descriptors, so an idle node uses no CPU. The first packet
 //!    after an idle spell wakes the loop and is forwarded like any other.
 //!
@@ -285,7 +286,11 @@ impl<Q: PacketQueue, H: Handler> Worker<Q, H> {
             let now = Instant::now();
             let since = *idle_since.get_or_insert(now);
             if now.duration_since(since) < self.cfg.idle_spell {
-                std::hint::spin_loop();
+                // Poll again, but let any other runnable thread on this CPU go first: a worker
+                // that spins with nothing to do must not hold the CPU from the threads that
+                // produce its next packets (the kernel's softirqs, another node's worker, the
+                // application). When nothing else is runnable this returns at once.
+                std::thread::yield_now();
                 continue;
             }
             self.publish_io_counters();

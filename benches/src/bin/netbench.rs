@@ -3,8 +3,12 @@
 //! ```text
 //! cargo run --release -p linen-benches --bin netbench -- --json netbench.json \
 //!     [--duration 5] [--datapaths kernel,xdp,tap] [--markdown docs/benchmarks.md] \
-//!     [--svg docs/netbench.svg] [--quick] [--linend PATH]
+//!     [--svg docs/netbench.svg] [--quick] [--linend PATH] [--profile DIR]
 //! ```
+//!
+//! `--profile DIR` also samples every CPU with `perf` (package `linux-perf`) during each
+//! datapath's packet-rate window and writes the per-stage CPU cost per packet (see
+//! `linen_benches::netbench::profile`) into the JSON and `DIR/breakdown.md`.
 //!
 //! The subcommands (`send`, `sink`, `rr-server`, `rr-client`) are the pod-side halves that
 //! netbench runs inside pods itself; they are not meant to be run by hand.
@@ -16,7 +20,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use linen_benches::netbench::{
-    harness, report, traffic, DATAPATHS, MD_BEGIN, MD_END, MD_GENERATED_END,
+    harness, profile, report, traffic, DATAPATHS, MD_BEGIN, MD_END, MD_GENERATED_END,
 };
 use serde_json::{json, Map, Value};
 
@@ -50,6 +54,11 @@ struct Cli {
     /// The linend binary (default: beside this binary, built first when run through cargo).
     #[arg(long)]
     linend: Option<PathBuf>,
+    /// Profile each datapath's packet-rate window with `perf record -a -g` and `perf stat`
+    /// (linend's system calls); write the perf files and `breakdown.md` (ns per packet per
+    /// stage) into this directory and the breakdown into the JSON (`profile`).
+    #[arg(long)]
+    profile: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -198,7 +207,7 @@ fn bench(cli: Cli) -> Result<(), String> {
     }
     let me = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
     let linend = find_linend(cli.linend, &me)?;
-    let plan = if cli.quick {
+    let mut plan = if cli.quick {
         harness::Plan::quick(linend, me)
     } else {
         if cli.duration < 1.0 {
@@ -206,6 +215,7 @@ fn bench(cli: Cli) -> Result<(), String> {
         }
         harness::Plan::full(dur(cli.duration)?, linend, me)
     };
+    plan.profile = cli.profile.clone();
     // The stamp names the binary, not the path it happened to run from.
     let command = std::iter::once("netbench".to_string())
         .chain(std::env::args().skip(1))
@@ -261,6 +271,18 @@ fn bench(cli: Cli) -> Result<(), String> {
         (Some(svg), Some(md)) => Some(relative_to(svg, md)),
         _ => None,
     };
+    if let Some(dir) = &cli.profile {
+        let cols: Vec<(String, Value)> = cli
+            .datapaths
+            .iter()
+            .map(|d| (d.clone(), results[d]["profile"].clone()))
+            .filter(|(_, v)| !v.is_null())
+            .collect();
+        let md = profile::markdown(&cols);
+        println!("{md}");
+        let path = dir.join("breakdown.md");
+        std::fs::write(&path, md).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
     let table = report::markdown(&results, &cli.datapaths, &stamp, svg_rel.as_deref());
     println!("{table}");
     print!("{}", report::ratios_text(&results, &cli.datapaths));

@@ -15,6 +15,7 @@ use serde_json::{json, Map, Value};
 
 use super::cpu::{self, CpuLine, IfCounters, ProcTimes, TICK_NS};
 use super::frame::FRAME_LEN_64;
+use super::profile;
 
 /// UDP port of the packet-rate sink.
 const SINK_PORT: u16 = 9;
@@ -38,6 +39,9 @@ pub struct Plan {
     pub netbench: PathBuf,
     /// Also measure TCP over kernel VXLAN with the underlay's offloads on.
     pub kernel_offload_tcp: bool,
+    /// Profile the packet-rate window with `perf` and write the files and the per-stage
+    /// breakdown here (see [`super::profile`]).
+    pub profile: Option<PathBuf>,
 }
 
 impl Plan {
@@ -50,6 +54,7 @@ impl Plan {
             linend,
             netbench,
             kernel_offload_tcp: false,
+            profile: None,
         }
     }
 
@@ -62,6 +67,7 @@ impl Plan {
             linend,
             netbench,
             kernel_offload_tcp: true,
+            profile: None,
         }
     }
 }
@@ -105,6 +111,12 @@ pub fn measure(datapath: &str, plan: &Plan) -> Value {
         );
         return Value::Object(out);
     }
+    if !settle_linend(&cluster) {
+        errors.insert(
+            "settle".into(),
+            json!("linend still sent packets through the kernel (next hop unresolved) after 5 s"),
+        );
+    }
     let mut note = |key: &str, r: Result<Map<String, Value>, String>| match r {
         Ok(m) => out.extend(m),
         Err(e) => {
@@ -112,7 +124,9 @@ pub fn measure(datapath: &str, plan: &Plan) -> Value {
             errors.insert(key.to_string(), Value::String(e));
         }
     };
+    let loop0 = loop_counters(&cluster);
     note("rr", rr(&cluster, plan));
+    let rr_loop = loop_delta(&loop0, &loop_counters(&cluster));
     note(
         "tcp",
         tcp(&cluster, plan).map(|g| {
@@ -121,7 +135,10 @@ pub fn measure(datapath: &str, plan: &Plan) -> Value {
             m
         }),
     );
-    note("pps", pps(&cluster, plan));
+    note("pps", pps(&cluster, plan, datapath));
+    if let Some(d) = rr_loop {
+        out.insert("rr_linend_loop".into(), d);
+    }
     if let Some(l) = &a.linend {
         let s = l.worker_stats().unwrap_or(Value::Null);
         let stats_note = json!({"n1": s, "n2": b.linend.as_ref().and_then(|l| l.worker_stats())});
@@ -340,7 +357,7 @@ pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
     parts.try_into().map_err(|_| format!("bad MAC {s:?}: not six bytes"))
 }
 
-fn pps(c: &Cluster, plan: &Plan) -> Result<Map<String, Value>, String> {
+fn pps(c: &Cluster, plan: &Plan, datapath: &str) -> Result<Map<String, Value>, String> {
     let (a, b) = (&c.nodes()[0], &c.nodes()[1]);
     let gw_mac = pod_mac_of_gateway(a)?;
     let linend: Vec<u32> =
@@ -391,9 +408,15 @@ fn pps(c: &Cluster, plan: &Plan) -> Result<Map<String, Value>, String> {
     if !running(sender) {
         return Err("the sender exited early (see stderr above)".into());
     }
+    let perf = match &plan.profile {
+        Some(dir) => Some(profile_start(dir, datapath, plan.duration, &linend)?),
+        None => None,
+    };
+    let loop0 = loop_counters(c);
     let s0 = snapshot(sender, sink, &linend)?;
     std::thread::sleep(plan.duration);
     let s1 = snapshot(sender, sink, &linend)?;
+    let loop1 = loop_counters(c);
     // The sender and sink stop on their own; don't wait for it.
     c.testbed().kill(sender);
     c.testbed().kill(sink);
@@ -435,6 +458,17 @@ fn pps(c: &Cluster, plan: &Plan) -> Result<Map<String, Value>, String> {
     if !linend.is_empty() {
         m.insert("linend_ns_per_pkt".into(), json!(linend_ns as f64 / delivered as f64));
     }
+    if let Some(d) = loop_delta(&loop0, &loop1) {
+        m.insert("linend_loop".into(), d);
+    }
+    if let Some(p) = perf {
+        let roles = profile::Roles {
+            sender: [sender].into_iter().collect(),
+            linend: linend.iter().copied().collect(),
+        };
+        let pps = delivered as f64 / secs_window;
+        m.insert("profile".into(), profile_finish(p, &roles, pps, delivered)?);
+    }
     m.insert(
         "cpu_detail".into(),
         json!({
@@ -454,6 +488,192 @@ fn pps(c: &Cluster, plan: &Plan) -> Result<Map<String, Value>, String> {
         }),
     );
     Ok(m)
+}
+
+/// Waits (up to 5 s) until a ping each way crosses linen without a `to_kernel` packet: linend
+/// learns the underlay next hop's MAC from the kernel about once a second, and until then its
+/// workers hand encapsulated packets to the kernel's IP stack — a slower path that must not be
+/// what the measurements see. True at once for the kernel datapath.
+fn settle_linend(c: &Cluster) -> bool {
+    let to_kernel = || -> u64 {
+        c.nodes()
+            .iter()
+            .filter_map(|n| n.linend.as_ref()?.worker_stats()?["to_kernel"].as_u64())
+            .sum()
+    };
+    if c.nodes().iter().all(|n| n.linend.is_none()) {
+        return true;
+    }
+    let (a, b) = (&c.nodes()[0], &c.nodes()[1]);
+    linen_testbed::wait_for(Duration::from_secs(5), || {
+        let before = to_kernel();
+        let ok = c.wait_reachable(&a.pods[0], b.pod_ip(0), Duration::from_secs(1))
+            && c.wait_reachable(&b.pods[0], a.pod_ip(0), Duration::from_secs(1));
+        // linend rewrites its stats file every 100 ms.
+        std::thread::sleep(Duration::from_millis(250));
+        (ok && to_kernel() == before).then_some(())
+    })
+    .is_some()
+}
+
+/// Every linend's first worker counters (`rx`, `tx`, loop `busy_batches`, `blocks`,
+/// `to_kernel`), per node.
+fn loop_counters(c: &Cluster) -> Vec<Option<[u64; 5]>> {
+    c.nodes()
+        .iter()
+        .map(|n| {
+            let s = n.linend.as_ref()?.worker_stats()?;
+            Some([
+                s["rx"].as_u64()?,
+                s["tx"].as_u64()?,
+                s["loop"]["busy_batches"].as_u64()?,
+                s["loop"]["blocks"].as_u64()?,
+                s["to_kernel"].as_u64()?,
+            ])
+        })
+        .collect()
+}
+
+/// The change of [`loop_counters`] per node, with packets per busy batch; `None` without linend.
+/// (linend rewrites its stats file every 100 ms, so the edges are that coarse.)
+fn loop_delta(a: &[Option<[u64; 5]>], b: &[Option<[u64; 5]>]) -> Option<Value> {
+    let mut m = Map::new();
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        let (Some(x), Some(y)) = (x, y) else { continue };
+        let d: Vec<u64> = x.iter().zip(y).map(|(x, y)| y.saturating_sub(*x)).collect();
+        m.insert(
+            format!("n{}", i + 1),
+            json!({
+                "rx": d[0], "tx": d[1], "busy_batches": d[2], "blocks": d[3], "to_kernel": d[4],
+                "rx_per_busy_batch": if d[2] > 0 { d[0] as f64 / d[2] as f64 } else { 0.0 },
+            }),
+        );
+    }
+    (!m.is_empty()).then_some(Value::Object(m))
+}
+
+/// A running profile of the packet-rate window.
+struct PerfRun {
+    record: std::process::Child,
+    stat: Option<std::process::Child>,
+    data: PathBuf,
+    script: PathBuf,
+    syscalls: PathBuf,
+}
+
+/// Sampling period of `perf record`: one sample per 250 µs of CPU (4 kHz per CPU).
+const PERF_PERIOD_NS: u64 = 250_000;
+
+/// System calls counted in linend's threads while profiling.
+const PERF_SYSCALLS: [&str; 7] =
+    ["sendto", "recvfrom", "epoll_wait", "epoll_pwait", "poll", "ppoll", "sched_yield"];
+
+/// Starts `perf record -a -g` (every CPU, call chains) and `perf stat` of linend's system
+/// calls for a little longer than `window`, and waits until they run.
+fn profile_start(
+    dir: &std::path::Path,
+    datapath: &str,
+    window: Duration,
+    linend: &[u32],
+) -> Result<PerfRun, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let data = dir.join(format!("{datapath}.perf.data"));
+    let script = dir.join(format!("{datapath}.perf-script.txt"));
+    let syscalls = dir.join(format!("{datapath}.syscalls.csv"));
+    let length = format!("{:.3}", (window + Duration::from_millis(400)).as_secs_f64());
+    let record = Command::new("perf")
+        .args(["record", "-q", "-a", "-g", "-e", "cpu-clock", "-c"])
+        .arg(PERF_PERIOD_NS.to_string())
+        .arg("-o")
+        .arg(&data)
+        .args(["--", "sleep", &length])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("perf record (is linux-perf installed?): {e}"))?;
+    let stat = if linend.is_empty() {
+        None
+    } else {
+        let events: Vec<String> =
+            PERF_SYSCALLS.iter().map(|s| format!("syscalls:sys_enter_{s}")).collect();
+        let pids: Vec<String> = linend.iter().map(u32::to_string).collect();
+        Some(
+            Command::new("perf")
+                .args(["stat", "-x", ",", "-e", &events.join(","), "-p", &pids.join(",")])
+                .arg("-o")
+                .arg(&syscalls)
+                .args(["--", "sleep", &length])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| format!("perf stat: {e}"))?,
+        )
+    };
+    // perf record first synthesises every running task; start the window after that.
+    std::thread::sleep(Duration::from_millis(200));
+    Ok(PerfRun { record, stat, data, script, syscalls })
+}
+
+/// Waits for the profile, runs `perf script`, classifies the samples and reads the syscall
+/// counts: the `profile` JSON of one datapath.
+fn profile_finish(
+    mut p: PerfRun,
+    roles: &profile::Roles,
+    pps: f64,
+    delivered: u64,
+) -> Result<Value, String> {
+    let st = p.record.wait().map_err(|e| format!("perf record: {e}"))?;
+    if !st.success() {
+        return Err(format!("perf record failed ({st})"));
+    }
+    let syscalls = match p.stat.as_mut().map(|c| c.wait()) {
+        Some(Ok(s)) if s.success() => read_perf_stat(&p.syscalls),
+        Some(Ok(s)) => return Err(format!("perf stat failed ({s})")),
+        Some(Err(e)) => return Err(format!("perf stat: {e}")),
+        None => Map::new(),
+    };
+    let out = Command::new("perf")
+        .args(["script", "-F", "comm,pid,tid,cpu,time,ip,sym,dso", "-i"])
+        .arg(&p.data)
+        .stderr(Stdio::null())
+        .output()
+        .map_err(|e| format!("perf script: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("perf script failed ({})", out.status));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    std::fs::write(&p.script, text.as_bytes())
+        .map_err(|e| format!("{}: {e}", p.script.display()))?;
+    let samples = profile::parse_script(&text);
+    let b = profile::Breakdown::of(&samples, roles);
+    let mut v = b.to_json(PERF_PERIOD_NS as f64, pps);
+    // System calls per delivered packet (the stat ran over the same span as the samples).
+    let packets = (pps * b.span_s).max(1.0);
+    let per_pkt: Map<String, Value> = syscalls
+        .iter()
+        .map(|(k, n)| (k.clone(), json!(n.as_f64().unwrap_or(0.0) / packets)))
+        .collect();
+    v["linend_syscalls"] = Value::Object(syscalls);
+    v["linend_syscalls_per_pkt"] = Value::Object(per_pkt);
+    v["delivered_in_window"] = json!(delivered);
+    v["files"] = json!({"perf_data": p.data, "perf_script": p.script});
+    Ok(v)
+}
+
+/// `perf stat -x ,` output: `count,unit,event,…` per line → `{syscall: count}`.
+fn read_perf_stat(path: &std::path::Path) -> Map<String, Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut m = Map::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let f: Vec<&str> = line.split(',').collect();
+        if let (Some(n), Some(ev)) = (f.first(), f.get(2)) {
+            if let (Ok(n), Some(name)) = (n.parse::<u64>(), ev.strip_prefix("syscalls:sys_enter_"))
+            {
+                m.insert(name.to_string(), json!(n));
+            }
+        }
+    }
+    m
 }
 
 /// Moves every thread of `pid` onto `cpus` (a `taskset` list).

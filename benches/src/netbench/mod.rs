@@ -33,6 +33,7 @@
 pub mod cpu;
 pub mod frame;
 pub mod harness;
+pub mod profile;
 pub mod report;
 pub mod traffic;
 

@@ -170,6 +170,11 @@ impl PacketQueue for XskQueue {
             Port::Overlay => ovl.recv(rx, max),
             Port::Underlay => nic.recv(rx, max),
         };
+        // The first touch of a received frame's headers is a cache miss (the kernel copied it in,
+        // often on another CPU): start all of them now so they overlap.
+        for f in rx.iter() {
+            umem.prefetch(f);
+        }
         for mut f in rx.drain(..) {
             let len = f.len();
             let (verdict, delta, new_len) = {
