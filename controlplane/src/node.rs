@@ -23,6 +23,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use ipnet::Ipv4Net;
 use linen_dataplane::pipeline::{Config, NextHop, Peer as RoutePeer, Routes, RoutesBuilder};
 use linen_dataplane::route::Published;
@@ -182,6 +183,7 @@ impl EtcdNode {
             subnet_tx,
             peers: Vec::new(),
             next_hops: NextHopCache::new(),
+            programmed: None,
         };
         let task = tokio::spawn(sync.run(stop_rx));
         Ok(EtcdNode { lease: handle, task, stop: Some(stop_tx), subnet: subnet_rx })
@@ -235,7 +237,14 @@ struct Sync {
     peers: Vec<RemoteNode>,
     /// Resolved underlay next hops; emptied on every full resync so they are looked up afresh.
     next_hops: NextHopCache,
+    /// What the kernel was last programmed with successfully; `None` until the first full
+    /// apply and after a failure, so that the next apply converges from a fresh listing.
+    programmed: Option<OverlayState>,
 }
+
+/// At most this many watch updates that are already waiting are folded into one apply, so a
+/// burst of lease changes costs one snapshot build and one kernel diff instead of one each.
+const MAX_COALESCED: usize = 256;
 
 impl Sync {
     async fn run(mut self, mut stop: tokio::sync::oneshot::Receiver<()>) {
@@ -257,7 +266,7 @@ impl Sync {
                             warn!(old = %self.subnet, new = %l.subnet, "our subnet changed; re-addressing the overlay");
                             self.subnet = l.subnet;
                             self.subnet_tx.send_replace(l.subnet);
-                            self.apply(Instant::now()).await;
+                            self.apply(Instant::now(), true).await;
                         }
                         Some(_) => {}
                     }
@@ -267,23 +276,48 @@ impl Sync {
                     self.dp.state.observe_watch(&self.watcher, &update);
                     match update {
                         WatchUpdate::Peers(u) => {
+                            let (mut resync, mut changes, mut revision) =
+                                (u.resync, u.events.len(), u.revision);
+                            // Take the updates that are already waiting (never awaiting: see
+                            // above), so that a burst is applied once.
+                            for _ in 0..MAX_COALESCED {
+                                let Some(more) = self.watcher.next().now_or_never() else { break };
+                                self.dp.state.observe_watch(&self.watcher, &more);
+                                match more {
+                                    WatchUpdate::Peers(m) => {
+                                        resync |= m.resync;
+                                        changes += m.events.len();
+                                        revision = m.revision;
+                                    }
+                                    WatchUpdate::Disconnected { error } => {
+                                        error!(
+                                            "etcd unreachable: {error}; forwarding continues on {} known peer routes, reconnecting",
+                                            self.watcher.peers().count()
+                                        );
+                                        break;
+                                    }
+                                }
+                            }
                             self.peers = self
                                 .watcher
                                 .peers()
                                 .map(|p| RemoteNode { subnet: p.subnet, public_ip: p.public_ip, vtep_mac: p.vtep_mac.0 })
                                 .collect();
                             self.peers.sort_by_key(|p| p.subnet);
-                            if u.resync {
+                            if resync {
                                 self.next_hops.clear();
                             }
                             info!(
-                                revision = u.revision,
-                                resync = u.resync,
-                                changes = u.events.len(),
+                                revision,
+                                resync,
+                                changes,
                                 peers = self.peers.len(),
                                 "peer update"
                             );
-                            self.apply(received).await;
+                            // A resync (first listing, after compaction or a restored store)
+                            // converges the kernel from a fresh listing; other updates write
+                            // only the difference to what was programmed last.
+                            self.apply(received, resync).await;
                         }
                         WatchUpdate::Disconnected { error } => {
                             error!(
@@ -297,8 +331,10 @@ impl Sync {
         }
     }
 
-    /// Publishes the route snapshot for the current peers, then converges the kernel.
-    async fn apply(&mut self, received: Instant) {
+    /// Publishes the route snapshot for the current peers, then programs the kernel: the whole
+    /// state from a listing when `full` (or when nothing is known to be programmed), else only
+    /// the difference to the last programmed state (falling back to the full path on failure).
+    async fn apply(&mut self, received: Instant, full: bool) {
         let routes = build_routes(
             &self.kernel,
             &self.dp.config,
@@ -310,13 +346,28 @@ impl Sync {
         self.dp.routes.publish(routes);
         let published = received.elapsed();
         let state = overlay_state(self.subnet, self.dp.mtu, &self.peers);
-        match self.kernel.apply_overlay(OVERLAY_DEV, &state).await {
-            Ok(()) => info!(
-                peers = self.peers.len(),
-                publish_us = published.as_micros() as u64,
-                total_us = received.elapsed().as_micros() as u64,
-                "routes published and {OVERLAY_DEV} programmed"
-            ),
+        let result = match self.programmed.take() {
+            Some(old) if !full => {
+                match self.kernel.apply_overlay_changes(OVERLAY_DEV, &old, &state).await {
+                    Ok(()) => Ok(()),
+                    Err(e) => {
+                        warn!("programming {OVERLAY_DEV} changes failed: {e}; converging from a listing");
+                        self.kernel.apply_overlay(OVERLAY_DEV, &state).await
+                    }
+                }
+            }
+            _ => self.kernel.apply_overlay(OVERLAY_DEV, &state).await,
+        };
+        match result {
+            Ok(()) => {
+                self.programmed = Some(state);
+                info!(
+                    peers = self.peers.len(),
+                    publish_us = published.as_micros() as u64,
+                    total_us = received.elapsed().as_micros() as u64,
+                    "routes published and {OVERLAY_DEV} programmed"
+                )
+            }
             Err(e) => {
                 error!("programming {OVERLAY_DEV} failed: {e}; the datapath has the new routes")
             }
