@@ -125,6 +125,15 @@ fn bench(cli: Cli) -> Result<(), String> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let stamp = Stamp::here(cores, format!("ctlbench {}", args.join(" ")));
     let load_before = report::load_average();
+    // The testbed's etcd keeps its data under the temporary directory ($TMPDIR).
+    let tmp = std::env::temp_dir();
+    let fs = std::process::Command::new("stat")
+        .args(["-f", "-c", "%T"])
+        .arg(&tmp)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let etcd_dir = format!("under {} ({fs})", tmp.display());
     let mut results: Vec<Measurement> = Vec::new();
     let show = |m: &Measurement| eprintln!("ctlbench: {}", m.to_json());
 
@@ -156,14 +165,14 @@ fn bench(cli: Cli) -> Result<(), String> {
     }
     let load_after = report::load_average();
     results.sort_by_key(|m| (m.name, m.run));
-    let doc = report::json(&stamp, &load_before, &load_after, &results);
+    let doc = report::json(&stamp, &load_before, &load_after, &etcd_dir, &results);
     report::check_shape(&doc)?;
     let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
     std::fs::write(&cli.json, text + "\n")
         .map_err(|e| format!("write {}: {e}", cli.json.display()))?;
     if let Some(md) = &cli.markdown {
         let doc_text = std::fs::read_to_string(md).unwrap_or_default();
-        let section = report::markdown(&stamp, &load_before, &load_after, &results);
+        let section = report::markdown(&stamp, &load_before, &load_after, &etcd_dir, &results);
         std::fs::write(md, splice(&doc_text, MD_BEGIN, MD_END, &section))
             .map_err(|e| format!("write {}: {e}", md.display()))?;
     }

@@ -204,12 +204,13 @@ pub fn lease_to_datapath(
     let _sink = Sink::start(&b.sink, tx)?;
     let sink_ns = b.sink.clone();
     let leases = opts.leases;
-    let (latencies, missed, probing, probes) = std::thread::scope(|s| {
+    let (latencies, acks, missed, probing, probes) = std::thread::scope(|s| {
         s.spawn(|| {
             probe::enter(&sink_ns);
             runtime().block_on(async {
                 let mut client = Client::connect([endpoint()], None).await?;
                 let mut lat = Vec::with_capacity(leases);
+                let mut acks = Vec::with_capacity(leases);
                 let (mut missed, mut probing, mut probes) = (0usize, Duration::ZERO, 0u64);
                 let third: Vec<u8> = FAKE_THIRD.collect();
                 for i in 0..leases {
@@ -222,6 +223,7 @@ pub fn lease_to_datapath(
                     prober.target.store(u32::from(target), Ordering::Release);
                     let t0 = Instant::now();
                     client.put(key.as_str(), value, None).await?;
+                    acks.push(ms(t0.elapsed()));
                     let deadline = tokio::time::Instant::from_std(t0 + Duration::from_secs(2));
                     loop {
                         match tokio::time::timeout_at(deadline, rx.recv()).await {
@@ -242,7 +244,7 @@ pub fn lease_to_datapath(
                     client.delete(key.as_str(), None).await?;
                     tokio::time::sleep(Duration::from_millis(3)).await;
                 }
-                Ok::<_, BenchError>((lat, missed, probing, probes))
+                Ok::<_, BenchError>((lat, acks, missed, probing, probes))
             })
         })
         .join()
@@ -257,6 +259,9 @@ pub fn lease_to_datapath(
     f.insert("p50_ms".into(), num(quantile(&mut lat, 0.5)));
     f.insert("p99_ms".into(), num(quantile(&mut lat, 0.99)));
     f.insert("max_ms".into(), num(quantile(&mut lat, 1.0)));
+    let mut acks = acks;
+    f.insert("put_ack_p50_ms".into(), num(quantile(&mut acks, 0.5)));
+    f.insert("put_ack_p99_ms".into(), num(quantile(&mut acks, 0.99)));
     let interval = (probes > 0).then(|| probing.as_secs_f64() * 1e6 / probes as f64);
     f.insert("probe_interval_us".into(), num(interval));
     linend_split(&mut f, &applied_updates(&log_since(&log, log_start)));

@@ -17,9 +17,16 @@ pub fn load_average() -> String {
 
 /// The JSON document: the stamp, the load average before and after, and one object per
 /// measurement and run.
-pub fn json(stamp: &Stamp, load_before: &str, load_after: &str, ms: &[Measurement]) -> Value {
+pub fn json(
+    stamp: &Stamp,
+    load_before: &str,
+    load_after: &str,
+    etcd_dir: &str,
+    ms: &[Measurement],
+) -> Value {
     serde_json::json!({
         "stamp": stamp.to_json(),
+        "etcd_data_dir": etcd_dir,
         "load_average_before": load_before,
         "load_average_after": load_after,
         "measurements": ms.iter().map(Measurement::to_json).collect::<Vec<_>>(),
@@ -63,13 +70,19 @@ fn table(out: &mut String, ms: &[&Measurement], cols: &[(&str, &str)]) {
 }
 
 /// The Markdown section (without the markers).
-pub fn markdown(stamp: &Stamp, load_before: &str, load_after: &str, ms: &[Measurement]) -> String {
+pub fn markdown(
+    stamp: &Stamp,
+    load_before: &str,
+    load_after: &str,
+    etcd_dir: &str,
+    ms: &[Measurement],
+) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "## Control-plane benchmark (ctlbench): etcd → linend → datapath\n");
     let _ = writeln!(
         s,
         "{}; load average {load_before} before, {load_after} after (2 shared cores: noisy). \
-         Command: `{}`.\n",
+         Command: `{}`. One etcd 3.4 member, data directory {etcd_dir}.\n",
         stamp.line(),
         stamp.command
     );
@@ -85,7 +98,9 @@ pub fn markdown(stamp: &Stamp, load_before: &str, load_after: &str, ms: &[Measur
              workers, `linen.1` route and neighbour (the kernel needs them to hand the probe to \
              the datapath), encapsulation, one underlay hop. Resolution: the probe interval. \
              linend's own split (from its per-update log line, over puts and deletes): watch \
-             event → snapshot published, → kernel programmed.\n"
+             event → snapshot published, → kernel programmed. \"put acked\" is the etcd \
+             client's put round trip (etcd commits, with its WAL fsync, before it acknowledges \
+             and before watchers see the change), so it is the etcd share of the interval.\n"
         );
         table(
             &mut s,
@@ -98,6 +113,8 @@ pub fn markdown(stamp: &Stamp, load_before: &str, load_after: &str, ms: &[Measur
                 ("p99_ms", "p99 ms"),
                 ("max_ms", "max ms"),
                 ("probe_interval_us", "probe every µs"),
+                ("put_ack_p50_ms", "put acked p50 ms"),
+                ("put_ack_p99_ms", "put acked p99 ms"),
                 ("linend_publish_p50_ms", "linend publish p50 ms"),
                 ("linend_publish_p99_ms", "publish p99 ms"),
                 ("linend_programmed_p50_ms", "programmed p50 ms"),
@@ -205,10 +222,11 @@ mod tests {
             f.insert(k.into(), 1.into());
         }
         let m = Measurement { name: "initial_sync", run: 1, fields: f };
-        let doc = json(&stamp(), "0.1 0.2 0.3", "0.4 0.5 0.6", std::slice::from_ref(&m));
+        let doc =
+            json(&stamp(), "0.1 0.2 0.3", "0.4 0.5 0.6", "on tmpfs", std::slice::from_ref(&m));
         assert_eq!(doc["measurements"][0]["measurement"], "initial_sync");
         assert!(check_shape(&doc).is_ok());
-        let md = markdown(&stamp(), "0.1 0.2 0.3", "0.4", &[m]);
+        let md = markdown(&stamp(), "0.1 0.2 0.3", "0.4", "on tmpfs", &[m]);
         assert!(md.contains("**Initial sync**") && md.contains("| 1 |"), "{md}");
         assert!(!md.contains("**Lease put"));
 
