@@ -716,6 +716,98 @@ impl Kernel {
     }
 }
 
+impl Kernel {
+    /// [`Kernel::next_hop_mac`] for many destinations at once: the route look-ups pipelined
+    /// (see `IN_FLIGHT`) and the neighbour table listed once, instead of a round trip and a
+    /// whole neighbour listing per destination (which, with thousands of peers, is a listing of
+    /// thousands of overlay neighbours each time). One answer per destination, in order.
+    ///
+    /// # Errors
+    /// Listing the neighbours failed; a failed route look-up is that destination's answer.
+    pub async fn next_hop_macs(
+        &self,
+        dsts: &[Ipv4Addr],
+    ) -> Result<Vec<Result<Option<(u32, [u8; 6])>, KernelError>>, KernelError> {
+        let lookups: Vec<_> = dsts.iter().map(|&d| self.route_hop(d)).collect();
+        let hops: Vec<Result<(u32, Ipv4Addr), KernelError>> =
+            futures::stream::iter(lookups).buffered(IN_FLIGHT).collect().await;
+        if hops.iter().all(Result::is_err) {
+            return Ok(hops.into_iter().map(|h| h.map(|_| None)).collect());
+        }
+        let neighs: Vec<NeighbourMessage> = self
+            .handle
+            .neighbours()
+            .get()
+            .set_address_family(AddressFamily::Inet)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(nl("list neighbours"))?;
+        let mut resolved: HashMap<(u32, Ipv4Addr), [u8; 6]> = HashMap::new();
+        for n in neighs {
+            if matches!(
+                n.header.state,
+                NeighbourState::Incomplete | NeighbourState::Failed | NeighbourState::None
+            ) {
+                continue;
+            }
+            let ip = n.attributes.iter().find_map(|a| match a {
+                NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
+                _ => None,
+            });
+            let mac = n.attributes.iter().find_map(|a| match a {
+                NeighbourAttribute::LinkLayerAddress(l) if l.len() == 6 => {
+                    let mut m = [0u8; 6];
+                    m.copy_from_slice(l);
+                    Some(m)
+                }
+                _ => None,
+            });
+            if let (Some(ip), Some(mac)) = (ip, mac) {
+                resolved.insert((n.header.ifindex, ip), mac);
+            }
+        }
+        Ok(hops
+            .into_iter()
+            .map(|h| h.map(|(oif, hop)| resolved.get(&(oif, hop)).map(|mac| (oif, *mac))))
+            .collect())
+    }
+
+    /// The output device and next hop (the gateway, or `dst` itself when on-link) of the
+    /// kernel's route to `dst`.
+    fn route_hop(
+        &self,
+        dst: Ipv4Addr,
+    ) -> impl Future<Output = Result<(u32, Ipv4Addr), KernelError>> {
+        let msg = RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(dst, 32).build();
+        let mut req = self.handle.route().get(msg).execute();
+        async move {
+            let route = req
+                .try_next()
+                .await
+                .map_err(nl(format!("route get {dst}")))?
+                .ok_or_else(|| KernelError::Underlay(format!("no route to {dst}")))?;
+            let oif = route
+                .attributes
+                .iter()
+                .find_map(|a| match a {
+                    RouteAttribute::Oif(i) => Some(*i),
+                    _ => None,
+                })
+                .ok_or_else(|| KernelError::Underlay(format!("route to {dst} has no device")))?;
+            let hop = route
+                .attributes
+                .iter()
+                .find_map(|a| match a {
+                    RouteAttribute::Gateway(RouteAddress::Inet(g)) => Some(*g),
+                    _ => None,
+                })
+                .unwrap_or(dst);
+            Ok((oif, hop))
+        }
+    }
+}
+
 fn route_destination(msg: &RouteMessage) -> (Ipv4Addr, u8) {
     let dst = msg
         .attributes
@@ -926,6 +1018,22 @@ mod tests {
         });
         assert_eq!(gw.map(|(_, m)| m), Some([2, 0, 0, 0, 0, 0xfe]));
         assert_eq!(unresolved, None);
+        // The same answers in one batch, in order.
+        let batch = in_netns(&ns, |k| {
+            Box::pin(async move {
+                let dsts = [
+                    Ipv4Addr::new(198, 51, 100, 7),
+                    Ipv4Addr::new(192, 168, 90, 77),
+                    Ipv4Addr::new(198, 51, 100, 8),
+                ];
+                let answers = k.next_hop_macs(&dsts).await.unwrap();
+                answers.into_iter().map(|a| a.map(|m| m.map(|(_, mac)| mac))).collect::<Vec<_>>()
+            })
+        });
+        assert_eq!(batch.len(), 3);
+        assert_eq!(batch[0].as_ref().ok(), Some(&Some([2, 0, 0, 0, 0, 0xfe])));
+        assert_eq!(batch[1].as_ref().ok(), Some(&None));
+        assert_eq!(batch[2].as_ref().ok(), Some(&Some([2, 0, 0, 0, 0, 0xfe])));
 
         // Removing the device takes its peer along.
         in_netns(&ns, |k| {

@@ -107,9 +107,9 @@ pub struct RemoteNode {
 pub type NextHopCache = HashMap<Ipv4Addr, [u8; 6]>;
 
 /// Builds the route snapshot for `peers`: one route per peer subnet, every peer's VTEP a known
-/// peer. Underlay next-hop MACs come from `cache`, else from the kernel (a resolved one is added
-/// to `cache`); an unresolved one is left empty (the datapath then lets the kernel send and
-/// resolve) and looked up again next time.
+/// peer. Underlay next-hop MACs come from `cache`, else from the kernel, all missing ones in one
+/// batch (a resolved one is added to `cache`); an unresolved one is left empty (the datapath then
+/// lets the kernel send and resolve) and looked up again next time.
 pub async fn build_routes(
     kernel: &Kernel,
     cfg: &Config,
@@ -117,24 +117,38 @@ pub async fn build_routes(
     peers: &[RemoteNode],
     cache: &mut NextHopCache,
 ) -> Routes {
+    let mut missing: Vec<Ipv4Addr> =
+        peers.iter().map(|p| p.public_ip).filter(|ip| !cache.contains_key(ip)).collect();
+    missing.sort_unstable();
+    missing.dedup();
+    if !missing.is_empty() {
+        match kernel.next_hop_macs(&missing).await {
+            Ok(answers) => {
+                let mut failed = 0usize;
+                let mut first = None;
+                for (ip, answer) in missing.iter().zip(answers) {
+                    match answer {
+                        Ok(Some((_, mac))) => {
+                            cache.insert(*ip, mac);
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            failed += 1;
+                            first.get_or_insert((*ip, e));
+                        }
+                    }
+                }
+                if let Some((peer, error)) = first {
+                    // One line per update, not one per peer: thousands of peers may share it.
+                    warn!(%peer, %error, failed, "cannot look up the underlay next hop");
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot look up underlay next hops"),
+        }
+    }
     let mut b = RoutesBuilder::new();
     for p in peers {
-        let underlay_mac = match cache.get(&p.public_ip) {
-            Some(mac) => Some(*mac),
-            None => match kernel.next_hop_mac(p.public_ip).await {
-                Ok(m) => {
-                    let mac = m.map(|(_, mac)| mac);
-                    if let Some(mac) = mac {
-                        cache.insert(p.public_ip, mac);
-                    }
-                    mac
-                }
-                Err(e) => {
-                    warn!(peer = %p.public_ip, error = %e, "cannot look up the underlay next hop");
-                    None
-                }
-            },
-        };
+        let underlay_mac = cache.get(&p.public_ip).copied();
         let peer = RoutePeer { vtep: p.public_ip, vtep_mac: p.vtep_mac, underlay_mac, ifindex };
         b.insert(ipnet::IpNet::V4(p.subnet), NextHop::new(cfg, &peer));
         b.add_peer(p.public_ip);
