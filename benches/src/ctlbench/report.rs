@@ -121,6 +121,13 @@ pub fn markdown(
                 ("linend_programmed_p99_ms", "programmed p99 ms"),
             ],
         );
+        let _ = writeln!(
+            s,
+            "\nLimits: most of the interval is etcd's commit (put acked) on a shared disk; \
+             linend's part is a fraction of a millisecond; the rest is the probe interval \
+             (resolution) and scheduling on 2 shared cores, which also makes the p99 and max \
+             noisy."
+        );
         s.push('\n');
     }
     let sync = of("initial_sync");
@@ -151,6 +158,15 @@ pub fn markdown(
                 ("rss_without_umem_kib", "RSS w/o UMEM KiB"),
             ],
         );
+        let _ = writeln!(
+            s,
+            "\nLimits: the publish column is the etcd listing and decode, the underlay \
+             next-hop look-ups (one pipelined route look-up per distinct PublicIP, one neighbour \
+             listing) and the snapshot build; the rest is the kernel inserting N routes and N \
+             neighbours (pipelined netlink requests; route metrics spread, see etcd.md). RSS: \
+             the peer map, the route snapshot and the kernel-state listings; with `xdp` the \
+             UMEM adds a fixed 16 MiB."
+        );
         s.push('\n');
     }
     let churn = of("churn");
@@ -178,6 +194,14 @@ pub fn markdown(
                 ("linend_updates", "linend updates"),
                 ("linend_programmed_p99_ms", "programmed p99 ms"),
             ],
+        );
+        let _ = writeln!(
+            s,
+            "\nLimits: the stream is sleep-paced from one pod (1 ms bursts), the lease changes are \
+             paced by one task and bounded by etcd's commit rate on this disk; linend folds \
+             changes that arrive together into one update (hence fewer updates than changes). \
+             Zero lost says that snapshot swaps and kernel updates under that load drop and \
+             reorder nothing on the path between the two pods, not where the limit is."
         );
         s.push('\n');
     }
