@@ -83,8 +83,8 @@ fn sh(ns: &Netns, script: &str) -> Result<String, BenchError> {
 /// [`FAKE_VTEPS`] (so encapsulated frames to fake nodes arrive at a socket there) and from which
 /// the benchmark talks to etcd.
 pub struct TwoNodes {
-    // Drop order: the sink's testbed, then the cluster.
-    extra: Testbed,
+    // Held only to be torn down with this; drop order: the sink's testbed, then the cluster.
+    _extra: Testbed,
     sink: Netns,
     cluster: Cluster,
 }
@@ -120,12 +120,7 @@ impl TwoNodes {
         for n in cluster.nodes() {
             route_fake_vteps(&n.host, SINK_IP)?;
         }
-        Ok(TwoNodes { extra, sink, cluster })
-    }
-
-    /// The sink's testbed (kept so it is dropped with this).
-    pub fn extra(&self) -> &Testbed {
-        &self.extra
+        Ok(TwoNodes { _extra: extra, sink, cluster })
     }
 }
 
@@ -486,8 +481,8 @@ impl SyncBed {
     }
 }
 
-/// What `smaps` says about a process: total Rss and the Rss of AF_XDP mappings (UMEMs of the
-/// datapath's configured size, and mappings of sockets), in KiB.
+/// A process's `VmRSS` and, from `smaps`, its RSS without the AF_XDP mappings, and the RSS of
+/// those mappings, in KiB.
 fn rss_kib(pid: u32) -> (Option<u64>, Option<u64>, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let vm_rss = status
@@ -499,36 +494,42 @@ fn rss_kib(pid: u32) -> (Option<u64>, Option<u64>, u64) {
     };
     let u = linen_dataplane::io::xsk::UmemConfig::default();
     let umem_kib = u64::from(u.frame_count) * u64::from(u.frame_size) / 1024;
-    let (mut total, mut excluded) = (0u64, 0u64);
-    let mut current_excluded = false;
-    let mut size = 0u64;
+    let (total, xdp) = smaps_rss(&smaps, umem_kib);
+    (vm_rss, Some(total - xdp), xdp)
+}
+
+/// Sums `Rss:` over the mappings of an `smaps` text: (all, AF_XDP ones). AF_XDP mappings are
+/// the UMEM (anonymous, exactly `umem_kib` large, as linend maps it) and the rings (mapped from
+/// the socket, so named `socket:[…]`).
+fn smaps_rss(smaps: &str, umem_kib: u64) -> (u64, u64) {
+    let (mut total, mut xdp) = (0u64, 0u64);
+    let mut path: Option<&str> = None;
+    let mut is_xdp = false;
+    let kib = |rest: &str| -> u64 {
+        rest.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0)
+    };
     for line in smaps.lines() {
-        let mut words = line.split_whitespace();
-        let first = words.next().unwrap_or_default();
-        if first.contains('-') && !first.ends_with(':') {
-            // A mapping header: address range, perms, offset, device, inode, [path].
-            let path = line.split_whitespace().nth(5).unwrap_or("");
-            current_excluded = path.starts_with("socket:") || path.contains("xdp");
-            size = 0;
-            if path.is_empty() {
-                current_excluded = false;
-                size = u64::MAX; // decided when Size: arrives
+        if let Some(rest) = line.strip_prefix("Size:") {
+            is_xdp = match path {
+                Some(p) => p.starts_with("socket:"),
+                None => kib(rest) == umem_kib,
+            };
+        } else if let Some(rest) = line.strip_prefix("Rss:") {
+            total += kib(rest);
+            if is_xdp {
+                xdp += kib(rest);
             }
-        } else if first == "Size:" {
-            let kib: u64 = words.next().and_then(|v| v.parse().ok()).unwrap_or(0);
-            if size == u64::MAX {
-                current_excluded = kib == umem_kib;
-            }
-            size = kib;
-        } else if first == "Rss:" {
-            let kib: u64 = words.next().and_then(|v| v.parse().ok()).unwrap_or(0);
-            total += kib;
-            if current_excluded {
-                excluded += kib;
-            }
+        } else if line
+            .split_whitespace()
+            .next()
+            .is_some_and(|w| w.contains('-') && !w.ends_with(':'))
+        {
+            // A mapping header: range, perms, offset, device, inode, [path].
+            path = line.split_whitespace().nth(5);
+            is_xdp = false;
         }
     }
-    (vm_rss, Some(total - excluded), excluded)
+    (total, xdp)
 }
 
 /// Measurement 2: starts linend against the pre-filled etcd and times the sync.
@@ -621,6 +622,28 @@ mod tests {
         assert_eq!(applied_updates(log), vec![(3.0, 120.0, 480.0)]);
         assert_eq!(field(log.lines().next().unwrap(), "changes"), Some(1.0));
         assert_eq!(field("x peers=", "peers"), None);
+    }
+
+    #[test]
+    fn smaps_rss_leaves_out_umem_and_rings() {
+        let smaps = "\
+55d0c0000000-55d0c0100000 r-xp 00000000 fd:01 1234 /usr/bin/linend
+Size:               1024 kB
+Rss:                 800 kB
+7f0000000000-7f0001000000 rw-p 00000000 00:00 0
+Size:              16384 kB
+Rss:               16384 kB
+7f0001000000-7f0001400000 rw-p 00000000 00:00 0
+Size:               4096 kB
+Rss:                 300 kB
+7f0002000000-7f0002010000 rw-s 00000000 00:08 99 socket:[99]
+Size:                 64 kB
+Rss:                  64 kB
+VmFlags: rd wr sh mr mw me ms sd
+";
+        assert_eq!(smaps_rss(smaps, 16384), (800 + 16384 + 300 + 64, 16384 + 64));
+        assert_eq!(smaps_rss(smaps, 8192), (800 + 16384 + 300 + 64, 64));
+        assert_eq!(smaps_rss("", 16384), (0, 0));
     }
 
     #[test]
