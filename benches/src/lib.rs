@@ -1,5 +1,6 @@
 //! Shared helpers for linen's benchmarks.
 #![deny(missing_docs)]
 
+pub mod ctlbench;
 pub mod netbench;
 pub mod workload;

@@ -23,6 +23,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use ipnet::Ipv4Net;
 use linen_dataplane::pipeline::{Config, NextHop, Peer as RoutePeer, Routes, RoutesBuilder};
 use linen_dataplane::route::Published;
@@ -106,9 +107,9 @@ pub struct RemoteNode {
 pub type NextHopCache = HashMap<Ipv4Addr, [u8; 6]>;
 
 /// Builds the route snapshot for `peers`: one route per peer subnet, every peer's VTEP a known
-/// peer. Underlay next-hop MACs come from `cache`, else from the kernel (a resolved one is added
-/// to `cache`); an unresolved one is left empty (the datapath then lets the kernel send and
-/// resolve) and looked up again next time.
+/// peer. Underlay next-hop MACs come from `cache`, else from the kernel, all missing ones in one
+/// batch (a resolved one is added to `cache`); an unresolved one is left empty (the datapath then
+/// lets the kernel send and resolve) and looked up again next time.
 pub async fn build_routes(
     kernel: &Kernel,
     cfg: &Config,
@@ -116,24 +117,38 @@ pub async fn build_routes(
     peers: &[RemoteNode],
     cache: &mut NextHopCache,
 ) -> Routes {
+    let mut missing: Vec<Ipv4Addr> =
+        peers.iter().map(|p| p.public_ip).filter(|ip| !cache.contains_key(ip)).collect();
+    missing.sort_unstable();
+    missing.dedup();
+    if !missing.is_empty() {
+        match kernel.next_hop_macs(&missing).await {
+            Ok(answers) => {
+                let mut failed = 0usize;
+                let mut first = None;
+                for (ip, answer) in missing.iter().zip(answers) {
+                    match answer {
+                        Ok(Some((_, mac))) => {
+                            cache.insert(*ip, mac);
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            failed += 1;
+                            first.get_or_insert((*ip, e));
+                        }
+                    }
+                }
+                if let Some((peer, error)) = first {
+                    // One line per update, not one per peer: thousands of peers may share it.
+                    warn!(%peer, %error, failed, "cannot look up the underlay next hop");
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot look up underlay next hops"),
+        }
+    }
     let mut b = RoutesBuilder::new();
     for p in peers {
-        let underlay_mac = match cache.get(&p.public_ip) {
-            Some(mac) => Some(*mac),
-            None => match kernel.next_hop_mac(p.public_ip).await {
-                Ok(m) => {
-                    let mac = m.map(|(_, mac)| mac);
-                    if let Some(mac) = mac {
-                        cache.insert(p.public_ip, mac);
-                    }
-                    mac
-                }
-                Err(e) => {
-                    warn!(peer = %p.public_ip, error = %e, "cannot look up the underlay next hop");
-                    None
-                }
-            },
-        };
+        let underlay_mac = cache.get(&p.public_ip).copied();
         let peer = RoutePeer { vtep: p.public_ip, vtep_mac: p.vtep_mac, underlay_mac, ifindex };
         b.insert(ipnet::IpNet::V4(p.subnet), NextHop::new(cfg, &peer));
         b.add_peer(p.public_ip);
@@ -182,6 +197,7 @@ impl EtcdNode {
             subnet_tx,
             peers: Vec::new(),
             next_hops: NextHopCache::new(),
+            programmed: None,
         };
         let task = tokio::spawn(sync.run(stop_rx));
         Ok(EtcdNode { lease: handle, task, stop: Some(stop_tx), subnet: subnet_rx })
@@ -235,7 +251,14 @@ struct Sync {
     peers: Vec<RemoteNode>,
     /// Resolved underlay next hops; emptied on every full resync so they are looked up afresh.
     next_hops: NextHopCache,
+    /// What the kernel was last programmed with successfully; `None` until the first full
+    /// apply and after a failure, so that the next apply converges from a fresh listing.
+    programmed: Option<OverlayState>,
 }
+
+/// At most this many watch updates that are already waiting are folded into one apply, so a
+/// burst of lease changes costs one snapshot build and one kernel diff instead of one each.
+const MAX_COALESCED: usize = 256;
 
 impl Sync {
     async fn run(mut self, mut stop: tokio::sync::oneshot::Receiver<()>) {
@@ -257,7 +280,7 @@ impl Sync {
                             warn!(old = %self.subnet, new = %l.subnet, "our subnet changed; re-addressing the overlay");
                             self.subnet = l.subnet;
                             self.subnet_tx.send_replace(l.subnet);
-                            self.apply(Instant::now()).await;
+                            self.apply(Instant::now(), true).await;
                         }
                         Some(_) => {}
                     }
@@ -267,23 +290,48 @@ impl Sync {
                     self.dp.state.observe_watch(&self.watcher, &update);
                     match update {
                         WatchUpdate::Peers(u) => {
+                            let (mut resync, mut changes, mut revision) =
+                                (u.resync, u.events.len(), u.revision);
+                            // Take the updates that are already waiting (never awaiting: see
+                            // above), so that a burst is applied once.
+                            for _ in 0..MAX_COALESCED {
+                                let Some(more) = self.watcher.next().now_or_never() else { break };
+                                self.dp.state.observe_watch(&self.watcher, &more);
+                                match more {
+                                    WatchUpdate::Peers(m) => {
+                                        resync |= m.resync;
+                                        changes += m.events.len();
+                                        revision = m.revision;
+                                    }
+                                    WatchUpdate::Disconnected { error } => {
+                                        error!(
+                                            "etcd unreachable: {error}; forwarding continues on {} known peer routes, reconnecting",
+                                            self.watcher.peers().count()
+                                        );
+                                        break;
+                                    }
+                                }
+                            }
                             self.peers = self
                                 .watcher
                                 .peers()
                                 .map(|p| RemoteNode { subnet: p.subnet, public_ip: p.public_ip, vtep_mac: p.vtep_mac.0 })
                                 .collect();
                             self.peers.sort_by_key(|p| p.subnet);
-                            if u.resync {
+                            if resync {
                                 self.next_hops.clear();
                             }
                             info!(
-                                revision = u.revision,
-                                resync = u.resync,
-                                changes = u.events.len(),
+                                revision,
+                                resync,
+                                changes,
                                 peers = self.peers.len(),
                                 "peer update"
                             );
-                            self.apply(received).await;
+                            // A resync (first listing, after compaction or a restored store)
+                            // converges the kernel from a fresh listing; other updates write
+                            // only the difference to what was programmed last.
+                            self.apply(received, resync).await;
                         }
                         WatchUpdate::Disconnected { error } => {
                             error!(
@@ -297,8 +345,10 @@ impl Sync {
         }
     }
 
-    /// Publishes the route snapshot for the current peers, then converges the kernel.
-    async fn apply(&mut self, received: Instant) {
+    /// Publishes the route snapshot for the current peers, then programs the kernel: the whole
+    /// state from a listing when `full` (or when nothing is known to be programmed), else only
+    /// the difference to the last programmed state (falling back to the full path on failure).
+    async fn apply(&mut self, received: Instant, full: bool) {
         let routes = build_routes(
             &self.kernel,
             &self.dp.config,
@@ -310,13 +360,28 @@ impl Sync {
         self.dp.routes.publish(routes);
         let published = received.elapsed();
         let state = overlay_state(self.subnet, self.dp.mtu, &self.peers);
-        match self.kernel.apply_overlay(OVERLAY_DEV, &state).await {
-            Ok(()) => info!(
-                peers = self.peers.len(),
-                publish_us = published.as_micros() as u64,
-                total_us = received.elapsed().as_micros() as u64,
-                "routes published and {OVERLAY_DEV} programmed"
-            ),
+        let result = match self.programmed.take() {
+            Some(old) if !full => {
+                match self.kernel.apply_overlay_changes(OVERLAY_DEV, &old, &state).await {
+                    Ok(()) => Ok(()),
+                    Err(e) => {
+                        warn!("programming {OVERLAY_DEV} changes failed: {e}; converging from a listing");
+                        self.kernel.apply_overlay(OVERLAY_DEV, &state).await
+                    }
+                }
+            }
+            _ => self.kernel.apply_overlay(OVERLAY_DEV, &state).await,
+        };
+        match result {
+            Ok(()) => {
+                self.programmed = Some(state);
+                info!(
+                    peers = self.peers.len(),
+                    publish_us = published.as_micros() as u64,
+                    total_us = received.elapsed().as_micros() as u64,
+                    "routes published and {OVERLAY_DEV} programmed"
+                )
+            }
             Err(e) => {
                 error!("programming {OVERLAY_DEV} failed: {e}; the datapath has the new routes")
             }
