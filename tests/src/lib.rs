@@ -10,6 +10,7 @@
 
 pub mod cluster;
 pub mod etcd;
+pub mod etcd_nodes;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};

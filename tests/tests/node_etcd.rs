@@ -9,9 +9,12 @@
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use linen_testbed::etcd_nodes::{
+    assert_full_mesh, lease_key, stop_linend, subnet_from_file, wire_pod, Node,
+};
 use linen_testbed::TempDir;
 use linen_testbed::{wait_for, workspace_bin, Netns, Testbed};
 
@@ -125,29 +128,14 @@ impl Underlay {
     }
 }
 
-struct Node {
-    k: u8,
-    host: Netns,
-    pod: Netns,
-    ip: Ipv4Addr,
-    subnet_file: PathBuf,
-    log: PathBuf,
-    pid: Option<u32>,
-    /// The claimed subnet, e.g. `10.244.37.0/24`.
-    subnet: String,
+/// Node `k` on the underlay, without linend.
+fn new_node(tb: &mut Testbed, u: &Underlay, k: u8, dir: &Path) -> Node {
+    linen_testbed::etcd_nodes::new_node(tb, &u.sw, k, dir)
 }
 
-impl Node {
-    fn pod_ip(&self) -> String {
-        let base = self.subnet.split('/').next().expect("subnet");
-        let mut octets: Vec<&str> = base.split('.').collect();
-        octets[3] = "2";
-        octets.join(".")
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
+/// Starts the node's linend against the test's etcd.
+fn start_linend(tb: &Testbed, n: &mut Node) {
+    linen_testbed::etcd_nodes::start_linend(tb, n, &endpoint(), |_| {});
 }
 
 fn add_node(tb: &mut Testbed, u: &Underlay, k: u8, dir: &Path) -> Node {
@@ -157,124 +145,9 @@ fn add_node(tb: &mut Testbed, u: &Underlay, k: u8, dir: &Path) -> Node {
     n
 }
 
-/// Node `k`'s namespaces, underlay link, `cni0` and one pod, without linend.
-fn new_node(tb: &mut Testbed, u: &Underlay, k: u8, dir: &Path) -> Node {
-    let host = tb.netns(&format!("n{k}"));
-    tb.veth(&host, "eth0", &u.sw, &format!("p{k}"));
-    u.sw.sh(&format!("ip link set p{k} master br0 && ethtool -K p{k} tx off >/dev/null"));
-    let ip = Ipv4Addr::new(192, 168, 77, k);
-    host.sh(&format!(
-        "sysctl -qw net.ipv4.ip_forward=1
-         ip addr add {ip}/24 dev eth0
-         ethtool -K eth0 tx off >/dev/null
-         ip link add cni0 type bridge
-         ip link set cni0 up"
-    ));
-    let pod = tb.netns(&format!("n{k}p0"));
-    tb.veth(&pod, "eth0", &host, "veth0");
-    host.sh("ip link set veth0 master cni0");
-    pod.sh("ip link set eth0 mtu 1450");
-    Node {
-        k,
-        host,
-        pod,
-        ip,
-        subnet_file: dir.join(format!("n{k}.subnet.env")),
-        log: dir.join(format!("n{k}.linend.log")),
-        pid: None,
-        subnet: String::new(),
-    }
-}
-
-fn start_linend(tb: &Testbed, n: &mut Node) {
-    let log =
-        std::fs::OpenOptions::new().create(true).append(true).open(&n.log).expect("linend log");
-    let mut cmd = n.host.command(&workspace_bin("linend").to_string_lossy());
-    cmd.args(["--etcd-endpoints", &endpoint(), "--datapath", "tap", "--iface", "eth0"])
-        .arg("--subnet-file")
-        .arg(&n.subnet_file)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(log);
-    n.pid = Some(tb.spawn(cmd));
-}
-
-/// Waits for linend's subnet file and reads FLANNEL_SUBNET (`gw/len`).
-fn read_subnet(n: &Node) -> (String, String) {
-    let got = wait_for(Duration::from_secs(20), || {
-        if n.pid.is_some_and(|p| !linen_testbed::cluster::running(p)) {
-            return Some(None);
-        }
-        let text = std::fs::read_to_string(&n.subnet_file).ok()?;
-        let line = text.lines().find_map(|l| l.strip_prefix("FLANNEL_SUBNET="))?;
-        let (gw, len) = line.split_once('/')?;
-        Some(Some((gw.to_string(), len.to_string())))
-    });
-    got.flatten().unwrap_or_else(|| {
-        panic!("n{} wrote no subnet file (or exited); log:\n{}", n.k, n.log_text())
-    })
-}
-
-/// The subnet (`net/len`) in the node's subnet file, once there.
-fn subnet_from_file(n: &Node) -> String {
-    let (gw, len) = read_subnet(n);
-    let g: Ipv4Addr = gw.parse().expect("gateway");
-    format!("{}/{len}", Ipv4Addr::from(u32::from(g) - 1))
-}
-
-/// Puts the gateway on `cni0` and the pod at `.2`, from the subnet file.
-fn wire_pod(n: &mut Node) {
-    let (gw, len) = read_subnet(n);
-    let g: Ipv4Addr = gw.parse().expect("gateway");
-    let net = Ipv4Addr::from(u32::from(g) - 1);
-    n.subnet = format!("{net}/{len}");
-    let pod = Ipv4Addr::from(u32::from(g) + 1);
-    n.host.sh(&format!("ip addr flush dev cni0 && ip addr add {gw}/{len} dev cni0"));
-    n.pod.sh(&format!(
-        "ip addr flush dev eth0 && ip addr add {pod}/{len} dev eth0 && ip route add default via {gw}"
-    ));
-}
-
-fn reachable(from: &Netns, to: &str, timeout: Duration) -> bool {
-    wait_for(timeout, || {
-        from.sh_output(&format!("ping -c 1 -W 1 {to}")).status.success().then_some(())
-    })
-    .is_some()
-}
-
-fn assert_full_mesh(nodes: &[Node]) {
-    for a in nodes {
-        for b in nodes {
-            if a.k != b.k {
-                assert!(
-                    reachable(&a.pod, &b.pod_ip(), Duration::from_secs(10)),
-                    "pod on n{} cannot reach pod {} on n{}\n--- n{} log ---\n{}\n--- n{} log ---\n{}",
-                    a.k,
-                    b.pod_ip(),
-                    b.k,
-                    a.k,
-                    a.log_text(),
-                    b.k,
-                    b.log_text()
-                );
-            }
-        }
-    }
-}
-
 fn vtep_mac(n: &Node) -> String {
     let out = n.host.sh("cat /sys/class/net/linen.1/address");
     out.trim().to_string()
-}
-
-fn stop_linend(tb: &Testbed, n: &mut Node) {
-    let pid = n.pid.take().expect("linend runs");
-    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
-    let gone =
-        wait_for(Duration::from_secs(5), || (!linen_testbed::cluster::running(pid)).then_some(()));
-    tb.kill(pid);
-    assert!(gone.is_some(), "linend on n{} ignored SIGTERM", n.k);
 }
 
 /// A lease value exactly as flanneld writes it.
@@ -313,10 +186,6 @@ fn write_config_args(u: &Underlay, extra: &[&str]) {
     assert!(out.status.success(), "linenctl config set: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-fn key_of(subnet: &str) -> String {
-    format!("{PREFIX}/subnets/{}", subnet.replace('/', "-"))
-}
-
 /// Three nodes claim distinct subnets through etcd and their pods talk; a fourth joins; a deleted
 /// lease takes its routes off the other nodes and its owner claims again; a restarted linend
 /// keeps its subnet.
@@ -337,9 +206,10 @@ fn etcd_nodes_claim_subnets_and_follow_each_other() {
     let leases = u.leases();
     assert_eq!(leases.len(), 3, "{leases:?}");
     for n in &nodes {
-        let (_, v) = leases.iter().find(|(k, _)| *k == key_of(&n.subnet)).unwrap_or_else(|| {
-            panic!("no lease for n{} at {}: {leases:?}", n.k, key_of(&n.subnet))
-        });
+        let (_, v) =
+            leases.iter().find(|(k, _)| *k == lease_key(PREFIX, &n.subnet)).unwrap_or_else(|| {
+                panic!("no lease for n{} at {}: {leases:?}", n.k, lease_key(PREFIX, &n.subnet))
+            });
         assert_eq!(v["PublicIP"], n.ip.to_string(), "{v}");
         assert_eq!(v["BackendType"], "vxlan", "{v}");
         assert_eq!(v["BackendData"]["VNI"], 1, "{v}");
@@ -369,7 +239,7 @@ fn etcd_nodes_claim_subnets_and_follow_each_other() {
         .collect();
     let updates_before = nodes[0].log_text().matches("routes published").count();
     for (subnet, value) in &fake {
-        u.etcdctl_ok(&["put", &key_of(subnet), value]);
+        u.etcdctl_ok(&["put", &lease_key(PREFIX, subnet), value]);
     }
     let last = &fake.last().expect("fake leases").0;
     let routed = wait_for(Duration::from_secs(5), || {
@@ -380,7 +250,7 @@ fn etcd_nodes_claim_subnets_and_follow_each_other() {
     let neigh = nodes[0].host.sh("ip neigh show dev linen.1");
     assert!(neigh.contains("10.244.219.0 lladdr 0a:00:00:00:00:13"), "{neigh}");
     for (subnet, _) in &fake {
-        u.etcdctl_ok(&["del", &key_of(subnet)]);
+        u.etcdctl_ok(&["del", &lease_key(PREFIX, subnet)]);
     }
     let gone = wait_for(Duration::from_secs(5), || {
         nodes[0].host.sh(&format!("ip route show {last}")).trim().is_empty().then_some(())
@@ -411,7 +281,7 @@ fn etcd_nodes_claim_subnets_and_follow_each_other() {
     }
 
     // A malformed lease value is skipped with a warning; forwarding and later updates go on.
-    u.etcdctl_ok(&["put", &key_of("10.244.230.0/24"), "{not json"]);
+    u.etcdctl_ok(&["put", &lease_key(PREFIX, "10.244.230.0/24"), "{not json"]);
     let warned = wait_for(Duration::from_secs(5), || {
         nodes[0]
             .log_text()
@@ -421,7 +291,7 @@ fn etcd_nodes_claim_subnets_and_follow_each_other() {
     });
     assert!(warned.is_some(), "no warning for the malformed lease; log:\n{}", nodes[0].log_text());
     assert!(nodes[0].host.sh("ip route show 10.244.230.0/24").trim().is_empty());
-    u.etcdctl_ok(&["del", &key_of("10.244.230.0/24")]);
+    u.etcdctl_ok(&["del", &lease_key(PREFIX, "10.244.230.0/24")]);
     assert_full_mesh(&nodes);
 
     // Deleting n3's lease: its route disappears on n1; n3 claims again and traffic resumes.
@@ -433,7 +303,7 @@ fn etcd_nodes_claim_subnets_and_follow_each_other() {
     let mon_pid = tb.spawn(mon);
     std::thread::sleep(Duration::from_millis(300)); // let the monitor subscribe
     let victim = nodes[2].subnet.clone();
-    u.etcdctl_ok(&["del", &key_of(&victim)]);
+    u.etcdctl_ok(&["del", &lease_key(PREFIX, &victim)]);
     let deleted = wait_for(Duration::from_secs(5), || {
         let text = std::fs::read_to_string(&monitor_out).unwrap_or_default();
         text.lines().any(|l| l.starts_with("Deleted") && l.contains(&victim)).then_some(())
@@ -448,7 +318,9 @@ fn etcd_nodes_claim_subnets_and_follow_each_other() {
     let back = wait_for(Duration::from_secs(10), || {
         u.leases()
             .iter()
-            .any(|(k, v)| *k == key_of(&victim) && v["PublicIP"] == nodes[2].ip.to_string())
+            .any(|(k, v)| {
+                *k == lease_key(PREFIX, &victim) && v["PublicIP"] == nodes[2].ip.to_string()
+            })
             .then_some(())
     });
     assert!(back.is_some(), "n3 did not claim {victim} again; log:\n{}", nodes[2].log_text());
@@ -457,7 +329,11 @@ fn etcd_nodes_claim_subnets_and_follow_each_other() {
     // Another node's lease overwrites n3's key: n3 claims a different subnet, re-addresses
     // linen.1 and rewrites its subnet file; every pod reaches n3's pod at its new address.
     let old = nodes[2].subnet.clone();
-    u.etcdctl_ok(&["put", &key_of(&old), &flannel_lease("192.168.77.99", "0a:00:00:00:00:99")]);
+    u.etcdctl_ok(&[
+        "put",
+        &lease_key(PREFIX, &old),
+        &flannel_lease("192.168.77.99", "0a:00:00:00:00:99"),
+    ]);
     wait_subnet_change(&nodes[2], &old);
     wire_pod(&mut nodes[2]);
     assert_ne!(nodes[2].subnet, old);
@@ -465,7 +341,7 @@ fn etcd_nodes_claim_subnets_and_follow_each_other() {
     let addr = nodes[2].host.sh("ip -4 -o addr show dev linen.1");
     assert!(addr.contains(&own) && !addr.contains(&old.replace("/24", "/32")), "{addr}");
     assert_full_mesh(&nodes);
-    u.etcdctl_ok(&["del", &key_of(&old)]);
+    u.etcdctl_ok(&["del", &lease_key(PREFIX, &old)]);
 
     // Restart n2 without its subnet file: the lease carrying its public IP gives it back its
     // subnet, and a TCP connection from n1's pod to n2's pod outlives the restart.
@@ -564,7 +440,11 @@ fn etcd_outage_keeps_forwarding_and_resyncs() {
         nodes[0].log_text()
     );
     let subnet = "10.244.250.0/24";
-    u.etcdctl_ok(&["put", &key_of(subnet), &flannel_lease("192.168.77.98", "0a:00:00:00:00:98")]);
+    u.etcdctl_ok(&[
+        "put",
+        &lease_key(PREFIX, subnet),
+        &flannel_lease("192.168.77.98", "0a:00:00:00:00:98"),
+    ]);
     for n in &nodes {
         let routed = wait_for(Duration::from_secs(20), || {
             n.host.sh(&format!("ip route show {subnet}")).contains("dev linen.1").then_some(())

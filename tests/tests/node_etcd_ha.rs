@@ -12,31 +12,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use linen_testbed::cluster::running;
 use linen_testbed::etcd::{EtcdCluster, EtcdServer, TlsCerts};
+use linen_testbed::etcd_nodes::{
+    assert_distinct_subnets, assert_full_mesh, attach, lease_key, new_node, stop_linend, switch,
+    wire_pod, Node,
+};
 use linen_testbed::TempDir;
 use linen_testbed::{wait_for, workspace_bin, Netns, Testbed};
 
 const PREFIX: &str = "/coreos.com/network";
 /// linend's node API inside each node namespace (its default address).
 const API: &str = "127.0.0.1:9472";
-
-/// The underlay switch: a bridge in its own namespace.
-fn switch(tb: &mut Testbed) -> Netns {
-    let sw = tb.netns("sw");
-    sw.sh("ip link add br0 type bridge && ip link set br0 up");
-    sw
-}
-
-/// A namespace named `name` with `eth0` at `ip/24` on the switch (switch port `p<name>`).
-fn attach(tb: &mut Testbed, sw: &Netns, name: &str, ip: Ipv4Addr) -> Netns {
-    let ns = tb.netns(name);
-    let port = format!("p{name}");
-    tb.veth(&ns, "eth0", sw, &port);
-    sw.sh(&format!("ip link set {port} master br0 && ethtool -K {port} tx off >/dev/null"));
-    ns.sh(&format!("ip addr add {ip}/24 dev eth0 && ethtool -K eth0 tx off >/dev/null"));
-    ns
-}
 
 fn etcd_ip(i: u8) -> Ipv4Addr {
     Ipv4Addr::new(192, 168, 77, 250 + i)
@@ -106,70 +92,9 @@ impl Etcd {
     }
 }
 
-struct Node {
-    k: u8,
-    host: Netns,
-    pod: Netns,
-    ip: Ipv4Addr,
-    subnet_file: PathBuf,
-    log: PathBuf,
-    pid: Option<u32>,
-    /// The claimed subnet, e.g. `10.244.37.0/24`.
-    subnet: String,
-}
-
-impl Node {
-    fn pod_ip(&self) -> String {
-        let net: Ipv4Addr =
-            self.subnet.split('/').next().and_then(|a| a.parse().ok()).expect("subnet");
-        Ipv4Addr::from(u32::from(net) + 2).to_string()
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn is_running(&self) -> bool {
-        self.pid.is_some_and(running)
-    }
-}
-
-/// Node `k` at `192.168.77.k`: namespaces, underlay link, `cni0` and one pod, without linend.
-fn new_node(tb: &mut Testbed, sw: &Netns, k: u8, dir: &Path) -> Node {
-    let ip = Ipv4Addr::new(192, 168, 77, k);
-    let host = attach(tb, sw, &format!("n{k}"), ip);
-    host.sh(
-        "sysctl -qw net.ipv4.ip_forward=1 && ip link add cni0 type bridge && ip link set cni0 up",
-    );
-    let pod = tb.netns(&format!("n{k}p0"));
-    tb.veth(&pod, "eth0", &host, "veth0");
-    host.sh("ip link set veth0 master cni0");
-    pod.sh("ip link set eth0 mtu 1450");
-    Node {
-        k,
-        host,
-        pod,
-        ip,
-        subnet_file: dir.join(format!("n{k}.subnet.env")),
-        log: dir.join(format!("n{k}.linend.log")),
-        pid: None,
-        subnet: String::new(),
-    }
-}
-
+/// Starts the node's linend against `etcd` with its credentials.
 fn start_linend(tb: &Testbed, n: &mut Node, etcd: &Etcd) {
-    let log =
-        std::fs::OpenOptions::new().create(true).append(true).open(&n.log).expect("linend log");
-    let mut cmd = n.host.command(&workspace_bin("linend").to_string_lossy());
-    cmd.args(["--etcd-endpoints", &etcd.endpoints, "--datapath", "tap", "--iface", "eth0"])
-        .arg("--subnet-file")
-        .arg(&n.subnet_file)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(log);
-    etcd.auth.apply(&mut cmd);
-    n.pid = Some(tb.spawn(cmd));
+    linen_testbed::etcd_nodes::start_linend(tb, n, &etcd.endpoints, |cmd| etcd.auth.apply(cmd));
 }
 
 fn add_node(tb: &mut Testbed, sw: &Netns, k: u8, dir: &Path, etcd: &Etcd) -> Node {
@@ -177,73 +102,6 @@ fn add_node(tb: &mut Testbed, sw: &Netns, k: u8, dir: &Path, etcd: &Etcd) -> Nod
     start_linend(tb, &mut n, etcd);
     wire_pod(&mut n);
     n
-}
-
-/// Waits for linend's subnet file, then puts the gateway on `cni0` and the pod at `.2`.
-fn wire_pod(n: &mut Node) {
-    let got = wait_for(Duration::from_secs(20), || {
-        if n.pid.is_some_and(|p| !running(p)) {
-            return Some(None);
-        }
-        let text = std::fs::read_to_string(&n.subnet_file).ok()?;
-        let line = text.lines().find_map(|l| l.strip_prefix("FLANNEL_SUBNET="))?;
-        let (gw, len) = line.split_once('/')?;
-        Some(Some((gw.parse::<Ipv4Addr>().ok()?, len.to_string())))
-    });
-    let (gw, len) = got.flatten().unwrap_or_else(|| {
-        panic!("n{} wrote no subnet file (or exited); log:\n{}", n.k, n.log_text())
-    });
-    n.subnet = format!("{}/{len}", Ipv4Addr::from(u32::from(gw) - 1));
-    let pod = Ipv4Addr::from(u32::from(gw) + 1);
-    n.host.sh(&format!("ip addr flush dev cni0 && ip addr add {gw}/{len} dev cni0"));
-    n.pod.sh(&format!(
-        "ip addr flush dev eth0 && ip addr add {pod}/{len} dev eth0 && ip route add default via {gw}"
-    ));
-}
-
-fn reachable(from: &Netns, to: &str, timeout: Duration) -> bool {
-    wait_for(timeout, || {
-        from.sh_output(&format!("ping -c 1 -W 1 {to}")).status.success().then_some(())
-    })
-    .is_some()
-}
-
-fn assert_full_mesh(nodes: &[Node]) {
-    for a in nodes {
-        for b in nodes {
-            if a.k != b.k {
-                assert!(
-                    reachable(&a.pod, &b.pod_ip(), Duration::from_secs(10)),
-                    "pod on n{} cannot reach pod {} on n{}\n--- n{} log ---\n{}\n--- n{} log ---\n{}",
-                    a.k,
-                    b.pod_ip(),
-                    b.k,
-                    a.k,
-                    a.log_text(),
-                    b.k,
-                    b.log_text()
-                );
-            }
-        }
-    }
-}
-
-fn assert_distinct_subnets(nodes: &[Node]) {
-    let subnets: std::collections::HashSet<&str> =
-        nodes.iter().map(|n| n.subnet.as_str()).collect();
-    assert_eq!(subnets.len(), nodes.len(), "subnets not distinct: {subnets:?}");
-}
-
-fn stop_linend(tb: &Testbed, n: &mut Node) {
-    let Some(pid) = n.pid.take() else { return };
-    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
-    let gone = wait_for(Duration::from_secs(5), || (!running(pid)).then_some(()));
-    tb.kill(pid);
-    assert!(gone.is_some(), "linend on n{} ignored SIGTERM", n.k);
-}
-
-fn key_of(subnet: &str) -> String {
-    format!("{PREFIX}/subnets/{}", subnet.replace('/', "-"))
 }
 
 /// Every lease as (key, value JSON), read through `member`.
@@ -443,7 +301,7 @@ fn three_member_cluster_loses_its_leader() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(300)); // let the monitors subscribe
-    cluster.members[survivor].etcdctl_ok(&["del", &key_of(&victim)]);
+    cluster.members[survivor].etcdctl_ok(&["del", &lease_key(PREFIX, &victim)]);
     for (n, out, pid) in &watchers {
         let deleted = wait_for(Duration::from_secs(5), || {
             let text = std::fs::read_to_string(out).unwrap_or_default();
@@ -462,7 +320,7 @@ fn three_member_cluster_loses_its_leader() {
     let back = wait_for(Duration::from_secs(10), || {
         leases(&cluster.members[survivor])
             .iter()
-            .any(|(k, v)| *k == key_of(&victim) && v["PublicIP"] == n3_ip)
+            .any(|(k, v)| *k == lease_key(PREFIX, &victim) && v["PublicIP"] == n3_ip)
             .then_some(())
     });
     assert!(back.is_some(), "n3 did not claim {victim} again; log:\n{}", nodes[2].log_text());
@@ -511,7 +369,9 @@ fn tls_client_certificates() {
     let held = leases(&server);
     for n in &nodes {
         assert!(
-            held.iter().any(|(k, v)| *k == key_of(&n.subnet) && v["PublicIP"] == n.ip.to_string()),
+            held.iter()
+                .any(|(k, v)| *k == lease_key(PREFIX, &n.subnet)
+                    && v["PublicIP"] == n.ip.to_string()),
             "no lease for n{} at {}: {held:?}",
             n.k,
             n.subnet
