@@ -655,66 +655,7 @@ impl Kernel {
     /// # Errors
     /// A netlink failure (including "no route to `dst`").
     pub async fn next_hop_mac(&self, dst: Ipv4Addr) -> Result<Option<(u32, [u8; 6])>, KernelError> {
-        let msg = RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(dst, 32).build();
-        let route = self
-            .handle
-            .route()
-            .get(msg)
-            .execute()
-            .try_next()
-            .await
-            .map_err(nl(format!("route get {dst}")))?
-            .ok_or_else(|| KernelError::Underlay(format!("no route to {dst}")))?;
-        let oif = route
-            .attributes
-            .iter()
-            .find_map(|a| match a {
-                RouteAttribute::Oif(i) => Some(*i),
-                _ => None,
-            })
-            .ok_or_else(|| KernelError::Underlay(format!("route to {dst} has no device")))?;
-        let hop = route
-            .attributes
-            .iter()
-            .find_map(|a| match a {
-                RouteAttribute::Gateway(RouteAddress::Inet(g)) => Some(*g),
-                _ => None,
-            })
-            .unwrap_or(dst);
-        let neighs: Vec<NeighbourMessage> = self
-            .handle
-            .neighbours()
-            .get()
-            .set_address_family(AddressFamily::Inet)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(nl("list neighbours"))?;
-        for n in neighs {
-            if n.header.ifindex != oif
-                || matches!(
-                    n.header.state,
-                    NeighbourState::Incomplete | NeighbourState::Failed | NeighbourState::None
-                )
-            {
-                continue;
-            }
-            let is_hop = n.attributes.iter().any(
-                |a| matches!(a, NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) if *ip == hop),
-            );
-            let mac = n.attributes.iter().find_map(|a| match a {
-                NeighbourAttribute::LinkLayerAddress(l) if l.len() == 6 => {
-                    let mut m = [0u8; 6];
-                    m.copy_from_slice(l);
-                    Some(m)
-                }
-                _ => None,
-            });
-            if let (true, Some(mac)) = (is_hop, mac) {
-                return Ok(Some((oif, mac)));
-            }
-        }
-        Ok(None)
+        self.next_hop_macs(&[dst]).await?.pop().unwrap_or(Ok(None))
     }
 
     /// Asks the kernel how it would send to `dst` (`ip route get <dst>`): the output device, the
@@ -824,36 +765,11 @@ impl Kernel {
 
     /// The output device and next hop (the gateway, or `dst` itself when on-link) of the
     /// kernel's route to `dst`.
-    fn route_hop(
-        &self,
-        dst: Ipv4Addr,
-    ) -> impl Future<Output = Result<(u32, Ipv4Addr), KernelError>> {
-        let msg = RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(dst, 32).build();
-        let mut req = self.handle.route().get(msg).execute();
-        async move {
-            let route = req
-                .try_next()
-                .await
-                .map_err(nl(format!("route get {dst}")))?
-                .ok_or_else(|| KernelError::Underlay(format!("no route to {dst}")))?;
-            let oif = route
-                .attributes
-                .iter()
-                .find_map(|a| match a {
-                    RouteAttribute::Oif(i) => Some(*i),
-                    _ => None,
-                })
-                .ok_or_else(|| KernelError::Underlay(format!("route to {dst} has no device")))?;
-            let hop = route
-                .attributes
-                .iter()
-                .find_map(|a| match a {
-                    RouteAttribute::Gateway(RouteAddress::Inet(g)) => Some(*g),
-                    _ => None,
-                })
-                .unwrap_or(dst);
-            Ok((oif, hop))
-        }
+    async fn route_hop(&self, dst: Ipv4Addr) -> Result<(u32, Ipv4Addr), KernelError> {
+        let r = self.route_get(dst).await?;
+        let oif =
+            r.oif.ok_or_else(|| KernelError::Underlay(format!("route to {dst} has no device")))?;
+        Ok((oif, r.gateway.unwrap_or(dst)))
     }
 }
 

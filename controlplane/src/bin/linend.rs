@@ -205,14 +205,20 @@ fn choose_datapath(d: Datapath) -> Result<Datapath, BoxError> {
 /// Builds the route snapshot for `peers`: one route per peer subnet, every peer a known VTEP.
 async fn build_routes(kernel: &Kernel, cfg: &Config, ifindex: u32, node: &StaticNode) -> Routes {
     let mut b = RoutesBuilder::new();
-    for p in &node.peers {
+    let dsts: Vec<Ipv4Addr> = node.peers.iter().map(|p| p.public_ip).collect();
+    let macs = kernel.next_hop_macs(&dsts).await.unwrap_or_else(|e| {
+        warn!(error = %e, "cannot list the underlay neighbours");
+        Vec::new()
+    });
+    for (i, p) in node.peers.iter().enumerate() {
         // The underlay next hop's MAC matters to frame-level datapaths only; unresolved is fine.
-        let underlay_mac = match kernel.next_hop_mac(p.public_ip).await {
-            Ok(m) => m.map(|(_, mac)| mac),
-            Err(e) => {
+        let underlay_mac = match macs.get(i) {
+            Some(Ok(m)) => m.map(|(_, mac)| mac),
+            Some(Err(e)) => {
                 warn!(peer = %p.public_ip, error = %e, "cannot look up the underlay next hop");
                 None
             }
+            None => None,
         };
         let peer = Peer { vtep: p.public_ip, vtep_mac: p.vtep_mac, underlay_mac, ifindex };
         b.insert(ipnet::IpNet::V4(p.subnet), NextHop::new(cfg, &peer));
@@ -404,11 +410,11 @@ fn stop_workers(workers: Vec<Running>) {
 /// own cache in `node`).
 async fn next_hop_macs(kernel: &Kernel, mode: &Mode) -> Vec<Option<[u8; 6]>> {
     let Mode::Static { node, .. } = mode else { return Vec::new() };
-    let mut out = Vec::with_capacity(node.peers.len());
-    for p in &node.peers {
-        out.push(kernel.next_hop_mac(p.public_ip).await.ok().flatten().map(|(_, mac)| mac));
+    let dsts: Vec<Ipv4Addr> = node.peers.iter().map(|p| p.public_ip).collect();
+    match kernel.next_hop_macs(&dsts).await {
+        Ok(macs) => macs.into_iter().map(|m| m.ok().flatten().map(|(_, mac)| mac)).collect(),
+        Err(_) => vec![None; dsts.len()],
     }
-    out
 }
 
 async fn run(mut args: Args) -> Result<(), BoxError> {
