@@ -3,4 +3,5 @@
 
 pub mod ctlbench;
 pub mod netbench;
+pub mod tool;
 pub mod workload;

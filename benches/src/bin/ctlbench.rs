@@ -9,13 +9,14 @@
 //!
 //! See `linen_benches::ctlbench` for what each number covers.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 use linen_benches::ctlbench::measure::{self, SyncBed, TwoNodes};
 use linen_benches::ctlbench::{report, Measurement, Options, MD_BEGIN, MD_END};
 use linen_benches::netbench::report::{splice, Stamp};
+use linen_benches::tool::{find_linend, is_root};
 
 #[derive(Parser, Debug)]
 #[command(about = "linen control-plane benchmark: etcd lease → datapath route, sync, churn")]
@@ -56,50 +57,6 @@ struct Cli {
     linend: Option<PathBuf>,
 }
 
-/// linend: the given path, or the one beside this binary — rebuilt first through cargo when
-/// ctlbench itself runs under `cargo run`, so a stale linend is never measured.
-fn find_linend(given: Option<PathBuf>, me: &Path) -> Result<PathBuf, String> {
-    if let Some(p) = given {
-        return if p.exists() {
-            Ok(p)
-        } else {
-            Err(format!("--linend {}: no such file", p.display()))
-        };
-    }
-    let dir = me.parent().ok_or("ctlbench has no directory")?;
-    if let Ok(cargo) = std::env::var("CARGO") {
-        let mut cmd = std::process::Command::new(cargo);
-        cmd.args(["build", "-p", "linen-controlplane", "--bin", "linend"]);
-        if dir.ends_with("release") {
-            cmd.arg("--release");
-        }
-        eprintln!("ctlbench: building linend ({cmd:?})");
-        let status = cmd.status().map_err(|e| format!("cargo build linend: {e}"))?;
-        if !status.success() {
-            return Err(format!("cargo build linend failed ({status})"));
-        }
-    }
-    let p = dir.join("linend");
-    if p.exists() {
-        Ok(p)
-    } else {
-        Err(format!(
-            "{} not found: build it (`cargo build --release -p linen-controlplane --bin linend`) \
-             or pass --linend",
-            p.display()
-        ))
-    }
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(2))
-        == Some("0")
-}
-
 fn bench(cli: Cli) -> Result<(), String> {
     if !is_root() {
         return Err("ctlbench builds network namespaces: run it as root".into());
@@ -113,7 +70,7 @@ fn bench(cli: Cli) -> Result<(), String> {
     let me = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
     let opts = Options {
         datapath: cli.datapath.clone(),
-        linend: find_linend(cli.linend.clone(), &me)?,
+        linend: find_linend(cli.linend.clone(), &me, "ctlbench")?,
         leases: cli.leases,
         sync_leases: cli.sync_leases,
         churn_secs: cli.churn_secs,

@@ -22,6 +22,7 @@ use clap::{Parser, Subcommand};
 use linen_benches::netbench::{
     harness, profile, report, traffic, DATAPATHS, MD_BEGIN, MD_END, MD_GENERATED_END,
 };
+use linen_benches::tool::{find_linend, is_root};
 use serde_json::{json, Map, Value};
 
 #[derive(Parser, Debug)]
@@ -151,50 +152,6 @@ fn pod_mode(mode: Mode) -> Result<(), String> {
     Ok(())
 }
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        == Some("0")
-}
-
-/// linend: the given path, or the one beside this binary — rebuilt first through cargo when
-/// netbench itself runs under `cargo run`, so a stale linend is never measured.
-fn find_linend(given: Option<PathBuf>, me: &Path) -> Result<PathBuf, String> {
-    if let Some(p) = given {
-        return if p.exists() {
-            Ok(p)
-        } else {
-            Err(format!("--linend {}: no such file", p.display()))
-        };
-    }
-    let dir = me.parent().ok_or("netbench has no directory")?;
-    if let Ok(cargo) = std::env::var("CARGO") {
-        let mut cmd = std::process::Command::new(cargo);
-        cmd.args(["build", "-p", "linen-controlplane", "--bin", "linend"]);
-        if dir.ends_with("release") {
-            cmd.arg("--release");
-        }
-        eprintln!("netbench: building linend ({cmd:?})");
-        let status = cmd.status().map_err(|e| format!("cargo build linend: {e}"))?;
-        if !status.success() {
-            return Err(format!("cargo build linend failed ({status})"));
-        }
-    }
-    let p = dir.join("linend");
-    if p.exists() {
-        Ok(p)
-    } else {
-        Err(format!(
-            "{} not found: build it (`cargo build --release -p linen-controlplane --bin linend`) \
-             or pass --linend",
-            p.display()
-        ))
-    }
-}
-
 fn bench(cli: Cli) -> Result<(), String> {
     let json_path = cli.json.ok_or("--json FILE is required")?;
     if !is_root() {
@@ -206,7 +163,7 @@ fn bench(cli: Cli) -> Result<(), String> {
         }
     }
     let me = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-    let linend = find_linend(cli.linend, &me)?;
+    let linend = find_linend(cli.linend, &me, "netbench")?;
     let mut plan = if cli.quick {
         harness::Plan::quick(linend, me)
     } else {
