@@ -203,3 +203,18 @@ pub fn assert_distinct_subnets(nodes: &[Node]) {
 pub fn lease_key(prefix: &str, subnet: &str) -> String {
     format!("{prefix}/subnets/{}", subnet.replace('/', "-"))
 }
+
+/// The leases in the output of `etcdctl get --prefix <prefix>/subnets/` (key and value lines in
+/// turn) as (key, value JSON); fails the test on a value that is not JSON.
+pub fn parse_leases(etcdctl_output: &str) -> Vec<(String, serde_json::Value)> {
+    let lines: Vec<&str> = etcdctl_output.lines().collect();
+    lines
+        .chunks(2)
+        .filter(|c| c.len() == 2)
+        .map(|c| {
+            let v = serde_json::from_str(c[1])
+                .unwrap_or_else(|e| panic!("lease {} is not JSON ({e}): {}", c[0], c[1]));
+            (c[0].to_string(), v)
+        })
+        .collect()
+}

@@ -13,7 +13,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use linen_testbed::etcd_nodes::{
-    assert_full_mesh, lease_key, stop_linend, subnet_from_file, wire_pod, Node,
+    assert_full_mesh, lease_key, parse_leases, stop_linend, subnet_from_file, wire_pod, Node,
 };
 use linen_testbed::TempDir;
 use linen_testbed::{wait_for, workspace_bin, Netns, Testbed};
@@ -115,16 +115,7 @@ impl Underlay {
     /// Every lease as (key, value JSON).
     fn leases(&self) -> Vec<(String, serde_json::Value)> {
         let out = self.etcdctl_ok(&["get", "--prefix", &format!("{PREFIX}/subnets/")]);
-        let lines: Vec<&str> = out.lines().collect();
-        lines
-            .chunks(2)
-            .filter(|c| c.len() == 2)
-            .map(|c| {
-                let v = serde_json::from_str(c[1])
-                    .unwrap_or_else(|e| panic!("lease {} is not JSON ({e}): {}", c[0], c[1]));
-                (c[0].to_string(), v)
-            })
-            .collect()
+        parse_leases(&out)
     }
 }
 

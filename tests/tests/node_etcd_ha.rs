@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use linen_testbed::etcd::{EtcdCluster, EtcdServer, TlsCerts};
 use linen_testbed::etcd_nodes::{
-    assert_distinct_subnets, assert_full_mesh, attach, lease_key, new_node, stop_linend, switch,
-    wire_pod, Node,
+    assert_distinct_subnets, assert_full_mesh, attach, lease_key, new_node, parse_leases,
+    stop_linend, switch, wire_pod, Node,
 };
 use linen_testbed::TempDir;
 use linen_testbed::{wait_for, workspace_bin, Netns, Testbed};
@@ -107,16 +107,7 @@ fn add_node(tb: &mut Testbed, sw: &Netns, k: u8, dir: &Path, etcd: &Etcd) -> Nod
 /// Every lease as (key, value JSON), read through `member`.
 fn leases(member: &EtcdServer) -> Vec<(String, serde_json::Value)> {
     let out = member.etcdctl_ok(&["get", "--prefix", &format!("{PREFIX}/subnets/")]);
-    let lines: Vec<&str> = out.lines().collect();
-    lines
-        .chunks(2)
-        .filter(|c| c.len() == 2)
-        .map(|c| {
-            let v = serde_json::from_str(c[1])
-                .unwrap_or_else(|e| panic!("lease {} is not JSON ({e}): {}", c[0], c[1]));
-            (c[0].to_string(), v)
-        })
-        .collect()
+    parse_leases(&out)
 }
 
 /// The HTTP status of the node's `/readyz` (`None` when the API does not answer).
