@@ -693,6 +693,85 @@ impl Kernel {
     }
 }
 
+/// A change in the kernel's neighbour table, from [`watch_neighbours`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NeighbourChange {
+    /// A neighbour's address and its MAC, or `None` when the entry was removed or cannot be used
+    /// (incomplete, failed).
+    Changed(Ipv4Addr, Option<[u8; 6]>),
+    /// The socket's buffer overflowed and changes were lost: look every neighbour up again.
+    Lost,
+}
+
+/// Follows the kernel's neighbour table (the `RTNLGRP_NEIGH` multicast group) on the interface
+/// `ifindex`: every added, changed or removed IPv4 neighbour there arrives on the returned
+/// channel. Needs a tokio runtime; the channel closes if the netlink socket fails.
+///
+/// # Errors
+/// The netlink socket cannot be opened or joined to the group.
+pub fn watch_neighbours(
+    ifindex: u32,
+) -> Result<tokio::sync::mpsc::UnboundedReceiver<NeighbourChange>, KernelError> {
+    use rtnetlink::packet_core::NetlinkPayload;
+    use rtnetlink::packet_route::RouteNetlinkMessage;
+    use rtnetlink::sys::{AsyncSocket, SocketAddr};
+
+    let (mut conn, _handle, mut messages) =
+        rtnetlink::new_connection().map_err(KernelError::Connect)?;
+    conn.socket_mut()
+        .socket_mut()
+        .bind(&SocketAddr::new(0, rtnetlink::constants::RTMGRP_NEIGH))
+        .map_err(KernelError::Connect)?;
+    tokio::spawn(conn);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some((msg, _)) = messages.next().await {
+            let (n, removed) = match msg.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNeighbour(n)) => (n, false),
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelNeighbour(n)) => (n, true),
+                NetlinkPayload::Overrun(_) => {
+                    if tx.send(NeighbourChange::Lost).is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                _ => continue,
+            };
+            if n.header.ifindex != ifindex {
+                continue;
+            }
+            let Some(ip) = n.attributes.iter().find_map(|a| match a {
+                NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
+                _ => None,
+            }) else {
+                continue;
+            };
+            let usable = !removed
+                && !matches!(
+                    n.header.state,
+                    NeighbourState::Incomplete | NeighbourState::Failed | NeighbourState::None
+                );
+            let mac = usable.then(|| neighbour_mac(&n)).flatten();
+            if tx.send(NeighbourChange::Changed(ip, mac)).is_err() {
+                return;
+            }
+        }
+    });
+    Ok(rx)
+}
+
+/// A neighbour entry's link-layer address, when it is a MAC.
+fn neighbour_mac(n: &NeighbourMessage) -> Option<[u8; 6]> {
+    n.attributes.iter().find_map(|a| match a {
+        NeighbourAttribute::LinkLayerAddress(l) if l.len() == 6 => {
+            let mut m = [0u8; 6];
+            m.copy_from_slice(l);
+            Some(m)
+        }
+        _ => None,
+    })
+}
+
 /// The kernel's answer to [`Kernel::route_get`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RouteLookup {
@@ -745,15 +824,7 @@ impl Kernel {
                 NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
                 _ => None,
             });
-            let mac = n.attributes.iter().find_map(|a| match a {
-                NeighbourAttribute::LinkLayerAddress(l) if l.len() == 6 => {
-                    let mut m = [0u8; 6];
-                    m.copy_from_slice(l);
-                    Some(m)
-                }
-                _ => None,
-            });
-            if let (Some(ip), Some(mac)) = (ip, mac) {
+            if let (Some(ip), Some(mac)) = (ip, neighbour_mac(&n)) {
                 resolved.insert((n.header.ifindex, ip), mac);
             }
         }

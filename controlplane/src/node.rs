@@ -27,12 +27,14 @@ use futures::FutureExt;
 use ipnet::Ipv4Net;
 use linen_dataplane::pipeline::{Config, NextHop, Peer as RoutePeer, Routes, RoutesBuilder};
 use linen_dataplane::route::Published;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
 use crate::cli::{load_config, EtcdFlags, LoadConfigError};
 use crate::config::NetworkConfig;
-use crate::kernel::{Kernel, KernelError, OverlayRoute, OverlayState, OVERLAY_DEV};
+use crate::kernel::{
+    Kernel, KernelError, NeighbourChange, OverlayRoute, OverlayState, OVERLAY_DEV,
+};
 use crate::manager::{Lease, LeaseError, LeaseHandle, LeaseManager, LeaseOptions};
 use crate::registry::{EtcdRegistry, RegistryError};
 use crate::watch::{PeerWatcher, WatchUpdate};
@@ -188,6 +190,14 @@ impl EtcdNode {
         let watcher = PeerWatcher::new(registry, Some(handle.subscribe()));
         let (subnet_tx, subnet_rx) = watch::channel(lease.subnet);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+        // Underlay next hops follow the kernel's neighbour table on the underlay interface.
+        let neighbours = match crate::kernel::watch_neighbours(dp.underlay_ifindex) {
+            Ok(rx) => Some(rx),
+            Err(e) => {
+                warn!(error = %e, "cannot follow the underlay neighbours; next hops are looked up again only on resync");
+                None
+            }
+        };
         let sync = Sync {
             kernel,
             dp,
@@ -198,6 +208,9 @@ impl EtcdNode {
             peers: Vec::new(),
             next_hops: NextHopCache::new(),
             programmed: None,
+            neighbours,
+            hops_refresh_at: None,
+            hops_refreshed: Instant::now(),
         };
         let task = tokio::spawn(sync.run(stop_rx));
         Ok(EtcdNode { lease: handle, task, stop: Some(stop_tx), subnet: subnet_rx })
@@ -254,6 +267,28 @@ struct Sync {
     /// What the kernel was last programmed with successfully; `None` until the first full
     /// apply and after a failure, so that the next apply converges from a fresh listing.
     programmed: Option<OverlayState>,
+    /// Changes of the underlay interface's neighbours (`None` when they cannot be followed).
+    neighbours: Option<mpsc::UnboundedReceiver<NeighbourChange>>,
+    /// When the next hops are looked up again after a neighbour change (at most once per
+    /// [`HOPS_REFRESH_GAP`]).
+    hops_refresh_at: Option<Instant>,
+    /// When they were last looked up again.
+    hops_refreshed: Instant,
+}
+
+/// The shortest time between two look-ups of every underlay next hop caused by neighbour
+/// changes: a busy underlay segment changes neighbour states often, and a look-up of thousands
+/// of peers costs a route request each.
+const HOPS_REFRESH_GAP: Duration = Duration::from_secs(1);
+
+/// The next change on `rx`, or never when there is no channel.
+async fn next_change(
+    rx: &mut Option<mpsc::UnboundedReceiver<NeighbourChange>>,
+) -> Option<NeighbourChange> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// At most this many watch updates that are already waiting are folded into one apply, so a
@@ -267,6 +302,29 @@ impl Sync {
         loop {
             tokio::select! {
                 _ = &mut stop => return,
+                change = next_change(&mut self.neighbours) => {
+                    let Some(first) = change else {
+                        warn!("lost the underlay neighbour watch; next hops are looked up again only on resync");
+                        self.neighbours = None;
+                        continue;
+                    };
+                    let mut relevant = self.hop_changed(first);
+                    while let Some(more) = self.neighbours.as_mut().and_then(|rx| rx.try_recv().ok()) {
+                        relevant |= self.hop_changed(more);
+                    }
+                    if relevant && self.hops_refresh_at.is_none() {
+                        self.hops_refresh_at =
+                            Some((self.hops_refreshed + HOPS_REFRESH_GAP).max(Instant::now()));
+                    }
+                }
+                _ = tokio::time::sleep_until(self.hops_refresh_at.unwrap_or_else(Instant::now).into()),
+                    if self.hops_refresh_at.is_some() => {
+                    self.hops_refresh_at = None;
+                    self.hops_refreshed = Instant::now();
+                    self.next_hops.clear();
+                    info!("underlay neighbours changed; next hops looked up again");
+                    self.apply(Instant::now(), false).await;
+                }
                 changed = self.own.changed() => {
                     if changed.is_err() {
                         // The lease keeper stopped (shutdown): nothing more to follow.
@@ -342,6 +400,20 @@ impl Sync {
                     }
                 }
             }
+        }
+    }
+
+    /// Whether a neighbour change can change a peer's underlay next hop: a cached hop's MAC
+    /// changed or went away, or a neighbour appeared with a MAC no peer uses yet (an unresolved
+    /// peer, or a gateway that changed its MAC), or changes were lost. A known MAC merely changing state
+    /// does not.
+    fn hop_changed(&self, change: NeighbourChange) -> bool {
+        let NeighbourChange::Changed(ip, mac) = change else { return true };
+        match (self.next_hops.get(&ip), mac) {
+            (Some(old), Some(new)) => *old != new,
+            (Some(_), None) => true,
+            (None, Some(new)) => !self.next_hops.values().any(|m| *m == new),
+            (None, None) => false,
         }
     }
 
