@@ -38,6 +38,8 @@ use ipnet::Ipv4Net;
 use tokio::sync::{oneshot, watch};
 use tracing::{error, info, warn};
 
+use crate::metrics::NodeState;
+
 /// The nftables family of linen's table.
 pub const FAMILY: &str = "ip";
 /// The name of linen's table (`table ip linen`).
@@ -404,7 +406,8 @@ pub struct MasqKeeper<N: Nft + Send + 'static = NftCommand> {
 
 impl<N: Nft + Send + 'static> MasqKeeper<N> {
     /// Writes the table for `spec` (returning the error if that fails) and starts the task that
-    /// re-checks it every `resync`.
+    /// re-checks it every `resync`. Each write and check is recorded in `report` (the node API's
+    /// `linen_ip_masq_*` metrics) when given.
     ///
     /// # Errors
     /// The [`MasqError`] of the first write.
@@ -412,6 +415,7 @@ impl<N: Nft + Send + 'static> MasqKeeper<N> {
         masq: Masquerade<N>,
         spec: MasqSpec,
         resync: Duration,
+        report: Option<NodeState>,
     ) -> Result<MasqKeeper<N>, MasqError> {
         let masq = Arc::new(Mutex::new(masq));
         let random_fully = blocking(&masq, move |m| {
@@ -419,6 +423,9 @@ impl<N: Nft + Send + 'static> MasqKeeper<N> {
             Ok(m.random_fully().unwrap_or(false))
         })
         .await?;
+        if let Some(r) = &report {
+            r.record_masq(true, false);
+        }
         info!(
             table = %format!("{FAMILY} {TABLE}"),
             %spec,
@@ -428,7 +435,7 @@ impl<N: Nft + Send + 'static> MasqKeeper<N> {
         );
         let (spec_tx, spec_rx) = watch::channel(spec);
         let (stop_tx, stop_rx) = oneshot::channel();
-        let task = tokio::spawn(keep(masq.clone(), spec_rx, resync, stop_rx));
+        let task = tokio::spawn(keep(masq.clone(), spec_rx, resync, stop_rx, report));
         Ok(MasqKeeper { masq, spec: spec_tx, stop: Some(stop_tx), task })
     }
 
@@ -495,6 +502,7 @@ async fn keep<N: Nft + Send + 'static>(
     mut spec: watch::Receiver<MasqSpec>,
     resync: Duration,
     mut stop: oneshot::Receiver<()>,
+    report: Option<NodeState>,
 ) {
     let mut every = tokio::time::interval(resync);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -507,7 +515,12 @@ async fn keep<N: Nft + Send + 'static>(
         }
         let want = *spec.borrow_and_update();
         let table = format!("{FAMILY} {TABLE}");
-        match blocking(&masq, move |m| m.ensure(want)).await {
+        let result = blocking(&masq, move |m| m.ensure(want)).await;
+        if let Some(r) = &report {
+            let restored = matches!(result, Ok(Resync::RestoredMissing | Resync::RestoredChanged));
+            r.record_masq(result.is_ok(), restored);
+        }
+        match result {
             Ok(Resync::Unchanged) => {}
             Ok(Resync::Installed) => info!(spec = %want, "ip masquerade rules installed"),
             Ok(Resync::RestoredMissing) => {
@@ -728,7 +741,8 @@ mod tests {
         let fake = FakeNft::default();
         let a = spec("10.244.0.0/16", "10.244.1.0/24");
         let resync = Duration::from_millis(50);
-        let keeper = MasqKeeper::start(Masquerade::new(fake.clone()), a, resync).await.unwrap();
+        let keeper =
+            MasqKeeper::start(Masquerade::new(fake.clone()), a, resync, None).await.unwrap();
         assert_eq!(fake.state().table.as_deref(), Some(render_table(&a, true).as_str()));
         assert_eq!(keeper.spec(), a);
 
@@ -769,7 +783,8 @@ mod tests {
         let fake = FakeNft::default();
         fake.state().missing = true;
         let a = spec("10.244.0.0/16", "10.244.1.0/24");
-        let err = MasqKeeper::start(Masquerade::new(fake), a, DEFAULT_RESYNC).await.unwrap_err();
+        let err =
+            MasqKeeper::start(Masquerade::new(fake), a, DEFAULT_RESYNC, None).await.unwrap_err();
         assert!(matches!(err, MasqError::NftMissing { .. }), "{err}");
     }
 

@@ -284,7 +284,16 @@ struct Inner {
     lease: Option<LeaseInfo>,
     etcd_connected: Option<bool>,
     watch_revision: Option<i64>,
+    masq: Option<MasqInfo>,
     started: SystemTime,
+}
+
+/// What `--ip-masq` reports: whether the last write or check of the masquerade table succeeded,
+/// and how often the table had to be restored after being deleted or changed outside linend.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct MasqInfo {
+    ok: bool,
+    restores: u64,
 }
 
 /// The daemon's state as the node API shows it: a cheap clone of one shared handle.
@@ -345,6 +354,7 @@ impl NodeState {
                 lease: None,
                 etcd_connected: None,
                 watch_revision: None,
+                masq: None,
                 started: SystemTime::now(),
             })),
         }
@@ -407,6 +417,16 @@ impl NodeState {
     /// Records the etcd revision the watch has processed.
     pub fn set_watch_revision(&self, revision: i64) {
         self.lock().watch_revision = Some(revision);
+    }
+
+    /// Records a write or check of the `--ip-masq` table: whether it succeeded, and whether it
+    /// restored a table deleted or changed outside linend. The first call marks masquerading as
+    /// enabled.
+    pub fn record_masq(&self, ok: bool, restored: bool) {
+        let mut s = self.lock();
+        let m = s.masq.get_or_insert_with(MasqInfo::default);
+        m.ok = ok;
+        m.restores += u64::from(restored);
     }
 
     /// Copies a peer watcher's view after it yielded `update`: its peers as the route list,
@@ -673,6 +693,26 @@ impl NodeState {
                 "The etcd revision the route watch has seen.",
             );
             m.sample("linen_watch_revision", &[], rev);
+        }
+        m.family(
+            "linen_ip_masq_enabled",
+            "gauge",
+            "1 when linend keeps masquerade rules (--ip-masq).",
+        );
+        m.sample("linen_ip_masq_enabled", &[], u8::from(s.masq.is_some()));
+        if let Some(masq) = s.masq {
+            m.family(
+                "linen_ip_masq_rules_ok",
+                "gauge",
+                "1 when the last write or check of the masquerade table succeeded.",
+            );
+            m.sample("linen_ip_masq_rules_ok", &[], u8::from(masq.ok));
+            m.family(
+                "linen_ip_masq_restores_total",
+                "counter",
+                "Masquerade tables restored after being deleted or changed outside linend.",
+            );
+            m.sample("linen_ip_masq_restores_total", &[], masq.restores);
         }
         drop(s);
         out
@@ -1179,6 +1219,25 @@ mod tests {
             r.reasons,
             ["no subnet lease held", "routes not synced", "no datapath configured"]
         );
+    }
+
+    #[test]
+    fn masquerade_series_follow_the_checks() {
+        let state = NodeState::new();
+        let samples = parse_exposition(&state.render_prometheus());
+        assert_eq!(value(&samples, "linen_ip_masq_enabled", &[]), Some(0.0));
+        assert_eq!(value(&samples, "linen_ip_masq_rules_ok", &[]), None);
+        state.record_masq(true, false);
+        state.record_masq(true, true);
+        state.record_masq(false, false);
+        let samples = parse_exposition(&state.render_prometheus());
+        assert_eq!(value(&samples, "linen_ip_masq_enabled", &[]), Some(1.0));
+        assert_eq!(value(&samples, "linen_ip_masq_rules_ok", &[]), Some(0.0));
+        assert_eq!(value(&samples, "linen_ip_masq_restores_total", &[]), Some(1.0));
+        state.record_masq(true, true);
+        let samples = parse_exposition(&state.render_prometheus());
+        assert_eq!(value(&samples, "linen_ip_masq_rules_ok", &[]), Some(1.0));
+        assert_eq!(value(&samples, "linen_ip_masq_restores_total", &[]), Some(2.0));
     }
 
     #[test]

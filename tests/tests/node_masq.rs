@@ -169,6 +169,17 @@ fn static_mode(tag: &str, datapath: &str) {
     });
     assert!(rewritten.is_some(), "hand-added rule not removed: {:?}", nft_table(&n1.host));
     assert_eq!(seen_source(&n1.pods[0], EXT_IP, None), n1.ip.to_string());
+    // The node API counts both restores and reports the rules in place.
+    let metrics =
+        n1.host.sh("printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' | socat - TCP:127.0.0.1:9472");
+    let sample = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} "))?.trim().parse::<f64>().ok())
+    };
+    assert_eq!(sample("linen_ip_masq_enabled"), Some(1.0), "{metrics}");
+    assert_eq!(sample("linen_ip_masq_rules_ok"), Some(1.0), "{metrics}");
+    assert!(sample("linen_ip_masq_restores_total") >= Some(2.0), "{metrics}");
 
     // SIGTERM: the table goes with linend.
     assert!(c.stop_linend(Duration::from_secs(5)).is_empty(), "linend ignored SIGTERM");

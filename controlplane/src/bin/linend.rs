@@ -710,16 +710,18 @@ async fn run(mut args: Args) -> Result<(), BoxError> {
         (Mode::Etcd { .. }, None) => None,
     };
     let masq = match (masq, masq_spec) {
-        (Some(m), Some(spec)) => match MasqKeeper::start(m, spec, masq_resync).await {
-            Ok(k) => Some(k),
-            Err(e) => {
-                if let Some(n) = etcd_node {
-                    n.shutdown().await;
+        (Some(m), Some(spec)) => {
+            match MasqKeeper::start(m, spec, masq_resync, Some(node_state.clone())).await {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    if let Some(n) = etcd_node {
+                        n.shutdown().await;
+                    }
+                    stop_workers(workers);
+                    return Err(format!("--ip-masq: {e}").into());
                 }
-                stop_workers(workers);
-                return Err(format!("--ip-masq: {e}").into());
             }
-        },
+        }
         _ => None,
     };
     // etcd mode: re-read the network config every resync interval, so the rules follow a
