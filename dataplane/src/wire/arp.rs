@@ -97,21 +97,9 @@ pub struct Packet<T: AsRef<[u8]>> {
     buffer: T,
 }
 
+view_constructors!(Packet);
+
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wraps a buffer without checking it (for output buffers being filled).
-    #[inline]
-    pub const fn new_unchecked(buffer: T) -> Packet<T> {
-        Packet { buffer }
-    }
-
-    /// Wraps untrusted bytes after [`Packet::check_len`].
-    #[inline]
-    pub fn new_checked(buffer: T) -> Result<Packet<T>, Error> {
-        let packet = Self::new_unchecked(buffer);
-        packet.check_len()?;
-        Ok(packet)
-    }
-
     /// Checks that the buffer holds the 28-byte Ethernet/IPv4 layout and the addresses the
     /// length fields announce.
     ///
@@ -128,12 +116,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
             return Err(Error::Truncated);
         }
         Ok(())
-    }
-
-    /// The underlying buffer.
-    #[inline]
-    pub fn into_inner(self) -> T {
-        self.buffer
     }
 
     /// Hardware type.
@@ -244,12 +226,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     #[inline]
     pub fn set_target_protocol_addr(&mut self, value: Ipv4Addr) {
         self.buffer.as_mut()[field::TPA].copy_from_slice(&value.octets());
-    }
-}
-
-impl<T: AsRef<[u8]>> AsRef<[u8]> for Packet<T> {
-    fn as_ref(&self) -> &[u8] {
-        self.buffer.as_ref()
     }
 }
 

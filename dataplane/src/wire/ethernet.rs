@@ -256,21 +256,9 @@ pub struct Frame<T: AsRef<[u8]>> {
     buffer: T,
 }
 
+view_constructors!(Frame);
+
 impl<T: AsRef<[u8]>> Frame<T> {
-    /// Wraps a buffer without checking it (for output buffers being filled).
-    #[inline]
-    pub const fn new_unchecked(buffer: T) -> Frame<T> {
-        Frame { buffer }
-    }
-
-    /// Wraps untrusted bytes, checking that every tag the frame announces is present.
-    #[inline]
-    pub fn new_checked(buffer: T) -> Result<Frame<T>, Error> {
-        let frame = Self::new_unchecked(buffer);
-        frame.check_len()?;
-        Ok(frame)
-    }
-
     /// Checks that the buffer holds the untagged header and every announced tag, so that no
     /// getter can panic.
     ///
@@ -301,12 +289,6 @@ impl<T: AsRef<[u8]>> Frame<T> {
             offset += VLAN_TAG_LEN;
         }
         offset
-    }
-
-    /// The underlying buffer.
-    #[inline]
-    pub fn into_inner(self) -> T {
-        self.buffer
     }
 
     /// Destination MAC address.
@@ -422,12 +404,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
     #[inline]
     pub fn untagged_payload_mut(&mut self) -> &mut [u8] {
         &mut self.buffer.as_mut()[field::PAYLOAD]
-    }
-}
-
-impl<T: AsRef<[u8]>> AsRef<[u8]> for Frame<T> {
-    fn as_ref(&self) -> &[u8] {
-        self.buffer.as_ref()
     }
 }
 

@@ -31,6 +31,43 @@
 //!
 //! This module never allocates, never locks and never logs.
 
+/// Declares what every view (`Packet<T>`, `Frame<T>`) shares: `new_unchecked`, `new_checked`
+/// (which runs the view's own `check_len`), `into_inner`, and `AsRef<[u8]>` for the whole buffer.
+macro_rules! view_constructors {
+    ($view:ident) => {
+        impl<T: AsRef<[u8]>> $view<T> {
+            /// Wraps a buffer without checking it (for output buffers being filled).
+            #[inline]
+            pub const fn new_unchecked(buffer: T) -> $view<T> {
+                $view { buffer }
+            }
+
+            /// Wraps untrusted bytes after `check_len`, so that no getter can index out of bounds.
+            ///
+            /// # Errors
+            /// What `check_len` finds.
+            #[inline]
+            pub fn new_checked(buffer: T) -> Result<$view<T>, Error> {
+                let view = Self::new_unchecked(buffer);
+                view.check_len()?;
+                Ok(view)
+            }
+
+            /// The underlying buffer.
+            #[inline]
+            pub fn into_inner(self) -> T {
+                self.buffer
+            }
+        }
+
+        impl<T: AsRef<[u8]>> AsRef<[u8]> for $view<T> {
+            fn as_ref(&self) -> &[u8] {
+                self.buffer.as_ref()
+            }
+        }
+    };
+}
+
 pub mod arp;
 pub mod checksum;
 pub mod ethernet;

@@ -39,21 +39,9 @@ pub struct Packet<T: AsRef<[u8]>> {
     buffer: T,
 }
 
+view_constructors!(Packet);
+
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wraps a buffer without checking it (for output buffers being filled).
-    #[inline]
-    pub const fn new_unchecked(buffer: T) -> Packet<T> {
-        Packet { buffer }
-    }
-
-    /// Wraps untrusted bytes after [`Packet::check_len`].
-    #[inline]
-    pub fn new_checked(buffer: T) -> Result<Packet<T>, Error> {
-        let packet = Self::new_unchecked(buffer);
-        packet.check_len()?;
-        Ok(packet)
-    }
-
     /// Checks `8 <= length field <= buffer length`.
     ///
     /// # Errors
@@ -73,12 +61,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
             return Err(Error::Truncated);
         }
         Ok(())
-    }
-
-    /// The underlying buffer.
-    #[inline]
-    pub fn into_inner(self) -> T {
-        self.buffer
     }
 
     /// Source port.
@@ -196,12 +178,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let end = usize::from(self.len());
         &mut self.buffer.as_mut()[HEADER_LEN..end]
-    }
-}
-
-impl<T: AsRef<[u8]>> AsRef<[u8]> for Packet<T> {
-    fn as_ref(&self) -> &[u8] {
-        self.buffer.as_ref()
     }
 }
 
