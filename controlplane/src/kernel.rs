@@ -323,29 +323,13 @@ impl Kernel {
         // requests are pipelined (see `IN_FLIGHT`).
         let wanted: HashMap<Ipv4Addr, [u8; 6]> =
             state.routes.iter().map(|r| (r.subnet.network(), r.vtep_mac)).collect();
-        let neighs: Vec<NeighbourMessage> = self
-            .handle
-            .neighbours()
-            .get()
-            .set_address_family(AddressFamily::Inet)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(nl("list neighbours"))?;
+        let neighs = self.list_neighbours().await?;
         let mut correct: HashSet<Ipv4Addr> = HashSet::new();
         let mut stale = Vec::new();
         for msg in neighs.into_iter().filter(|m| m.header.ifindex == link.index) {
-            let dst = msg.attributes.iter().find_map(|a| match a {
-                NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
-                _ => None,
-            });
-            let lladdr = msg.attributes.iter().find_map(|a| match a {
-                NeighbourAttribute::LinkLayerAddress(l) => Some(l.clone()),
-                _ => None,
-            });
-            match dst.and_then(|d| wanted.get(&d).map(|mac| (d, mac))) {
+            match neighbour_ip(&msg).and_then(|d| wanted.get(&d).map(|mac| (d, mac))) {
                 Some((d, mac))
-                    if lladdr.as_deref() == Some(&mac[..])
+                    if neighbour_mac(&msg) == Some(*mac)
                         && msg.header.state == NeighbourState::Permanent =>
                 {
                     correct.insert(d);
@@ -658,6 +642,18 @@ impl Kernel {
         self.next_hop_macs(&[dst]).await?.pop().unwrap_or(Ok(None))
     }
 
+    /// Every IPv4 neighbour entry of every interface.
+    async fn list_neighbours(&self) -> Result<Vec<NeighbourMessage>, KernelError> {
+        self.handle
+            .neighbours()
+            .get()
+            .set_address_family(AddressFamily::Inet)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(nl("list neighbours"))
+    }
+
     /// Asks the kernel how it would send to `dst` (`ip route get <dst>`): the output device, the
     /// source address it would pick, the gateway, and whether `dst` is one of this host's own
     /// addresses.
@@ -740,24 +736,30 @@ pub fn watch_neighbours(
             if n.header.ifindex != ifindex {
                 continue;
             }
-            let Some(ip) = n.attributes.iter().find_map(|a| match a {
-                NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
-                _ => None,
-            }) else {
-                continue;
-            };
-            let usable = !removed
-                && !matches!(
-                    n.header.state,
-                    NeighbourState::Incomplete | NeighbourState::Failed | NeighbourState::None
-                );
-            let mac = usable.then(|| neighbour_mac(&n)).flatten();
+            let Some(ip) = neighbour_ip(&n) else { continue };
+            let mac = (!removed && neighbour_usable(&n)).then(|| neighbour_mac(&n)).flatten();
             if tx.send(NeighbourChange::Changed(ip, mac)).is_err() {
                 return;
             }
         }
     });
     Ok(rx)
+}
+
+/// A neighbour entry's IPv4 address.
+fn neighbour_ip(n: &NeighbourMessage) -> Option<Ipv4Addr> {
+    n.attributes.iter().find_map(|a| match a {
+        NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
+        _ => None,
+    })
+}
+
+/// Whether a neighbour entry's MAC may be used (not incomplete or failed).
+fn neighbour_usable(n: &NeighbourMessage) -> bool {
+    !matches!(
+        n.header.state,
+        NeighbourState::Incomplete | NeighbourState::Failed | NeighbourState::None
+    )
 }
 
 /// A neighbour entry's link-layer address, when it is a MAC.
@@ -803,28 +805,10 @@ impl Kernel {
         if hops.iter().all(Result::is_err) {
             return Ok(hops.into_iter().map(|h| h.map(|_| None)).collect());
         }
-        let neighs: Vec<NeighbourMessage> = self
-            .handle
-            .neighbours()
-            .get()
-            .set_address_family(AddressFamily::Inet)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(nl("list neighbours"))?;
+        let neighs = self.list_neighbours().await?;
         let mut resolved: HashMap<(u32, Ipv4Addr), [u8; 6]> = HashMap::new();
-        for n in neighs {
-            if matches!(
-                n.header.state,
-                NeighbourState::Incomplete | NeighbourState::Failed | NeighbourState::None
-            ) {
-                continue;
-            }
-            let ip = n.attributes.iter().find_map(|a| match a {
-                NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
-                _ => None,
-            });
-            if let (Some(ip), Some(mac)) = (ip, neighbour_mac(&n)) {
+        for n in neighs.iter().filter(|n| neighbour_usable(n)) {
+            if let (Some(ip), Some(mac)) = (neighbour_ip(n), neighbour_mac(n)) {
                 resolved.insert((n.header.ifindex, ip), mac);
             }
         }
