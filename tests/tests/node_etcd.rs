@@ -8,108 +8,52 @@
 //! file, as the CNI plugin would.
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use linen_testbed::etcd::EtcdServer;
 use linen_testbed::etcd_nodes::{
-    assert_full_mesh, lease_key, parse_leases, stop_linend, subnet_from_file, wire_pod, Node,
+    assert_full_mesh, attach, lease_key, parse_leases, stop_linend, subnet_from_file, switch,
+    wire_pod, Node,
 };
 use linen_testbed::TempDir;
 use linen_testbed::{wait_for, workspace_bin, Netns, Testbed};
 
-const ETCD_IP: &str = "192.168.77.250";
-const ETCD_PORT: u16 = 2379;
+const ETCD_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 250);
 const PREFIX: &str = "/coreos.com/network";
 
 fn endpoint() -> String {
-    format!("http://{ETCD_IP}:{ETCD_PORT}")
+    format!("http://{ETCD_IP}:2379")
 }
 
 /// The switch, the etcd namespace and etcd itself.
 struct Underlay {
     sw: Netns,
     etcd: Netns,
-    dir: PathBuf,
-    etcd_pid: u32,
+    server: EtcdServer,
 }
 
-fn underlay(tb: &mut Testbed, dir: &Path) -> Underlay {
-    let sw = tb.netns("sw");
-    sw.sh("ip link add br0 type bridge && ip link set br0 up");
-    let etcd = tb.netns("etcd");
-    tb.veth(&etcd, "eth0", &sw, "pe");
-    sw.sh("ip link set pe master br0");
-    etcd.sh(&format!("ip addr add {ETCD_IP}/24 dev eth0"));
-    let etcd_pid = spawn_etcd(tb, &etcd, dir);
-    let u = Underlay { sw, etcd, dir: dir.to_path_buf(), etcd_pid };
-    u.wait_healthy();
-    u
-}
-
-/// Starts etcd in its namespace (data in `dir/etcd-data`, kept across restarts).
-fn spawn_etcd(tb: &Testbed, etcd: &Netns, dir: &Path) -> u32 {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("etcd.log"))
-        .expect("etcd log");
-    let mut cmd = etcd.command("etcd");
-    cmd.args(["--name", "e0", "--data-dir"])
-        .arg(dir.join("etcd-data"))
-        .args(["--listen-client-urls", &endpoint(), "--advertise-client-urls", &endpoint()])
-        .args(["--listen-peer-urls", &format!("http://{ETCD_IP}:2380")])
-        .args(["--initial-advertise-peer-urls", &format!("http://{ETCD_IP}:2380")])
-        .args(["--initial-cluster", &format!("e0=http://{ETCD_IP}:2380")])
-        .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
-        .stdout(log.try_clone().expect("dup"))
-        .stderr(log);
-    tb.spawn(cmd)
+fn underlay(tb: &mut Testbed) -> Underlay {
+    let sw = switch(tb);
+    let etcd = attach(tb, &sw, "etcd", ETCD_IP);
+    let server = EtcdServer::start_in(&etcd, ETCD_IP, None);
+    Underlay { sw, etcd, server }
 }
 
 impl Underlay {
-    fn wait_healthy(&self) {
-        let healthy = wait_for(Duration::from_secs(20), || {
-            self.etcdctl(&["endpoint", "health"]).0.then_some(())
-        });
-        assert!(
-            healthy.is_some(),
-            "etcd did not come up: {}",
-            std::fs::read_to_string(self.dir.join("etcd.log")).unwrap_or_default()
-        );
-    }
-
-    /// Kills etcd (by PID); its data stays for [`Underlay::start_etcd`].
-    fn stop_etcd(&self, tb: &Testbed) {
-        tb.kill(self.etcd_pid);
+    /// Kills etcd; its data stays for [`Underlay::start_etcd`].
+    fn stop_etcd(&mut self) {
+        self.server.stop();
     }
 
     /// Starts etcd again on the same data and waits until it is healthy.
-    fn start_etcd(&mut self, tb: &Testbed) {
-        self.etcd_pid = spawn_etcd(tb, &self.etcd, &self.dir);
-        self.wait_healthy();
-    }
-
-    fn etcdctl(&self, args: &[&str]) -> (bool, String) {
-        let out = self
-            .etcd
-            .command("etcdctl")
-            .env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints={}", endpoint()))
-            .arg("--dial-timeout=2s")
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("spawn etcdctl (install etcd-client)");
-        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-        text.push_str(&String::from_utf8_lossy(&out.stderr));
-        (out.status.success(), text)
+    fn start_etcd(&mut self) {
+        self.server.restart();
     }
 
     fn etcdctl_ok(&self, args: &[&str]) -> String {
-        let (ok, out) = self.etcdctl(args);
-        assert!(ok, "etcdctl {} failed: {out}", args.join(" "));
-        out
+        self.server.etcdctl_ok(args)
     }
 
     /// Every lease as (key, value JSON).
@@ -184,7 +128,7 @@ fn write_config_args(u: &Underlay, extra: &[&str]) {
 fn etcd_nodes_claim_subnets_and_follow_each_other() {
     let dir = TempDir::new("netcd");
     let mut tb = Testbed::new("netcd");
-    let u = underlay(&mut tb, &dir.0);
+    let u = underlay(&mut tb);
     // The network config, as an operator writes it.
     write_config(&u);
 
@@ -401,12 +345,12 @@ fn etcd_nodes_claim_subnets_and_follow_each_other() {
 fn etcd_outage_keeps_forwarding_and_resyncs() {
     let dir = TempDir::new("netcdo");
     let mut tb = Testbed::new("netcdo");
-    let mut u = underlay(&mut tb, &dir.0);
+    let mut u = underlay(&mut tb);
     write_config(&u);
     let mut nodes: Vec<Node> = (1..=2).map(|k| add_node(&mut tb, &u, k, &dir.0)).collect();
     assert_full_mesh(&nodes);
 
-    u.stop_etcd(&tb);
+    u.stop_etcd();
     let reported = wait_for(Duration::from_secs(20), || {
         nodes[0].log_text().contains("etcd unreachable").then_some(())
     });
@@ -421,7 +365,7 @@ fn etcd_outage_keeps_forwarding_and_resyncs() {
         wait_for(Duration::from_secs(15), || (ready(&nodes[0]) == Some(false)).then_some(()));
     assert!(not_ready.is_some(), "n1's /readyz did not report the etcd outage");
 
-    u.start_etcd(&tb);
+    u.start_etcd();
     // Ready again without any lease change: the daemon's own etcd check notices the recovery.
     let ready_again =
         wait_for(Duration::from_secs(20), || (ready(&nodes[0]) == Some(true)).then_some(()));
@@ -467,7 +411,7 @@ fn ready(n: &Node) -> Option<bool> {
 fn racing_nodes_end_with_distinct_subnets() {
     let dir = TempDir::new("netcdr");
     let mut tb = Testbed::new("netcdr");
-    let u = underlay(&mut tb, &dir.0);
+    let u = underlay(&mut tb);
     write_config_args(&u, &["--subnet-min", "10.244.1.0", "--subnet-max", "10.244.2.0"]);
     let mut nodes: Vec<Node> = (1..=2).map(|k| new_node(&mut tb, &u, k, &dir.0)).collect();
     for n in &mut nodes {
