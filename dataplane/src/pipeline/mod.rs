@@ -53,6 +53,7 @@ mod flow;
 mod frame;
 mod icmp;
 mod nexthop;
+mod offload;
 mod routes;
 mod stats;
 
@@ -67,6 +68,10 @@ pub use encap::{encap, encap_udp_payload};
 pub use frame::Frame;
 pub use nexthop::{
     NextHop, Peer, OUTER_IP_OFFSET, OUTER_TTL, OUTER_UDP_PAYLOAD_OFFSET, OUTER_V4_LEN, VXLAN_LEN,
+};
+pub use offload::{
+    complete_checksum, CoalesceStats, Coalescer, Gso, Offload, Part, Segmenter, Write,
+    MAX_COALESCE_PARTS, VNET_HDR_LEN,
 };
 pub use routes::{PeerSet, Routes, RoutesBuilder};
 pub use stats::{DropReason, StatsSnapshot, WorkerStats};

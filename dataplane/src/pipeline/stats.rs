@@ -55,14 +55,18 @@ pub enum DropReason {
     TooBigNoIcmp,
     /// Encap: the frame has less headroom than the outer header needs (an I/O-layer bug).
     NoHeadroom,
+    /// Encap: a packet from the overlay device whose offload metadata (its virtio-net header)
+    /// linen cannot honour: a segmentation type it does not handle, segmentation of something
+    /// that is not TCP or UDP over IPv4/IPv6, a checksum position outside the packet.
+    BadOffload,
 }
 
 // A new reason goes last, and COUNT and ALL grow with it (the tests check ALL's order).
-const _: () = assert!(DropReason::NoHeadroom as usize + 1 == DropReason::COUNT);
+const _: () = assert!(DropReason::BadOffload as usize + 1 == DropReason::COUNT);
 
 impl DropReason {
     /// Number of reasons (the length of [`DropReason::ALL`]).
-    pub const COUNT: usize = 20;
+    pub const COUNT: usize = 21;
 
     /// Every reason, in counter order.
     pub const ALL: [DropReason; DropReason::COUNT] = [
@@ -86,6 +90,7 @@ impl DropReason {
         DropReason::TooBigDfClear,
         DropReason::TooBigNoIcmp,
         DropReason::NoHeadroom,
+        DropReason::BadOffload,
     ];
 
     /// The stable snake_case name used as the metrics label (`reason="unknown_vtep"`).
@@ -111,6 +116,7 @@ impl DropReason {
             DropReason::TooBigDfClear => "too_big_df_clear",
             DropReason::TooBigNoIcmp => "too_big_no_icmp",
             DropReason::NoHeadroom => "no_headroom",
+            DropReason::BadOffload => "bad_offload",
         }
     }
 
