@@ -1,22 +1,22 @@
-//! Device setup of the AF_XDP datapath: the `linen.1`/`linen.1x` veth pair, linen's XDP programs
-//! on the underlay NIC and on `linen.1x` (bpf_links, detached when [`XdpDevices`] is dropped or
-//! the process exits), and per queue one UMEM with two AF_XDP sockets — underlay queue `i` and
-//! `linen.1x` queue `i` — registered in the programs' XSKMAPs.
+//! Device setup of the AF_XDP datapath: `linen.1` as a multi-queue TAP device with virtio-net
+//! headers and segmentation offload (one queue per worker), linen's XDP program on the underlay
+//! NIC (a bpf_link, detached when [`XdpDevices`] is dropped or the process exits), and per queue
+//! one UMEM with an AF_XDP socket on underlay queue `i`, registered in the program's XSKMAP.
 //!
 //! The caller (linend) then programs `linen.1` itself like for the TAP datapath (VtepMAC, MTU,
-//! offloads off, address, routes, neighbours) and runs one worker per [`XskQueue`].
+//! address, routes, neighbours) and runs one worker per [`XskQueue`].
 //!
-//! Teardown order matters: [`XdpDevices::detach`] (programs off, nothing steered any more) before
-//! the queues (sockets) are dropped, then `linen.1` is deleted (its peer goes with it).
+//! Teardown order matters: [`XdpDevices::detach`] (program off, nothing steered any more) before
+//! the queues (sockets) are dropped; closing the last TAP queue removes `linen.1` with its routes.
 
 use std::net::Ipv4Addr;
 
+use linen_dataplane::io::tun::{TunQueue, MAX_QUEUES};
 use linen_dataplane::io::xsk::{
-    BindMode, ModePreference, SocketConfig, Umem, UmemConfig, UnderlayConfig, XdpAttachment,
-    XskError, XskQueue,
+    SocketConfig, Umem, UmemConfig, UnderlayConfig, XdpAttachment, XskError, XskQueue,
 };
 
-use crate::kernel::{Kernel, KernelError, OVERLAY_DEV, OVERLAY_PEER_DEV};
+use crate::kernel::OVERLAY_DEV;
 
 /// What the AF_XDP datapath needs to know to set up its devices.
 #[derive(Debug, Clone)]
@@ -27,18 +27,18 @@ pub struct XdpNodeConfig {
     pub vtep: Ipv4Addr,
     /// The VXLAN UDP port.
     pub port: u16,
-    /// Queue pairs (workers): underlay RX queues `0..queues`, and as many on `linen.1x`.
+    /// Queues (workers): underlay RX queues `0..queues`, and as many queues of `linen.1`.
     pub queues: u32,
-    /// The overlay MTU `linen.1` gets: its frames must fit a UMEM frame.
+    /// The overlay MTU `linen.1` gets: a segment's frame must fit a UMEM frame.
     pub overlay_mtu: u32,
 }
 
 /// Why the AF_XDP datapath could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum XdpNodeError {
-    /// Creating the veth pair failed.
-    #[error(transparent)]
-    Kernel(#[from] KernelError),
+    /// Creating the overlay TAP device failed.
+    #[error("cannot create the overlay device {OVERLAY_DEV}: {0} (needs CAP_NET_ADMIN and /dev/net/tun)")]
+    Tap(#[source] std::io::Error),
     /// Loading or attaching a program, or binding a socket, failed.
     #[error(transparent)]
     Xsk(#[from] XskError),
@@ -47,19 +47,17 @@ pub enum XdpNodeError {
     Config(String),
 }
 
-/// The attached programs of a running AF_XDP datapath; the queues are handed out separately to
+/// The attached program of a running AF_XDP datapath; the queues are handed out separately to
 /// the workers.
 #[derive(Debug)]
 pub struct XdpDevices {
     underlay: Option<XdpAttachment>,
-    overlay: Option<XdpAttachment>,
 }
 
 impl XdpDevices {
-    /// Detaches both programs (the kernel then passes every frame to its own stack). Also done
+    /// Detaches the program (the kernel then passes every frame to its own stack). Also done
     /// on drop; call it before dropping the queues.
     pub fn detach(&mut self) {
-        self.overlay.take();
         self.underlay.take();
     }
 
@@ -75,19 +73,16 @@ impl XdpDevices {
     }
 }
 
-/// Creates (or reuses) the veth pair `linen.1`/`linen.1x`, attaches the overlay program to
-/// `linen.1x` and the underlay program to the underlay device, and binds one queue pair per queue
-/// on a UMEM of its own. On error everything attached so far is detached again; the veth pair is
-/// left for the caller to delete.
+/// Creates `linen.1` with one TAP queue per worker, attaches the underlay program to the
+/// underlay device, and binds one AF_XDP socket per queue on a UMEM of its own. On error
+/// everything attached so far is detached again and the TAP queues are closed (which removes
+/// `linen.1`).
 ///
 /// # Errors
 /// [`XdpNodeError`] naming the device and the kernel's reason (e.g. another XDP program already
 /// attached, AF_XDP not supported).
-pub async fn setup(
-    kernel: &Kernel,
-    cfg: &XdpNodeConfig,
-) -> Result<(XdpDevices, Vec<XskQueue>), XdpNodeError> {
-    if cfg.queues == 0 || cfg.queues > 64 {
+pub fn setup(cfg: &XdpNodeConfig) -> Result<(XdpDevices, Vec<XskQueue>), XdpNodeError> {
+    if cfg.queues == 0 || cfg.queues > 64.min(MAX_QUEUES) {
         return Err(XdpNodeError::Config(format!("--queues {} is not in 1..=64", cfg.queues)));
     }
     let umem = UmemConfig::default();
@@ -100,8 +95,7 @@ pub async fn setup(
             cfg.overlay_mtu, umem.frame_size, room
         )));
     }
-    kernel.ensure_veth(OVERLAY_DEV, OVERLAY_PEER_DEV).await?;
-    // The underlay must offer the queues; linen.1x is made to (one socket per queue each).
+    // The underlay must offer the queues.
     match linen_dataplane::io::xsk::rx_queue_count(&cfg.underlay) {
         Ok(n) if n < cfg.queues => {
             return Err(XdpNodeError::Config(format!(
@@ -115,60 +109,45 @@ pub async fn setup(
         }
         Err(_) => {}
     }
-    if cfg.queues > 1 {
-        linen_dataplane::io::xsk::set_rx_tx_queues(OVERLAY_PEER_DEV, cfg.queues)
-            .and_then(|()| linen_dataplane::io::xsk::set_rx_tx_queues(OVERLAY_DEV, cfg.queues))
-            .map_err(|e| {
-                XdpNodeError::Config(format!(
-                    "--queues {}: cannot give {OVERLAY_PEER_DEV} that many queues: {e}",
-                    cfg.queues
-                ))
-            })?;
+    let mut taps = Vec::with_capacity(cfg.queues as usize);
+    for _ in 0..cfg.queues {
+        taps.push(TunQueue::open(OVERLAY_DEV).map_err(XdpNodeError::Tap)?);
     }
-    let overlay = XdpAttachment::overlay(OVERLAY_PEER_DEV, cfg.queues)?;
+    if let Some(t) = taps.first() {
+        let o = t.offloads();
+        tracing::info!(
+            dev = OVERLAY_DEV,
+            queues = cfg.queues,
+            tso = o.tso,
+            uso = o.uso,
+            "overlay TAP device with virtio-net headers: the kernel hands over and takes back \
+             super-packets"
+        );
+    }
     let underlay = XdpAttachment::underlay(
         &cfg.underlay,
         UnderlayConfig { vtep_ipv4: Some(cfg.vtep), vtep_ipv6: None, port: cfg.port },
         cfg.queues,
     )?;
     let mut queues = Vec::with_capacity(cfg.queues as usize);
-    for q in 0..cfg.queues {
-        let queue = bind_queue(&cfg.underlay, q)?;
+    for (q, tap) in (0..cfg.queues).zip(taps) {
+        let queue = bind_queue(&cfg.underlay, tap, q)?;
         underlay.register(q, queue.underlay_socket())?;
-        overlay.register(q, queue.overlay_socket())?;
         tracing::info!(
             queue = q,
             underlay = %cfg.underlay,
-            overlay = OVERLAY_PEER_DEV,
             mode = ?queue.underlay_socket().mode(),
-            "AF_XDP queue pair bound on one UMEM"
+            "AF_XDP socket bound"
         );
         queues.push(queue);
     }
-    Ok((XdpDevices { underlay: Some(underlay), overlay: Some(overlay) }, queues))
+    Ok((XdpDevices { underlay: Some(underlay) }, queues))
 }
 
-/// Binds queue pair `q` on a new UMEM. The underlay socket binds first and takes zero-copy when
-/// its driver has it; `linen.1x` (a veth: copy mode only) cannot join a zero-copy UMEM, so then
-/// the pair is bound again on a fresh UMEM in copy mode (logged).
-fn bind_queue(underlay: &str, q: u32) -> Result<XskQueue, XskError> {
+/// Binds underlay queue `q` on a new UMEM, zero-copy where the driver has it, else copy mode.
+fn bind_queue(underlay: &str, tap: TunQueue, q: u32) -> Result<XskQueue, XskError> {
     let umem = Umem::new(UmemConfig::default())?;
-    match XskQueue::new(&umem, underlay, OVERLAY_PEER_DEV, q, &SocketConfig::default()) {
-        Ok(queue) => Ok(queue),
-        Err(e) if umem.mode() == Some(BindMode::ZeroCopy) => {
-            tracing::info!(
-                device = underlay,
-                queue = q,
-                error = %e,
-                "{OVERLAY_PEER_DEV} cannot share a zero-copy UMEM; binding the pair in copy mode"
-            );
-            drop(umem);
-            let umem = Umem::new(UmemConfig::default())?;
-            let copy = SocketConfig { mode: ModePreference::Copy, ..SocketConfig::default() };
-            XskQueue::new(&umem, underlay, OVERLAY_PEER_DEV, q, &copy)
-        }
-        Err(e) => Err(e),
-    }
+    XskQueue::new(&umem, underlay, tap, q, &SocketConfig::default())
 }
 
 /// Parses a `--cpus` list (`0,2-3`) into CPU numbers, in order.

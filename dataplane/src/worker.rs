@@ -21,10 +21,10 @@ use std::time::{Duration, Instant};
 
 use mio::{Events, Poll, Token, Waker};
 
-use crate::io::{Meta, Packet, PacketQueue, Port, UnderlayFormat, Verdict};
+use crate::io::{Emit, Meta, Packet, PacketQueue, Port, UnderlayFormat, Verdict};
 use crate::pipeline::{
-    decap, decap_udp_payload, encap, encap_udp_payload, Action, Config, Egress, Frame, Routes,
-    WorkerStats,
+    complete_checksum, decap, decap_udp_payload, encap, encap_udp_payload, Action, Config,
+    DropReason, Egress, Frame, Gso, Offload, Routes, Segmenter, WorkerStats,
 };
 use crate::route::Published;
 
@@ -122,16 +122,76 @@ fn route_packet(
     verdict(action, from, &mut p.meta)
 }
 
+/// A packet from the overlay device: completes a checksum the kernel left partial, and cuts a
+/// super-packet into segments, each encapsulated on its own and sent through `emit`.
+#[inline]
+fn route_overlay(
+    p: &mut Packet<'_>,
+    emit: &mut dyn Emit,
+    format: UnderlayFormat,
+    cfg: &Config,
+    routes: &Routes,
+    stats: &WorkerStats,
+) -> Verdict {
+    let offload = match Offload::parse(&p.vnet) {
+        Ok(o) => o,
+        Err(reason) => {
+            stats.add_drop(reason);
+            return Verdict::Drop;
+        }
+    };
+    if offload.gso == Gso::None {
+        if let Some(span) = offload.csum {
+            let Some(data) = p.buf.get_mut(p.start..p.start + p.len) else {
+                stats.add_drop(DropReason::Truncated);
+                return Verdict::Drop;
+            };
+            if let Err(reason) = complete_checksum(data, span) {
+                stats.add_drop(reason);
+                return Verdict::Drop;
+            }
+        }
+        return route_packet(p, Port::Overlay, format, cfg, routes, stats);
+    }
+    let Some(head) = p.buf.get(p.start..p.start + p.len) else {
+        stats.add_drop(DropReason::Truncated);
+        return Verdict::Drop;
+    };
+    let mut seg = match Segmenter::new(head, p.tail, &offload) {
+        Ok(seg) => seg,
+        Err(reason) => {
+            stats.add_drop(reason);
+            return Verdict::Drop;
+        }
+    };
+    while seg.next_len().is_some() {
+        let mut stop = false;
+        let sent = emit.emit(&mut |q| {
+            let Some(room) = q.buf.get_mut(q.start..) else { return Verdict::Drop };
+            q.len = seg.write_next(room);
+            let v = route_packet(q, Port::Overlay, format, cfg, routes, stats);
+            // A segment over the MTU was answered with one ICMP error; do not send one per segment.
+            stop = v == Verdict::Send(Port::Overlay);
+            v
+        });
+        if !sent || stop {
+            break;
+        }
+    }
+    // The super-packet itself was consumed by its segments.
+    Verdict::Drop
+}
+
 impl Handler for VxlanHandler {
     fn run_batch<Q: PacketQueue>(&mut self, queue: &mut Q, budget: usize) -> Batch {
         let snapshot = self.routes.load();
         let routes: &Routes = &snapshot;
         let (cfg, stats) = (&self.config, &*self.stats);
         // A failing port must not starve the other one: run both, then report the first error.
-        let out = queue.rx_burst(Port::Overlay, budget, |p| {
-            route_packet(p, Port::Overlay, Q::UNDERLAY, cfg, routes, stats)
+        let out = queue.rx_burst(Port::Overlay, budget, |p, emit| {
+            route_overlay(p, emit, Q::UNDERLAY, cfg, routes, stats)
         });
-        let inb = queue.rx_burst(Port::Underlay, budget, |p| {
+        let inb = queue.rx_burst(Port::Underlay, budget, |p, _| {
             route_packet(p, Port::Underlay, Q::UNDERLAY, cfg, routes, stats)
         });
         let n = out.as_ref().map_or(0, |n| *n) + inb.as_ref().map_or(0, |n| *n);
@@ -170,6 +230,12 @@ pub struct LoopStats {
     pub rx_oversize: AtomicU64,
     /// Packets for the kernel path that the backend could not hand over (mirrors the backend).
     pub kernel_unsupported: AtomicU64,
+    /// Super-packets read from the overlay device (mirrors the backend).
+    pub super_rx: AtomicU64,
+    /// Packets written to the overlay device that merged several segments (mirrors the backend).
+    pub coalesced_tx: AtomicU64,
+    /// Segments merged into them (mirrors the backend).
+    pub coalesced_segments: AtomicU64,
 }
 
 fn bump(c: &AtomicU64, n: u64) {
@@ -314,6 +380,9 @@ impl<Q: PacketQueue, H: Handler> Worker<Q, H> {
         self.stats.tx_failed.store(c.tx_failed, Ordering::Relaxed);
         self.stats.rx_oversize.store(c.rx_oversize, Ordering::Relaxed);
         self.stats.kernel_unsupported.store(c.kernel_unsupported, Ordering::Relaxed);
+        self.stats.super_rx.store(c.super_rx, Ordering::Relaxed);
+        self.stats.coalesced_tx.store(c.coalesced_tx, Ordering::Relaxed);
+        self.stats.coalesced_segments.store(c.coalesced_segments, Ordering::Relaxed);
     }
 }
 
@@ -322,7 +391,7 @@ mod tests {
     //! The loop driven over an in-memory backend: Unix datagram sockets stand in for both ports,
     //! so batching, staging, blocking and stopping are exercised without root.
     use super::*;
-    use crate::io::{IoCounters, Meta, Packet, Port, UnderlayFormat, Verdict};
+    use crate::io::{Emit, IoCounters, Meta, Packet, Port, UnderlayFormat, Verdict};
     use mio::unix::SourceFd;
     use mio::Interest;
     use std::os::fd::AsRawFd;
@@ -350,8 +419,15 @@ mod tests {
 
         fn rx_burst<F>(&mut self, port: Port, max: usize, mut handle: F) -> io::Result<usize>
         where
-            F: FnMut(&mut Packet<'_>) -> Verdict,
+            F: FnMut(&mut Packet<'_>, &mut dyn Emit) -> Verdict,
         {
+            /// This backend never has spare buffers for segments.
+            struct NoEmit;
+            impl Emit for NoEmit {
+                fn emit(&mut self, _: &mut dyn FnMut(&mut Packet<'_>) -> Verdict) -> bool {
+                    false
+                }
+            }
             let mut n = 0;
             while n < max {
                 let slot = self.staged.len();
@@ -364,8 +440,8 @@ mod tests {
                     }
                     Err(e) => return Err(e),
                 };
-                let mut p = Packet { buf: &mut buf, start: 16, len: got, meta: Meta::default() };
-                let v = handle(&mut p);
+                let mut p = Packet::new(&mut buf, 16, got, Meta::default());
+                let v = handle(&mut p, &mut NoEmit);
                 let (start, len) = (p.start, p.len);
                 self.bufs[slot] = buf;
                 match v {
@@ -437,8 +513,8 @@ mod tests {
                 }
                 Verdict::Send(to)
             };
-            let a = q.rx_burst(Port::Overlay, budget, |p| verdict(p, Port::Underlay)).unwrap();
-            let b = q.rx_burst(Port::Underlay, budget, |p| verdict(p, Port::Overlay)).unwrap();
+            let a = q.rx_burst(Port::Overlay, budget, |p, _| verdict(p, Port::Underlay)).unwrap();
+            let b = q.rx_burst(Port::Underlay, budget, |p, _| verdict(p, Port::Overlay)).unwrap();
             if a + b > 0 {
                 self.batches += 1;
                 self.largest = self.largest.max(a.max(b));

@@ -19,7 +19,8 @@
 //! seconds and removes the table on shutdown. `--can-reach IP` takes the underlay interface and
 //! public IP from the kernel's route to `IP` (see `linen_controlplane::can_reach`).
 //!
-//! Datapaths: `xdp` (AF_XDP on the underlay NIC and on `linen.1x`, one pinnable worker per queue,
+//! Datapaths: `xdp` (AF_XDP on the underlay NIC, `linen.1` a multi-queue TAP with segmentation
+//! offload, one pinnable worker per queue,
 //! see `linen_controlplane::xdp_node`), `tap` (TAP device + UDP socket, the fallback) and `auto`
 //! (tries `xdp`, falls back to `tap` and logs why).
 
@@ -32,7 +33,7 @@ use clap::{Parser, ValueEnum};
 use linen_controlplane::can_reach;
 use linen_controlplane::cli::{load_config, EtcdFlags};
 use linen_controlplane::kernel::{
-    fmt_mac, Kernel, OverlayRoute, OverlayState, OVERLAY_DEV, OVERLAY_PEER_DEV, VXLAN_OVERHEAD,
+    fmt_mac, Kernel, OverlayRoute, OverlayState, OVERLAY_DEV, VXLAN_OVERHEAD,
 };
 use linen_controlplane::lease::MacAddr;
 use linen_controlplane::manager::LeaseOptions;
@@ -63,9 +64,11 @@ enum Datapath {
 /// How the TAP datapath sends VXLAN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum TapSend {
-    /// Raw IPv4 socket: the outer UDP source port is the flow hash (needs CAP_NET_RAW).
+    /// Raw IPv4 socket, one datagram per packet: the outer UDP source port is exactly the flow
+    /// hash (needs CAP_NET_RAW); no segmentation offload.
     Raw,
-    /// The bound UDP socket: every outer packet has the VXLAN port as source port.
+    /// UDP sockets chosen by flow hash, the segments of a super-packet sent as one message
+    /// (UDP_SEGMENT).
     Udp,
 }
 
@@ -147,10 +150,10 @@ struct Args {
     idle_spell_us: u64,
 
     /// How the TAP datapath sends VXLAN.
-    #[arg(long, env = "LINEN_TAP_SEND", value_enum, default_value = "raw")]
+    #[arg(long, env = "LINEN_TAP_SEND", value_enum, default_value = "udp")]
     tap_send: TapSend,
 
-    /// AF_XDP datapath: queue pairs (one worker each) on the underlay NIC and linen.1x.
+    /// AF_XDP datapath: queues (one worker each): underlay RX queues and queues of linen.1.
     #[arg(long, env = "LINEN_QUEUES", default_value_t = 1)]
     queues: u32,
 
@@ -338,6 +341,9 @@ fn stats_json(s: &StatsSources) -> String {
                     "rx_oversize": l.rx_oversize.load(Relaxed),
                     "kernel_unsupported": l.kernel_unsupported.load(Relaxed),
                     "errors": l.io_errors.load(Relaxed),
+                    "super_rx": l.super_rx.load(Relaxed),
+                    "coalesced_tx": l.coalesced_tx.load(Relaxed),
+                    "coalesced_segments": l.coalesced_segments.load(Relaxed),
                 },
                 "loop": {
                     "busy_batches": l.busy_batches.load(Relaxed),
@@ -493,7 +499,7 @@ async fn run(mut args: Args) -> Result<(), BoxError> {
     let overlay_mtu = u16::try_from(mtu).map_err(|_| format!("overlay MTU {mtu} is too large"))?;
     info!(underlay = %underlay.link.name, public_ip = %underlay.ip, mtu = overlay_mtu, "starting");
 
-    // A leftover overlay device (a veth from an AF_XDP run, or one left by a crash) goes first.
+    // A leftover overlay device (a veth of an older release, or a device someone made) goes first.
     if kernel.link_by_name(OVERLAY_DEV).await?.is_some() {
         warn!(dev = OVERLAY_DEV, "removing a stale overlay device");
         kernel.delete_link(OVERLAY_DEV).await?;
@@ -509,21 +515,17 @@ async fn run(mut args: Args) -> Result<(), BoxError> {
             queues: args.queues,
             overlay_mtu: mtu,
         };
-        match xdp_node::setup(&kernel, &xcfg).await {
+        match xdp_node::setup(&xcfg) {
             Ok(x) => {
                 if datapath == Datapath::Auto {
                     info!(
                         datapath = "xdp",
-                        "datapath auto: AF_XDP works on {} and {OVERLAY_PEER_DEV}; using it",
-                        underlay.link.name
+                        "datapath auto: AF_XDP works on {}; using it", underlay.link.name
                     );
                 }
                 xdp = Some(x);
             }
             Err(e) => {
-                if let Err(d) = kernel.delete_link(OVERLAY_DEV).await {
-                    warn!(dev = OVERLAY_DEV, error = %d, "cannot remove the overlay veth");
-                }
                 if datapath == Datapath::Xdp {
                     return Err(format!("--datapath xdp: {e}").into());
                 }
@@ -554,26 +556,15 @@ async fn run(mut args: Args) -> Result<(), BoxError> {
     };
     let send_mode = match tap.as_ref().map(TapQueue::send_mode) {
         Some(UnderlaySend::RawIp) => "raw",
-        Some(UnderlaySend::Udp) => {
-            warn!(
-                port = args.port,
-                "VXLAN leaves from the bound UDP socket: the outer source port is always {}",
-                args.port
-            );
-            "udp"
-        }
+        Some(UnderlaySend::Udp) => "udp",
         None => "none",
     };
 
-    // From here on the overlay device exists; any failure drops the TAP queue, which removes it
-    // (a veth is removed at the next start, as a stale overlay device).
+    // From here on the overlay device exists; any failure drops the TAP queues, which removes it.
     if let Mode::Static { node, .. } = &mode {
         if let Some(mac) = node.vtep_mac {
             kernel.set_mac(OVERLAY_DEV, mac).await?;
         }
-    }
-    if let Err(e) = linen_dataplane::io::sys::disable_tx_offloads(OVERLAY_DEV) {
-        warn!(dev = OVERLAY_DEV, error = %e, "cannot switch tx checksum offload/TSO off");
     }
     if let Mode::Static { node, .. } = &mode {
         kernel.apply_overlay(OVERLAY_DEV, &overlay_state(node, mtu)).await?;

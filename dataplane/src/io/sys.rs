@@ -1,5 +1,7 @@
 //! The raw system calls of the TAP/UDP backend, in one place: batched datagram receive and send
-//! (`recvmmsg`/`sendmmsg`) over a caller-owned packet region, and the legacy ethtool ioctls that
+//! (`recvmmsg`/`sendmmsg`) over a caller-owned packet region, with UDP segmentation
+//! (`UDP_SEGMENT`: one message carries many equal-sized datagrams to one destination) and UDP
+//! receive coalescing (`UDP_GRO`: one message returns many), and the legacy ethtool ioctls that
 //! switch transmit checksum offload and TSO off on a device.
 //!
 //! Every function here has a safe signature: buffers are passed as slices, offsets are checked
@@ -13,7 +15,14 @@ use std::os::fd::RawFd;
 /// Most datagrams moved by one `recvmmsg`/`sendmmsg` call.
 pub const MAX_BATCH: usize = 64;
 
-/// One datagram received by [`recv_batch`].
+/// `SOL_UDP` options (linux/udp.h).
+const UDP_SEGMENT: libc::c_int = 103;
+const UDP_GRO: libc::c_int = 104;
+/// Room for one control message with an int: `CMSG_SPACE(sizeof(int))` on 64-bit Linux.
+const CMSG_INT_SPACE: usize = 24;
+
+/// One message received by [`recv_batch`]: a datagram, or with `UDP_GRO` several datagrams of
+/// one sender back to back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RxDatagram {
     /// Bytes received (the datagram is truncated to the slot when longer; see `truncated`).
@@ -22,15 +31,25 @@ pub struct RxDatagram {
     pub from: SocketAddrV4,
     /// The datagram was longer than the slot and was cut.
     pub truncated: bool,
+    /// With `UDP_GRO`: the size of each datagram in the message (the last may be shorter); 0
+    /// when the message is one datagram.
+    pub segment: u16,
 }
 
 impl Default for RxDatagram {
     fn default() -> Self {
-        RxDatagram { len: 0, from: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0), truncated: false }
+        RxDatagram {
+            len: 0,
+            from: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
+            truncated: false,
+            segment: 0,
+        }
     }
 }
 
-/// One datagram to send with [`send_batch`]: `region[start..start + len]` to `to`.
+/// One message to send with [`send_batch`]: `region[start..start + len]` to `to`, as one
+/// datagram, or with `segment` set as datagrams of `segment` bytes each (the last may be
+/// shorter), cut by the kernel (`UDP_SEGMENT`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TxDatagram {
     /// Offset of the first byte in the region.
@@ -39,6 +58,32 @@ pub struct TxDatagram {
     pub len: usize,
     /// Destination.
     pub to: SocketAddrV4,
+    /// Datagram size for segmentation; 0 to send the bytes as one datagram.
+    pub segment: u16,
+}
+
+/// Asks the kernel to coalesce received datagrams of one flow into one message (`UDP_GRO`,
+/// Linux 5.0+); [`recv_batch`] then reports the datagram size in [`RxDatagram::segment`].
+///
+/// # Errors
+/// The kernel refused the option.
+pub fn enable_udp_gro(fd: RawFd) -> io::Result<()> {
+    let one: libc::c_int = 1;
+    // SAFETY: `one` is a live c_int and its size is passed; the kernel only reads it.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_UDP,
+            UDP_GRO,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 fn sockaddr_from(a: &libc::sockaddr_in) -> SocketAddrV4 {
@@ -88,6 +133,8 @@ pub fn recv_batch(
     let mut iovs: [libc::iovec; MAX_BATCH] = unsafe { std::mem::zeroed() };
     // SAFETY: as above.
     let mut hdrs: [libc::mmsghdr; MAX_BATCH] = unsafe { std::mem::zeroed() };
+    // Control-message space per message, 8-byte aligned as cmsghdr needs.
+    let mut control = [[0u64; CMSG_INT_SPACE / 8]; MAX_BATCH];
     let base = region.as_mut_ptr();
     for i in 0..n {
         // SAFETY: i * stride + offset + slot_len <= region.len() was checked above, so the
@@ -98,6 +145,8 @@ pub fn recv_batch(
         hdrs[i].msg_hdr.msg_iovlen = 1;
         hdrs[i].msg_hdr.msg_name = (&mut addrs[i] as *mut libc::sockaddr_in).cast();
         hdrs[i].msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        hdrs[i].msg_hdr.msg_control = control[i].as_mut_ptr().cast();
+        hdrs[i].msg_hdr.msg_controllen = CMSG_INT_SPACE;
     }
     // SAFETY: `hdrs[..n]` point at live iovecs (inside `region`, exclusively borrowed) and
     // sockaddr buffers of the stated sizes; all outlive the call. MSG_DONTWAIT: never blocks.
@@ -120,9 +169,56 @@ pub fn recv_batch(
             len: (hdrs[i].msg_len as usize).min(slot_len),
             from: sockaddr_from(&addrs[i]),
             truncated: hdrs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
+            segment: gro_segment(&hdrs[i].msg_hdr),
         };
     }
     Ok(got)
+}
+
+/// Sends with DF clear and never learns a path MTU (`IP_PMTUDISC_DONT`), as the kernel's VXLAN
+/// device sends its outer packets.
+///
+/// # Errors
+/// The kernel refused the option.
+pub fn set_pmtudisc_dont(fd: RawFd) -> io::Result<()> {
+    let v: libc::c_int = libc::IP_PMTUDISC_DONT;
+    // SAFETY: `v` is a live c_int and its size is passed; the kernel only reads it.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The `UDP_GRO` segment size a received message's control data carries, or 0.
+fn gro_segment(hdr: &libc::msghdr) -> u16 {
+    if hdr.msg_controllen < std::mem::size_of::<libc::cmsghdr>() {
+        return 0;
+    }
+    // SAFETY: msg_control points at the live control buffer set up by `recv_batch`, of which
+    // the kernel filled `msg_controllen` bytes; CMSG_FIRSTHDR/CMSG_NXTHDR stay inside it and
+    // return null past its end.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(hdr);
+        while !c.is_null() {
+            let data_len = (*c).cmsg_len.saturating_sub(libc::CMSG_LEN(0) as usize);
+            if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == UDP_GRO && data_len >= 4 {
+                let v = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
+                return u16::try_from(v).unwrap_or(0);
+            }
+            c = libc::CMSG_NXTHDR(hdr, c);
+        }
+    }
+    0
 }
 
 /// Sends `msgs` (≤ [`MAX_BATCH`]) from `region` on `fd` with one `sendmmsg`, without blocking.
@@ -141,6 +237,7 @@ pub fn send_batch(fd: RawFd, region: &[u8], msgs: &[TxDatagram]) -> io::Result<u
     let mut iovs: [libc::iovec; MAX_BATCH] = unsafe { std::mem::zeroed() };
     // SAFETY: as above.
     let mut hdrs: [libc::mmsghdr; MAX_BATCH] = unsafe { std::mem::zeroed() };
+    let mut control = [[0u64; CMSG_INT_SPACE / 8]; MAX_BATCH];
     for (i, m) in msgs[..n].iter().enumerate() {
         let bytes = region
             .get(m.start..m.start.saturating_add(m.len))
@@ -152,6 +249,21 @@ pub fn send_batch(fd: RawFd, region: &[u8], msgs: &[TxDatagram]) -> io::Result<u
         hdrs[i].msg_hdr.msg_iovlen = 1;
         hdrs[i].msg_hdr.msg_name = (&mut addrs[i] as *mut libc::sockaddr_in).cast();
         hdrs[i].msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        if m.segment > 0 && m.len > usize::from(m.segment) {
+            hdrs[i].msg_hdr.msg_control = control[i].as_mut_ptr().cast();
+            // SAFETY: CMSG_SPACE/CMSG_LEN are pure size computations.
+            hdrs[i].msg_hdr.msg_controllen = unsafe { libc::CMSG_SPACE(2) } as usize;
+            // SAFETY: the control buffer is CMSG_INT_SPACE (24) bytes, 8-byte aligned, at least
+            // CMSG_SPACE(2); CMSG_FIRSTHDR returns its start, and the header plus two data bytes
+            // fit in it.
+            unsafe {
+                let c = libc::CMSG_FIRSTHDR(&hdrs[i].msg_hdr);
+                (*c).cmsg_level = libc::SOL_UDP;
+                (*c).cmsg_type = UDP_SEGMENT;
+                (*c).cmsg_len = libc::CMSG_LEN(2) as usize;
+                std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), m.segment);
+            }
+        }
     }
     // SAFETY: the iovecs point into `region` (bounds checked above; the kernel only reads them)
     // and at sockaddr buffers of the stated size; all outlive the call.
@@ -286,7 +398,8 @@ mod tests {
         for i in 0..4 {
             region[i * 64..i * 64 + 10].fill(i as u8 + 1);
         }
-        let msgs: Vec<_> = (0..4).map(|i| TxDatagram { start: i * 64, len: 10 + i, to }).collect();
+        let msgs: Vec<_> =
+            (0..4).map(|i| TxDatagram { start: i * 64, len: 10 + i, to, segment: 0 }).collect();
         assert_eq!(send_batch(tx.as_raw_fd(), &region, &msgs).unwrap(), 4);
 
         let mut inbox = vec![0u8; 8 * 128];
@@ -317,14 +430,51 @@ mod tests {
     }
 
     #[test]
+    fn segmented_send_arrives_coalesced_with_its_segment_size() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        enable_udp_gro(rx.as_raw_fd()).unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = match rx.local_addr().unwrap() {
+            std::net::SocketAddr::V4(a) => a,
+            _ => unreachable!(),
+        };
+        // Three datagrams of 1000, 1000 and 500 bytes in one message.
+        let region: Vec<u8> = (0..2500u32).map(|i| (i / 1000) as u8 + 1).collect();
+        let msg = TxDatagram { start: 0, len: 2500, to, segment: 1000 };
+        assert_eq!(send_batch(tx.as_raw_fd(), &region, &[msg]).unwrap(), 1);
+        let mut inbox = vec![0u8; 4 * 4096];
+        let mut out = [RxDatagram::default(); 4];
+        let mut got = 0;
+        let mut bytes = 0;
+        for _ in 0..100 {
+            let n = recv_batch(rx.as_raw_fd(), &mut inbox, 4096, 0, 4096, &mut out[got..]).unwrap();
+            for d in &out[got..got + n] {
+                bytes += d.len;
+                // Over loopback the kernel hands the segmented message over whole.
+                assert!(d.segment == 1000 || (d.segment == 0 && d.len <= 1000), "{d:?}");
+            }
+            got += n;
+            if bytes == 2500 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(bytes, 2500);
+        assert_eq!(inbox[0], 1);
+    }
+
+    #[test]
     fn out_of_region_is_rejected() {
         let s = UdpSocket::bind("127.0.0.1:0").unwrap();
         let mut region = vec![0u8; 100];
         let mut out = [RxDatagram::default(); 2];
         assert!(recv_batch(s.as_raw_fd(), &mut region, 64, 0, 64, &mut out).is_err());
         let to = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9);
-        assert!(
-            send_batch(s.as_raw_fd(), &region, &[TxDatagram { start: 90, len: 20, to }]).is_err()
-        );
+        assert!(send_batch(
+            s.as_raw_fd(),
+            &region,
+            &[TxDatagram { start: 90, len: 20, to, segment: 0 }]
+        )
+        .is_err());
     }
 }
