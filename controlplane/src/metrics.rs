@@ -117,6 +117,15 @@ pub struct IoCounters {
     pub rx_oversize: u64,
     /// Packets for the kernel path the backend could not hand over.
     pub kernel_unsupported: u64,
+    /// Super-packets read from the overlay device (cut into segments by the worker).
+    #[serde(default)]
+    pub super_rx: u64,
+    /// Packets written to the overlay device that merged several segments.
+    #[serde(default)]
+    pub coalesced_tx: u64,
+    /// Segments merged into them.
+    #[serde(default)]
+    pub coalesced_segments: u64,
     /// Poll batches that received at least one packet.
     pub busy_batches: u64,
     /// Times the loop blocked after an idle spell.
@@ -130,6 +139,9 @@ impl IoCounters {
             tx_failed: l.tx_failed.load(Relaxed),
             rx_oversize: l.rx_oversize.load(Relaxed),
             kernel_unsupported: l.kernel_unsupported.load(Relaxed),
+            super_rx: l.super_rx.load(Relaxed),
+            coalesced_tx: l.coalesced_tx.load(Relaxed),
+            coalesced_segments: l.coalesced_segments.load(Relaxed),
             busy_batches: l.busy_batches.load(Relaxed),
             blocks: l.blocks.load(Relaxed),
         }
@@ -616,7 +628,7 @@ impl NodeState {
                 }
             }
         }
-        let io_counters: [CounterDef<IoCounters>; 6] = [
+        let io_counters: [CounterDef<IoCounters>; 9] = [
             (
                 "linen_worker_io_errors_total",
                 "Device or socket errors of the worker's backend.",
@@ -634,6 +646,21 @@ impl NodeState {
                 "linen_worker_kernel_unsupported_total",
                 "Packets for the kernel path the backend could not hand over.",
                 |c| c.kernel_unsupported,
+            ),
+            (
+                "linen_worker_super_rx_total",
+                "Super-packets (segmentation offload) read from the overlay device.",
+                |c| c.super_rx,
+            ),
+            (
+                "linen_worker_coalesced_tx_total",
+                "Packets written to the overlay device that merged several segments.",
+                |c| c.coalesced_tx,
+            ),
+            (
+                "linen_worker_coalesced_segments_total",
+                "Segments merged into packets written to the overlay device.",
+                |c| c.coalesced_segments,
             ),
             (
                 "linen_worker_busy_batches_total",
