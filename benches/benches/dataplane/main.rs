@@ -2,11 +2,14 @@
 //!
 //! IDs are stable so results stay comparable over time: `encap/routes_1`, `encap/routes_100k`,
 //! `decap/64B`, `decap/1400B`, `batch64/routes_100k`, `lookup/routes_1k`, `lookup/routes_100k`,
-//! `publish/routes_100k`. Every group reports `Throughput::Elements` per packet (or lookup).
+//! `publish/routes_100k`, and for super-packets `segment/tcp4_64KiB`, `coalesce/tcp4_64KiB`.
+//! Every packet group reports `Throughput::Elements` per packet (or lookup); the super-packet
+//! groups report payload bytes, so their time is per 64 KiB burst.
 use criterion::{criterion_group, criterion_main};
 
+mod offload;
 mod pipeline;
 mod route;
 
-criterion_group!(benches, pipeline::benches, route::benches);
+criterion_group!(benches, pipeline::benches, route::benches, offload::benches);
 criterion_main!(benches);
