@@ -4,7 +4,8 @@
 use std::net::SocketAddrV4;
 
 use super::nexthop::{v4, OUTER_V4_LEN, VXLAN_LEN};
-use super::{csum, flow, icmp, Action, Config, DropReason, Egress, Frame, NextHop, Routes};
+use super::{flow, icmp, Action, Config, DropReason, Egress, Frame, NextHop, Routes};
+use crate::wire::checksum;
 
 /// What [`classify`] learned about an inner frame that is to be forwarded.
 struct Inner<'r> {
@@ -246,7 +247,7 @@ fn write_outer(
     // that way, the length is added as the bytes it is stored as, and the ID needs no swap at all
     // since any value will do.
     let ip_len_ne = u16::from_ne_bytes(ip_len.to_be_bytes());
-    let ip_csum = !csum::fold_fast(nh.ip_sum_ne() + u32::from(ip_len_ne) + u32::from(id));
+    let ip_csum = !checksum::fold32(nh.ip_sum_ne() + u32::from(ip_len_ne) + u32::from(id));
     let [l0, l1] = ip_len.to_be_bytes();
     let [i0, i1] = id.to_ne_bytes();
     hdr[v4::IP_TOTAL_LEN..v4::IP_TOTAL_LEN + 4].copy_from_slice(&[l0, l1, i0, i1]);
@@ -262,8 +263,11 @@ fn fill_udp_checksum(hdr: &mut [u8; OUTER_V4_LEN], payload: &[u8], nh: &NextHop)
     let sport = be16([hdr[v4::UDP_SRC_PORT], hdr[v4::UDP_SRC_PORT + 1]]);
     let udp_len = be16([hdr[v4::UDP_LEN], hdr[v4::UDP_LEN + 1]]);
     // Pseudo-header length and UDP length are the same number, counted twice.
-    let s = nh.udp_sum() + 2 * u32::from(udp_len) + u32::from(sport) + csum::sum(payload);
-    let c = match csum::finish(s) {
+    let s = nh.udp_sum()
+        + 2 * u32::from(udp_len)
+        + u32::from(sport)
+        + u32::from(checksum::sum(payload));
+    let c = match checksum::finish(checksum::fold32(s)) {
         0 => 0xffff, // zero means "no checksum" in UDP
         c => c,
     };

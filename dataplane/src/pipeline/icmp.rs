@@ -13,7 +13,9 @@
 //! address that cannot be answered (unspecified, broadcast, multicast): RFC 1122 §3.2.2 and
 //! RFC 4443 §2.4(e). Those frames are dropped as [`DropReason::TooBigNoIcmp`].
 
-use super::{csum, Action, DropReason, Frame};
+use super::{Action, DropReason, Frame};
+use crate::wire::checksum::{self, add, sum};
+use crate::wire::IpProtocol;
 
 /// IPv4 errors carry at most this many bytes of IP datagram (RFC 1812 §4.3.2.3).
 const V4_MAX_IP_LEN: usize = 576;
@@ -91,12 +93,12 @@ pub(crate) fn frag_needed_v4(frame: &mut Frame<'_>, ihl: usize, ip_len: usize, m
     ip[2..4].copy_from_slice(&total.to_be_bytes());
     ip[12..16].copy_from_slice(&orig_dst);
     ip[16..20].copy_from_slice(&orig_src);
-    let ip_csum = csum::finish(csum::sum(ip));
+    let ip_csum = checksum::checksum(ip);
     ip[10..12].copy_from_slice(&ip_csum.to_be_bytes());
     let icmp = &mut hdr[34..42];
     icmp.copy_from_slice(&[3, 4, 0, 0, 0, 0, 0, 0]);
     icmp[6..8].copy_from_slice(&mtu.to_be_bytes());
-    let icmp_csum = csum::finish(csum::sum(icmp) + csum::sum(quote));
+    let icmp_csum = checksum::finish(add(sum(icmp), sum(quote)));
     icmp[2..4].copy_from_slice(&icmp_csum.to_be_bytes());
     frame.set_bounds(new_start, V4_HDRS + quote_len);
     Action::Reply
@@ -147,8 +149,13 @@ pub(crate) fn packet_too_big_v6(frame: &mut Frame<'_>, ip_len: usize, mtu: u16) 
     let icmp = &mut hdr[54..62];
     icmp.copy_from_slice(&[2, 0, 0, 0, 0, 0, 0, 0]);
     icmp[4..8].copy_from_slice(&u32::from(mtu).to_be_bytes());
-    let pseudo = csum::sum(&orig_src) + csum::sum(&orig_dst) + u32::from(payload_len) + 58;
-    let icmp_csum = csum::finish(pseudo + csum::sum(icmp) + csum::sum(quote));
+    let pseudo = checksum::pseudo_header_v6(
+        orig_dst.into(),
+        orig_src.into(),
+        IpProtocol::Icmpv6,
+        u32::from(payload_len),
+    );
+    let icmp_csum = checksum::finish(add(add(pseudo, sum(icmp)), sum(quote)));
     icmp[2..4].copy_from_slice(&icmp_csum.to_be_bytes());
     frame.set_bounds(new_start, V6_HDRS + quote_len);
     Action::Reply

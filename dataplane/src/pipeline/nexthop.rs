@@ -2,8 +2,8 @@
 
 use std::net::Ipv4Addr;
 
-use super::csum;
 use super::Config;
+use crate::wire::{checksum, IpProtocol};
 
 /// Length of the outer header over an IPv4 underlay: Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8.
 pub const OUTER_V4_LEN: usize = 50;
@@ -100,12 +100,9 @@ impl NextHop {
         t[VXLAN] = 0x08; // I flag
         let vni = (config.vni & 0x00ff_ffff).to_be_bytes();
         t[VXLAN_VNI..VXLAN_VNI + 3].copy_from_slice(&vni[1..]);
-        let ip_sum_ne =
-            u32::from(u16::from_ne_bytes(csum::fold(csum::sum(&t[IP..UDP])).to_be_bytes()));
-        let udp_sum = csum::sum_addr4(config.local_vtep.octets())
-            + csum::sum_addr4(peer.vtep.octets())
-            + 17
-            + csum::sum(&t[UDP..OUTER_V4_LEN]);
+        let ip_sum_ne = u32::from(u16::from_ne_bytes(checksum::sum(&t[IP..UDP]).to_be_bytes()));
+        let pseudo = checksum::pseudo_header_v4(config.local_vtep, peer.vtep, IpProtocol::Udp, 0);
+        let udp_sum = u32::from(pseudo) + u32::from(checksum::sum(&t[UDP..OUTER_V4_LEN]));
         NextHop { peer: *peer, template: t, ip_sum_ne, udp_sum }
     }
 
