@@ -19,8 +19,10 @@ const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/kerne
 /// The inner frames of every captured VXLAN frame, decapsulated by node B or node A as the
 /// frame's direction says.
 fn inner_frames() -> Vec<Vec<u8>> {
-    let a = Config::new(Ipv4Addr::new(192, 168, 77, 1), [0; 6], [0x2a, 0xa9, 0xdf, 0x4e, 0xcb, 0xb8]);
-    let b = Config::new(Ipv4Addr::new(192, 168, 77, 2), [0; 6], [0x26, 0x69, 0xc7, 0x3a, 0x5b, 0x8c]);
+    let a =
+        Config::new(Ipv4Addr::new(192, 168, 77, 1), [0; 6], [0x2a, 0xa9, 0xdf, 0x4e, 0xcb, 0xb8]);
+    let b =
+        Config::new(Ipv4Addr::new(192, 168, 77, 2), [0; 6], [0x26, 0x69, 0xc7, 0x3a, 0x5b, 0x8c]);
     let mut ra = RoutesBuilder::new();
     ra.add_peer(b.local_vtep);
     let mut rb = RoutesBuilder::new();
@@ -83,7 +85,8 @@ fn check_flow(frames: &[Vec<u8>], v6: bool, mss: usize) {
             writes += 1;
             let mut bytes = w.header.to_vec();
             for p in w.parts {
-                bytes.extend_from_slice(&batch[p.id as usize][p.start as usize..][..p.len as usize]);
+                bytes
+                    .extend_from_slice(&batch[p.id as usize][p.start as usize..][..p.len as usize]);
             }
             let offload = Offload::parse(&w.vnet).unwrap();
             if w.segments == 1 {
@@ -91,7 +94,8 @@ fn check_flow(frames: &[Vec<u8>], v6: bool, mss: usize) {
                 rebuilt.push(bytes);
                 continue;
             }
-            let want = if v6 { Gso::Tcp6 { mss: mss as u16 } } else { Gso::Tcp4 { mss: mss as u16 } };
+            let want =
+                if v6 { Gso::Tcp6 { mss: mss as u16 } } else { Gso::Tcp4 { mss: mss as u16 } };
             assert_eq!(offload.gso, want);
             // The kernel's segmentation of our super-packet: our Segmenter.
             let mut s = Segmenter::new(&bytes, &[], &offload).unwrap();
@@ -108,7 +112,9 @@ fn check_flow(frames: &[Vec<u8>], v6: bool, mss: usize) {
     let boundaries = (1..segs.len())
         .filter(|&i| {
             let (p, q) = (&segs[i - 1], &segs[i]);
-            p[l4 + 13] & 0x08 != 0 || p.len() - l4 - 32 < mss || p[l4 + 20..l4 + 32] != q[l4 + 20..l4 + 32]
+            p[l4 + 13] & 0x08 != 0
+                || p.len() - l4 - 32 < mss
+                || p[l4 + 20..l4 + 32] != q[l4 + 20..l4 + 32]
         })
         .count();
     assert_eq!(writes, 1 + boundaries, "{writes} writes for 36 segments");

@@ -8,11 +8,12 @@
 //! callgrind_annotate /tmp/cg.encap | head   # total Ir ÷ packets = instructions per packet
 //! ```
 //!
-//! Modes: `encap_1` (one route, one flow), `encap_100k` (100 000 random prefixes over 1 000 peers, 64
-//! flows to random destinations, as in the criterion bench), `decap_64` and `decap_1400` (inner
-//! frame of 64 or 1400 bytes, 1 000 known peers), and `noop` (the same loop and frame
-//! construction without a pipeline call, to subtract). Every mode cycles over 64 buffers, like a
-//! batch. Only the `measure_*` loop is counted (`--toggle-collect`), so table building is
+//! Modes: `encap_1` (one route, one flow), `encap_100k` (100 000 random prefixes over 1 000 peers,
+//! 64 flows to random destinations, as in the criterion bench `encap/routes_100k_cache_hot`;
+//! instruction counts do not depend on where the route entries are cached), `decap_64` and
+//! `decap_1400` (inner frame of 64 or 1400 bytes, 1 000 known peers), and `noop` (the same loop
+//! and frame construction without a pipeline call, to subtract). Every mode cycles over 64
+//! buffers, like a batch. Only the `measure_*` loop is counted (`--toggle-collect`), so table building is
 //! excluded. Without valgrind the binary prints the wall time per packet, which is noisier.
 use std::hint::black_box;
 use std::net::Ipv4Addr;

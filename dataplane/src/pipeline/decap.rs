@@ -4,8 +4,17 @@
 
 use std::net::IpAddr;
 
-use super::nexthop::VXLAN_LEN;
+use super::nexthop::{outer, OUTER_V4_LEN, VXLAN_LEN};
 use super::{Action, Config, DropReason, Egress, Frame, Routes};
+use crate::wire::{
+    ethernet, ipv4, ipv6, udp, vxlan, EtherType, EthernetFrame, IpProtocol, Ipv4Packet, UdpPacket,
+    VxlanPacket,
+};
+
+/// The shortest inner frame decap passes on: Ethernet and an IPv4 header.
+const MIN_INNER_V4: usize = ethernet::HEADER_LEN + ipv4::HEADER_LEN;
+/// The shortest inner IPv6 frame decap passes on: Ethernet and the IPv6 fixed header.
+const MIN_INNER_V6: usize = ethernet::HEADER_LEN + ipv6::HEADER_LEN;
 
 /// The VXLAN checks shared by [`decap`] and [`decap_udp_payload`]: `payload` is exactly the UDP
 /// payload (VXLAN header + inner frame) and `src` the outer source address. Returns the inner
@@ -19,34 +28,37 @@ fn check_vxlan(
     cfg: &Config,
     routes: &Routes,
 ) -> Result<usize, DropReason> {
-    let Some((vx, inner)) = payload.split_first_chunk::<VXLAN_LEN>() else {
+    let Ok(vxlan) = VxlanPacket::new_checked(payload) else {
         return Err(DropReason::Truncated);
     };
     // RFC 7348: flags are exactly the I bit, and the 24 reserved bits after the flags and the 8
     // after the VNI are zero. Linux rejects anything else too (unless configured for an extension
     // such as GBP, which linen is not).
-    if u32::from_be_bytes([vx[0], vx[1], vx[2], vx[3]]) != 0x0800_0000 || vx[7] != 0 {
+    if vxlan.flags() != vxlan::FLAG_I || !vxlan.reserved_is_zero() {
         return Err(DropReason::BadVxlanFlags);
     }
-    if u32::from_be_bytes([0, vx[4], vx[5], vx[6]]) != cfg.vni {
+    if vxlan.vni().get() != cfg.vni {
         return Err(DropReason::WrongVni);
     }
     if !routes.peers().contains_octets(src) {
         return Err(DropReason::UnknownVtep);
     }
-    let Some(eth) = inner.first_chunk::<14>() else {
+    let inner = vxlan.payload();
+    let Some(eth) = inner.first_chunk::<{ ethernet::HEADER_LEN }>() else {
         return Err(DropReason::InnerTruncated);
     };
-    if eth[..6] != cfg.vtep_mac {
-        return Err(if eth[0] & 1 != 0 {
+    let eth = EthernetFrame::new_unchecked(eth);
+    let dst = eth.dst_addr();
+    if dst.octets() != cfg.vtep_mac {
+        return Err(if dst.is_multicast() {
             DropReason::InnerMulticast
         } else {
             DropReason::InnerMacMismatch
         });
     }
-    let min_len = match [eth[12], eth[13]] {
-        [0x08, 0x00] => 14 + 20,
-        [0x86, 0xdd] => 14 + 40,
+    let min_len = match eth.ethertype() {
+        EtherType::Ipv4 => MIN_INNER_V4,
+        EtherType::Ipv6 => MIN_INNER_V6,
         _ => return Err(DropReason::InnerNotIpv4OrIpv6),
     };
     if inner.len() < min_len {
@@ -91,44 +103,55 @@ pub fn decap(frame: &mut Frame<'_>, cfg: &Config, routes: &Routes) -> Action {
 }
 
 /// Offset of the inner frame behind an outer IPv4 header without options.
-const FAST_INNER_OFFSET: usize = 14 + 20 + 8 + VXLAN_LEN;
+const FAST_INNER_OFFSET: usize = OUTER_V4_LEN;
 
 /// [`decap`]'s common case in few instructions: an outer IPv4 header without options and a frame
 /// that passes every check. Returns the inner frame's length, or `None` for anything else, which
 /// [`decap_general`] then decides (it repeats every check, so this function only has to be right
 /// about what it accepts).
+///
+/// The views are `new_unchecked` over constant ranges of one checked fixed-size chunk (the outer
+/// headers and the inner Ethernet header), so every getter is a plain load; the lengths the
+/// frame announces are checked against the frame before the inner frame is passed on.
 #[inline(always)]
 fn decap_fast(data: &[u8], cfg: &Config, routes: &Routes) -> Option<usize> {
-    let h = data.first_chunk::<{ FAST_INNER_OFFSET + 14 }>()?;
-    let word = |at: usize| u32::from_ne_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
-    // EtherType IPv4 and version/IHL 0x45; outer destination; UDP; not a fragment.
-    if u32::from_le_bytes([h[12], h[13], h[14], 0]) != 0x0045_0008
-        || word(30) != u32::from_ne_bytes(cfg.local_vtep.octets())
-        || h[23] != 17
-        || (h[20] & 0x3f) | h[21] != 0
+    let h = data.first_chunk::<{ FAST_INNER_OFFSET + ethernet::HEADER_LEN }>()?;
+    let eth = EthernetFrame::new_unchecked(&h[outer::ETH]);
+    let ip = Ipv4Packet::new_unchecked(&h[outer::IP]);
+    let udp = UdpPacket::new_unchecked(&h[outer::UDP]);
+    let vxlan = VxlanPacket::new_unchecked(&h[outer::VXLAN]);
+    let inner = EthernetFrame::new_unchecked(&h[FAST_INNER_OFFSET..]);
+    if eth.ethertype() != EtherType::Ipv4
+        || ip.version() != 4
+        || ip.header_len() != ipv4::HEADER_LEN
+        || ip.dst_addr() != cfg.local_vtep
+        || ip.protocol_raw() != u8::from(IpProtocol::Udp)
+        || ip.is_fragment()
     {
         return None;
     }
-    // Port, then VXLAN flags + VNI + reserved bits as one 64-bit compare.
-    let vxlan = u64::from_be_bytes([h[42], h[43], h[44], h[45], h[46], h[47], h[48], h[49]]);
-    if u16::from_be_bytes([h[36], h[37]]) != cfg.port
-        || vxlan != 0x0800_0000_0000_0000 | (u64::from(cfg.vni) << 8)
-    {
+    if udp.dst_port() != cfg.port || !vxlan.matches(cfg.vni) {
         return None;
     }
     // Lengths: UDP within IP within the frame, and room for an inner IPv4 header at least.
-    let ip_len = usize::from(u16::from_be_bytes([h[16], h[17]]));
-    let udp_len = usize::from(u16::from_be_bytes([h[38], h[39]]));
-    if ip_len + 14 > data.len() || udp_len + 20 > ip_len || udp_len < 16 + 34 {
+    let ip_len = usize::from(ip.total_len());
+    let udp_len = usize::from(udp.len());
+    let outer_udp = udp::HEADER_LEN + VXLAN_LEN;
+    if outer::IP.start + ip_len > data.len()
+        || udp_len + ipv4::HEADER_LEN > ip_len
+        || udp_len < outer_udp + MIN_INNER_V4
+    {
         return None;
     }
-    let inner_len = udp_len - 16;
-    if !routes.peers().contains_octets([h[26], h[27], h[28], h[29]]) || h[50..56] != cfg.vtep_mac {
+    let inner_len = udp_len - outer_udp;
+    if !routes.peers().contains_octets(ip.src_addr().octets())
+        || inner.dst_addr().octets() != cfg.vtep_mac
+    {
         return None;
     }
-    match [h[62], h[63]] {
-        [0x08, 0x00] => Some(inner_len),
-        [0x86, 0xdd] if inner_len >= 54 => Some(inner_len),
+    match inner.ethertype() {
+        EtherType::Ipv4 => Some(inner_len),
+        EtherType::Ipv6 if inner_len >= MIN_INNER_V6 => Some(inner_len),
         _ => None,
     }
 }
@@ -144,48 +167,44 @@ fn decap_general(data: &[u8], cfg: &Config, routes: &Routes) -> Result<(usize, u
 /// [`decap`] on the frame bytes: returns the inner frame's offset and length.
 #[inline(always)]
 fn decap_inner(data: &[u8], cfg: &Config, routes: &Routes) -> Result<(usize, usize), DropReason> {
-    let Some(h) = data.first_chunk::<34>() else {
+    let Some(h) = data.first_chunk::<{ outer::IP.end }>() else {
         return Err(DropReason::Truncated);
     };
-    match [h[12], h[13]] {
-        [0x08, 0x00] => {}
-        [0x86, 0xdd] => return Err(DropReason::NotLocalVtep),
-        [0x81, 0x00] | [0x88, 0xa8] => return Err(DropReason::VlanTagged),
+    match EthernetFrame::new_unchecked(&h[outer::ETH]).ethertype() {
+        EtherType::Ipv4 => {}
+        EtherType::Ipv6 => return Err(DropReason::NotLocalVtep),
+        EtherType::Vlan | EtherType::QinQ => return Err(DropReason::VlanTagged),
         _ => return Err(DropReason::NotIpv4OrIpv6),
     }
-    let ihl = usize::from(h[14] & 0x0f) * 4;
-    if h[14] >> 4 != 4 || ihl < 20 {
+    // The fixed header's fields first, then the lengths it announces.
+    let fixed = Ipv4Packet::new_unchecked(&h[outer::IP]);
+    if fixed.version() != 4 || fixed.header_len() < ipv4::HEADER_LEN {
         return Err(DropReason::BadIpHeader);
     }
-    if [h[30], h[31], h[32], h[33]] != cfg.local_vtep.octets() {
+    if fixed.dst_addr() != cfg.local_vtep {
         return Err(DropReason::NotLocalVtep);
     }
-    if h[23] != 17 {
+    if fixed.protocol() != IpProtocol::Udp {
         return Err(DropReason::NotUdp);
     }
-    if (h[20] & 0x3f) | h[21] != 0 {
+    if fixed.is_fragment() {
         return Err(DropReason::OuterFragment);
     }
-    let ip_len = usize::from(u16::from_be_bytes([h[16], h[17]]));
-    let udp_off = 14 + ihl;
-    if ip_len > data.len() - 14 || ip_len < ihl + 8 {
-        return Err(DropReason::Truncated);
-    }
-    let Some(udp) = data.get(udp_off..udp_off + 8).and_then(|u| u.first_chunk::<8>()) else {
+    let Ok(ip) = Ipv4Packet::new_checked(&data[outer::IP.start..]) else {
         return Err(DropReason::Truncated);
     };
-    if u16::from_be_bytes([udp[2], udp[3]]) != cfg.port {
+    let datagram = ip.payload();
+    let Some(udp_header) = datagram.first_chunk::<{ udp::HEADER_LEN }>() else {
+        return Err(DropReason::Truncated);
+    };
+    if UdpPacket::new_unchecked(udp_header).dst_port() != cfg.port {
         return Err(DropReason::WrongPort);
     }
-    let udp_len = usize::from(u16::from_be_bytes([udp[4], udp[5]]));
-    if udp_len < 8 || udp_len > ip_len - ihl {
-        return Err(DropReason::Truncated);
-    }
-    let Some(payload) = data.get(udp_off + 8..udp_off + udp_len) else {
+    let Ok(udp) = UdpPacket::new_checked(datagram) else {
         return Err(DropReason::Truncated);
     };
-    let inner_len = check_vxlan(payload, [h[26], h[27], h[28], h[29]], cfg, routes)?;
-    Ok((udp_off + 8 + VXLAN_LEN, inner_len))
+    let inner_len = check_vxlan(udp.payload(), ip.src_addr().octets(), cfg, routes)?;
+    Ok((outer::IP.start + ip.header_len() + udp::HEADER_LEN + VXLAN_LEN, inner_len))
 }
 
 /// Decapsulation for the TAP/UDP fallback datapath: `frame` holds a UDP payload received on the

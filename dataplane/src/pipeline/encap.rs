@@ -3,8 +3,13 @@
 
 use std::net::SocketAddrV4;
 
-use super::nexthop::{v4, OUTER_V4_LEN, VXLAN_LEN};
-use super::{csum, flow, icmp, Action, Config, DropReason, Egress, Frame, NextHop, Routes};
+use super::nexthop::{outer, OUTER_V4_LEN, VXLAN_LEN};
+use super::{flow, icmp, Action, Config, DropReason, Egress, Frame, NextHop, Routes};
+use crate::wire::ip::PORTS_LEN;
+use crate::wire::{
+    checksum, ethernet, ipv4, ipv6, EtherType, EthernetFrame, Ipv4Packet, Ipv6Packet, Ports,
+    UdpPacket,
+};
 
 /// What [`classify`] learned about an inner frame that is to be forwarded.
 struct Inner<'r> {
@@ -17,11 +22,6 @@ struct Inner<'r> {
     id: u16,
 }
 
-#[inline(always)]
-fn be16(b: [u8; 2]) -> u16 {
-    u16::from_be_bytes(b)
-}
-
 /// Validates the inner frame, looks up its route, and answers oversize packets. `Err` is the final
 /// action (a drop, or an ICMP error written in place).
 #[inline(always)]
@@ -30,14 +30,13 @@ fn classify<'r>(
     cfg: &Config,
     routes: &'r Routes,
 ) -> Result<Inner<'r>, Action> {
-    let data = frame.data();
-    let Some(eth) = data.first_chunk::<14>() else {
+    let Some(eth) = frame.data().first_chunk::<{ ethernet::HEADER_LEN }>() else {
         return Err(Action::Drop(DropReason::Truncated));
     };
-    match [eth[12], eth[13]] {
-        [0x08, 0x00] => classify_v4(frame, cfg, routes),
-        [0x86, 0xdd] => classify_v6(frame, cfg, routes),
-        [0x81, 0x00] | [0x88, 0xa8] => Err(Action::Drop(DropReason::VlanTagged)),
+    match EthernetFrame::new_unchecked(eth).ethertype() {
+        EtherType::Ipv4 => classify_v4(frame, cfg, routes),
+        EtherType::Ipv6 => classify_v6(frame, cfg, routes),
+        EtherType::Vlan | EtherType::QinQ => Err(Action::Drop(DropReason::VlanTagged)),
         _ => Err(Action::Drop(DropReason::NotIpv4OrIpv6)),
     }
 }
@@ -48,47 +47,46 @@ fn classify_v4<'r>(
     cfg: &Config,
     routes: &'r Routes,
 ) -> Result<Inner<'r>, Action> {
-    let data = frame.data();
-    let Some(h) = data.first_chunk::<34>() else {
+    let l3 = frame.data().get(ethernet::HEADER_LEN..).unwrap_or_default();
+    // The version first, then the lengths the header announces.
+    let Some(fixed) = l3.first_chunk::<{ ipv4::HEADER_LEN }>() else {
         return Err(Action::Drop(DropReason::Truncated));
     };
-    let ihl = usize::from(h[14] & 0x0f) * 4;
-    if h[14] >> 4 != 4 || ihl < 20 {
+    if Ipv4Packet::new_unchecked(fixed).version() != 4 {
         return Err(Action::Drop(DropReason::BadIpHeader));
     }
-    let ip_len = usize::from(be16([h[16], h[17]]));
-    if ip_len < ihl || ip_len > data.len() - 14 {
-        return Err(Action::Drop(DropReason::Truncated));
-    }
-    if h[22] == 0 {
+    let ip = match Ipv4Packet::new_checked(l3) {
+        Ok(ip) => ip,
+        Err(crate::wire::Error::BadHeaderLen) => return Err(Action::Drop(DropReason::BadIpHeader)),
+        Err(_) => return Err(Action::Drop(DropReason::Truncated)),
+    };
+    if ip.ttl() == 0 {
         return Err(Action::Drop(DropReason::TtlExpired));
     }
-    let dst = u32::from_be_bytes([h[30], h[31], h[32], h[33]]);
+    let dst = u32::from(ip.dst_addr());
     let Some(next_hop) = routes.lookup_v4(dst) else {
         return Err(Action::Drop(DropReason::NoRoute));
     };
+    let ip_len = usize::from(ip.total_len());
     if ip_len > usize::from(cfg.overlay_mtu) {
-        if h[20] & 0x40 == 0 {
+        if !ip.dont_frag() {
             return Err(Action::Drop(DropReason::TooBigDfClear));
         }
+        let ihl = ip.header_len();
         return Err(icmp::frag_needed_v4(frame, ihl, ip_len, cfg.overlay_mtu));
     }
-    let proto = h[23];
+    let proto = ip.protocol_raw();
     // Ports only when this is not a fragment: later fragments carry none, and all pieces of one
     // packet must take one path.
-    let unfragmented = (h[20] & 0x3f) | h[21] == 0;
-    let ports = match data.get(14 + ihl..18 + ihl) {
-        Some(&[a, b, c, d]) if unfragmented && flow::has_ports(proto) => {
-            u32::from_ne_bytes([a, b, c, d])
+    let ports = match Ports::new_checked(ip.payload()) {
+        Ok(ports) if !ip.is_fragment() && flow::has_ports(proto) => {
+            u32::from_ne_bytes(ports.octets())
         }
         _ => 0,
     };
-    let src = u32::from_ne_bytes([h[26], h[27], h[28], h[29]]);
-    let hash = flow::hash_v4(src, dst, proto, ports);
-    // The outer header has DF clear, so its ID should differ between packets of a flow: reuse the
-    // inner ID (senders vary it), spread across flows by the hash. No per-worker counter needed.
-    let id = u16::from_ne_bytes([h[18], h[19]]) ^ (hash >> 16) as u16;
-    Ok(Inner { next_hop, len: 14 + ip_len, hash, id })
+    let hash = flow::hash_v4(u32::from_ne_bytes(ip.src_addr().octets()), dst, proto, ports);
+    let id = outer_id(ip.ident(), hash);
+    Ok(Inner { next_hop, len: ethernet::HEADER_LEN + ip_len, hash, id })
 }
 
 #[inline(always)]
@@ -97,44 +95,44 @@ fn classify_v6<'r>(
     cfg: &Config,
     routes: &'r Routes,
 ) -> Result<Inner<'r>, Action> {
-    let data = frame.data();
-    let Some(h) = data.first_chunk::<54>() else {
+    let l3 = frame.data().get(ethernet::HEADER_LEN..).unwrap_or_default();
+    let Some(fixed) = l3.first_chunk::<{ ipv6::HEADER_LEN }>() else {
         return Err(Action::Drop(DropReason::Truncated));
     };
-    if h[14] >> 4 != 6 {
+    if Ipv6Packet::new_unchecked(fixed).version() != 6 {
         return Err(Action::Drop(DropReason::BadIpHeader));
     }
-    let ip_len = 40 + usize::from(be16([h[18], h[19]]));
-    if ip_len > data.len() - 14 {
+    let Ok(ip) = Ipv6Packet::new_checked(l3) else {
         return Err(Action::Drop(DropReason::Truncated));
-    }
-    if h[21] == 0 {
+    };
+    if ip.hop_limit() == 0 {
         return Err(Action::Drop(DropReason::TtlExpired));
     }
-    let mut dst_b = [0u8; 16];
-    dst_b.copy_from_slice(&h[38..54]);
-    let dst = u128::from_be_bytes(dst_b);
+    let dst = u128::from(ip.dst_addr());
     let Some(next_hop) = routes.lookup_v6(dst) else {
         return Err(Action::Drop(DropReason::NoRoute));
     };
+    let ip_len = ipv6::HEADER_LEN + usize::from(ip.payload_len());
     if ip_len > usize::from(cfg.overlay_mtu) {
         return Err(icmp::packet_too_big_v6(frame, ip_len, cfg.overlay_mtu));
     }
-    let mut src_b = [0u8; 16];
-    src_b.copy_from_slice(&h[22..38]);
-    let proto = h[20];
-    // Ports and the next four L4 bytes (TCP sequence number, UDP length and checksum) when the
-    // transport header follows directly; extension headers are not walked.
-    let (ports, more) = match data.get(54..62) {
-        Some(&[a, b, c, d, e, f, g, i]) if flow::has_ports(proto) => {
-            (u32::from_ne_bytes([a, b, c, d]), u32::from_ne_bytes([e, f, g, i]))
+    let proto = ip.next_header_raw();
+    // The port pair, and the four transport-header bytes after it (TCP sequence number, UDP
+    // length and checksum) as a per-packet value, when the transport header follows directly;
+    // extension headers are not walked.
+    let (ports, more) = match ip.payload().first_chunk::<{ 2 * PORTS_LEN }>() {
+        Some(l4) if flow::has_ports(proto) => {
+            let (pair, next) = l4.split_at(PORTS_LEN);
+            let next = Ports::new_unchecked(next).octets();
+            (u32::from_ne_bytes(Ports::new_unchecked(pair).octets()), u32::from_ne_bytes(next))
         }
         _ => (0, 0),
     };
-    let hash = flow::hash_v6(u128::from_ne_bytes(src_b), dst, proto, ports);
+    let src = u128::from_ne_bytes(ip.src_addr().octets());
+    let hash = flow::hash_v6(src, dst, proto, ports);
     // IPv6 has no ID to reuse; bytes that vary per packet stand in for it (see classify_v4).
     let id = ((hash >> 16) ^ more ^ (more >> 16)) as u16;
-    Ok(Inner { next_hop, len: 14 + ip_len, hash, id })
+    Ok(Inner { next_hop, len: ethernet::HEADER_LEN + ip_len, hash, id })
 }
 
 /// Encapsulates the inner Ethernet frame in `frame` for the underlay.
@@ -174,12 +172,19 @@ pub fn encap(frame: &mut Frame<'_>, cfg: &Config, routes: &Routes) -> Action {
     action
 }
 
+/// Bytes of the inner frame [`encap_fast_v4`] reads through its views: Ethernet, an IPv4 header
+/// without options, and the transport header's port pair.
+const FAST_V4_INNER: usize = ethernet::HEADER_LEN + ipv4::HEADER_LEN + PORTS_LEN;
+
 /// [`encap`] for the common case, in as few instructions as we could: an untagged IPv4 frame
 /// with a 20-byte header and at least 4 bytes of payload, TTL left, within the MTU, with 50 bytes
 /// of headroom. Returns `None` for anything else without touching the buffer, and
 /// [`encap_general`] then decides (it repeats every check, so this function only has to be right
 /// about what it accepts). Only `no_route` is answered here, the one drop that needs the lookup.
 /// On success returns the action and the frame's new start and length.
+///
+/// The views are `new_unchecked` over constant ranges of one checked fixed-size chunk, so every
+/// getter is a plain load (see `wire`'s module docs).
 #[inline(always)]
 fn encap_fast_v4(
     buf: &mut [u8],
@@ -191,33 +196,37 @@ fn encap_fast_v4(
     let new_start = start.checked_sub(OUTER_V4_LEN)?;
     let region = buf.get_mut(new_start..start + len)?;
     let (hdr, data) = region.split_first_chunk_mut::<OUTER_V4_LEN>()?;
-    let h = data.first_chunk::<38>()?;
-    // EtherType IPv4, version 4 with a 20-byte header, TTL left.
-    if [h[12], h[13]] != [0x08, 0x00] || h[14] != 0x45 || h[22] == 0 {
+    let h = data.first_chunk::<FAST_V4_INNER>()?;
+    let eth = EthernetFrame::new_unchecked(&h[..ethernet::HEADER_LEN]);
+    let ip = Ipv4Packet::new_unchecked(&h[ethernet::HEADER_LEN..FAST_V4_INNER - PORTS_LEN]);
+    if eth.ethertype() != EtherType::Ipv4
+        || ip.version() != 4
+        || ip.header_len() != ipv4::HEADER_LEN
+        || ip.ttl() == 0
+    {
         return None;
     }
-    let ip_len = usize::from(be16([h[16], h[17]]));
+    let ip_len = usize::from(ip.total_len());
     // 24 <= ip_len <= len - 14 and ip_len <= MTU.
-    if ip_len.wrapping_sub(24) > len - 38 || ip_len > usize::from(cfg.overlay_mtu) {
+    let min = ipv4::HEADER_LEN + PORTS_LEN;
+    if ip_len.wrapping_sub(min) > len - FAST_V4_INNER || ip_len > usize::from(cfg.overlay_mtu) {
         return None;
     }
-    let dst = u32::from_be_bytes([h[30], h[31], h[32], h[33]]);
+    let dst = u32::from(ip.dst_addr());
     let Some(nh) = routes.lookup_v4(dst) else {
         return Some((Action::Drop(DropReason::NoRoute), start, len));
     };
-    let proto = h[23];
+    let proto = ip.protocol_raw();
     // Ports only for unfragmented TCP/UDP/SCTP/UDP-Lite (see `flow`), selected without a branch.
-    let unfragmented = (h[20] & 0x3f) | h[21] == 0;
-    let mask = flow::ports_mask(proto) & 0u32.wrapping_sub(u32::from(unfragmented));
-    let ports = u32::from_ne_bytes([h[34], h[35], h[36], h[37]]) & mask;
-    let src = u32::from_ne_bytes([h[26], h[27], h[28], h[29]]);
-    let hash = flow::hash_v4(src, dst, proto, ports);
-    let id = u16::from_ne_bytes([h[18], h[19]]) ^ (hash >> 16) as u16;
-    let inner_len = 14 + ip_len;
+    let mask = flow::ports_mask(proto) & 0u32.wrapping_sub(u32::from(!ip.is_fragment()));
+    let ports = Ports::new_unchecked(&h[FAST_V4_INNER - PORTS_LEN..]);
+    let ports = u32::from_ne_bytes(ports.octets()) & mask;
+    let hash = flow::hash_v4(u32::from_ne_bytes(ip.src_addr().octets()), dst, proto, ports);
+    let id = outer_id(ip.ident(), hash);
+    let inner_len = ethernet::HEADER_LEN + ip_len;
     write_outer(hdr, nh, cfg, inner_len, hash, id);
     if cfg.udp_checksum {
-        let payload = data.get(..inner_len)?;
-        fill_udp_checksum(hdr, payload, nh);
+        fill_udp_checksum(region.get_mut(..OUTER_V4_LEN + inner_len)?, cfg, nh);
     }
     let action = if nh.resolved() {
         Action::Transmit(Egress::Underlay { ifindex: nh.ifindex() })
@@ -225,6 +234,17 @@ fn encap_fast_v4(
         Action::ToKernel
     };
     Some((action, new_start, OUTER_V4_LEN + inner_len))
+}
+
+/// The outer IPv4 ID for an inner IPv4 packet with ID `inner_id`. The outer header has DF clear,
+/// so its ID should differ between packets of a flow: reuse the inner ID (senders vary it),
+/// spread across flows by the hash. No per-worker counter needed.
+///
+/// The hash bits are xored into the ID as it is stored (big-endian), so that the byte swaps of
+/// reading and writing it cancel and the fast path compiles to one xor.
+#[inline(always)]
+fn outer_id(inner_id: u16, hash: u32) -> u16 {
+    u16::from_be(inner_id.to_be() ^ (hash >> 16) as u16)
 }
 
 /// Copies the next hop's template into `hdr` and patches lengths, ID, IPv4 checksum and source
@@ -238,36 +258,28 @@ fn write_outer(
     hash: u32,
     id: u16,
 ) {
-    *hdr = *nh.template();
-    let ip_len = (OUTER_V4_LEN - 14 + inner_len) as u16;
-    let udp_len = (OUTER_V4_LEN - 34 + inner_len) as u16;
-    let sport = flow::source_port(hash, cfg.source_port_min, cfg.source_port_max);
-    // The checksum is summed in native byte order (RFC 1071 §2(B)): the template's sum was taken
-    // that way, the length is added as the bytes it is stored as, and the ID needs no swap at all
-    // since any value will do.
-    let ip_len_ne = u16::from_ne_bytes(ip_len.to_be_bytes());
-    let ip_csum = !csum::fold_fast(nh.ip_sum_ne() + u32::from(ip_len_ne) + u32::from(id));
-    let [l0, l1] = ip_len.to_be_bytes();
-    let [i0, i1] = id.to_ne_bytes();
-    hdr[v4::IP_TOTAL_LEN..v4::IP_TOTAL_LEN + 4].copy_from_slice(&[l0, l1, i0, i1]);
-    hdr[v4::IP_CHECKSUM..v4::IP_CHECKSUM + 2].copy_from_slice(&ip_csum.to_ne_bytes());
-    hdr[v4::UDP_SRC_PORT..v4::UDP_SRC_PORT + 2].copy_from_slice(&sport.to_be_bytes());
-    hdr[v4::UDP_LEN..v4::UDP_LEN + 2].copy_from_slice(&udp_len.to_be_bytes());
+    *hdr = *nh.outer_header();
+    let ip_len = (OUTER_V4_LEN - outer::IP.start + inner_len) as u16;
+    // The template's header sum plus the two words that change: no pass over the header. The
+    // sum is taken over the words as stored (`to_be`), which gives the stored checksum: a
+    // ones'-complement sum does not depend on byte order (RFC 1071 §2(B)), and this way every
+    // byte swap cancels against the setters' in the compiled code.
+    let sum = u32::from(nh.ip_sum_ne()) + u32::from(ip_len.to_be()) + u32::from(id.to_be());
+    let mut ip = Ipv4Packet::new_unchecked(&mut hdr[outer::IP]);
+    ip.set_total_len(ip_len);
+    ip.set_ident(id);
+    ip.set_checksum(u16::from_be(checksum::finish(checksum::fold32(sum))));
+    let mut udp = UdpPacket::new_unchecked(&mut hdr[outer::UDP]);
+    udp.set_src_port(flow::source_port(hash, cfg.source_port_min, cfg.source_port_max));
+    udp.set_len(ip_len - ipv4::HEADER_LEN as u16);
 }
 
-/// Computes the outer UDP checksum over the pseudo-header, the header in `hdr` (source port and
-/// length already written) and `payload` (the inner frame): what the kernel's `udpcsum` does.
+/// Computes the outer UDP checksum of `frame` (the outer headers as [`write_outer`] left them,
+/// then the inner frame): what the kernel's `udpcsum` does.
 #[inline(never)]
-fn fill_udp_checksum(hdr: &mut [u8; OUTER_V4_LEN], payload: &[u8], nh: &NextHop) {
-    let sport = be16([hdr[v4::UDP_SRC_PORT], hdr[v4::UDP_SRC_PORT + 1]]);
-    let udp_len = be16([hdr[v4::UDP_LEN], hdr[v4::UDP_LEN + 1]]);
-    // Pseudo-header length and UDP length are the same number, counted twice.
-    let s = nh.udp_sum() + 2 * u32::from(udp_len) + u32::from(sport) + csum::sum(payload);
-    let c = match csum::finish(s) {
-        0 => 0xffff, // zero means "no checksum" in UDP
-        c => c,
-    };
-    hdr[v4::UDP_CHECKSUM..v4::UDP_CHECKSUM + 2].copy_from_slice(&c.to_be_bytes());
+fn fill_udp_checksum(frame: &mut [u8], cfg: &Config, nh: &NextHop) {
+    let mut udp = UdpPacket::new_unchecked(&mut frame[outer::UDP.start..]);
+    udp.fill_checksum_v4(cfg.local_vtep, nh.remote_vtep());
 }
 
 /// [`encap`] for every frame: all checks, exact drop reasons, ICMP errors.
@@ -284,15 +296,15 @@ fn encap_general(frame: &mut Frame<'_>, cfg: &Config, routes: &Routes) -> Action
     let nh = inner.next_hop;
     let (buf, start, _) = frame.raw_mut();
     let new_start = start - OUTER_V4_LEN;
-    let Some((hdr, payload)) = buf
-        .get_mut(new_start..start + inner.len)
-        .and_then(|b| b.split_first_chunk_mut::<OUTER_V4_LEN>())
-    else {
+    let Some(region) = buf.get_mut(new_start..start + inner.len) else {
+        return Action::Drop(DropReason::Truncated);
+    };
+    let Some((hdr, _)) = region.split_first_chunk_mut::<OUTER_V4_LEN>() else {
         return Action::Drop(DropReason::Truncated);
     };
     write_outer(hdr, nh, cfg, inner.len, inner.hash, inner.id);
     if cfg.udp_checksum {
-        fill_udp_checksum(hdr, payload, nh);
+        fill_udp_checksum(region, cfg, nh);
     }
     frame.set_bounds(new_start, OUTER_V4_LEN + inner.len);
     if nh.resolved() {
@@ -329,7 +341,7 @@ pub fn encap_udp_payload(frame: &mut Frame<'_>, cfg: &Config, routes: &Routes) -
     else {
         return Action::Drop(DropReason::Truncated);
     };
-    hdr.copy_from_slice(&nh.template()[v4::VXLAN..OUTER_V4_LEN]);
+    hdr.copy_from_slice(&nh.outer_header()[outer::VXLAN]);
     frame.set_bounds(new_start, VXLAN_LEN + inner.len);
     Action::Transmit(Egress::Udp {
         remote: SocketAddrV4::new(nh.remote_vtep(), cfg.port),

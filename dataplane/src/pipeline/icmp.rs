@@ -13,16 +13,25 @@
 //! address that cannot be answered (unspecified, broadcast, multicast): RFC 1122 §3.2.2 and
 //! RFC 4443 §2.4(e). Those frames are dropped as [`DropReason::TooBigNoIcmp`].
 
-use super::{csum, Action, DropReason, Frame};
+use std::net::Ipv4Addr;
+
+use super::{Action, DropReason, Frame};
+use crate::wire::{
+    ethernet, icmpv4, icmpv6, ipv4, ipv6, EtherType, EthernetFrame, EthernetRepr, Icmpv4Message,
+    Icmpv4Packet, Icmpv6Message, Icmpv6Packet, IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet,
+    Ipv6Repr, Vlan,
+};
 
 /// IPv4 errors carry at most this many bytes of IP datagram (RFC 1812 §4.3.2.3).
 const V4_MAX_IP_LEN: usize = 576;
 /// IPv6 errors never exceed the minimum IPv6 MTU (RFC 4443 §2.4(c)).
 const V6_MAX_IP_LEN: usize = 1280;
 /// Ethernet + IPv4 + ICMP header in front of the quote.
-const V4_HDRS: usize = 14 + 20 + 8;
+const V4_HDRS: usize = ethernet::HEADER_LEN + ipv4::HEADER_LEN + icmpv4::HEADER_LEN;
 /// Ethernet + IPv6 + ICMPv6 header in front of the quote.
-const V6_HDRS: usize = 14 + 40 + 8;
+const V6_HDRS: usize = ethernet::HEADER_LEN + ipv6::HEADER_LEN + icmpv6::HEADER_LEN;
+/// DSCP of generated errors: CS6, internetwork control (TOS 0xc0), as Linux sends them.
+const REPLY_DSCP: u8 = 0x30;
 /// Hop limit / TTL of generated errors.
 const REPLY_TTL: u8 = 64;
 
@@ -51,53 +60,60 @@ pub(crate) fn frag_needed_v4(frame: &mut Frame<'_>, ihl: usize, ip_len: usize, m
     let Some(orig) = buf.get(start..start + len) else {
         return Action::Drop(DropReason::TooBigNoIcmp);
     };
-    let Some(h) = orig.first_chunk::<34>() else {
+    let Some(h) = orig.first_chunk::<{ ethernet::HEADER_LEN + ipv4::HEADER_LEN }>() else {
         return Action::Drop(DropReason::TooBigNoIcmp);
     };
-    let dst_mac: [u8; 6] = [h[6], h[7], h[8], h[9], h[10], h[11]];
-    let src_mac: [u8; 6] = [h[0], h[1], h[2], h[3], h[4], h[5]];
-    let orig_src: [u8; 4] = [h[26], h[27], h[28], h[29]];
-    let orig_dst: [u8; 4] = [h[30], h[31], h[32], h[33]];
-    let frag_offset = u16::from_be_bytes([h[20], h[21]]) & 0x1fff;
-    let proto = h[23];
-    let unanswerable = |a: [u8; 4]| a == [0; 4] || a == [255; 4] || a[0] >= 224 || a[0] == 127;
-    if frag_offset != 0 || unanswerable(orig_src) || unanswerable(orig_dst) {
+    let eth = EthernetFrame::new_unchecked(&h[..ethernet::HEADER_LEN]);
+    let ip = Ipv4Packet::new_unchecked(&h[ethernet::HEADER_LEN..]);
+    let unanswerable = |a: Ipv4Addr| a.is_unspecified() || a.is_loopback() || a.octets()[0] >= 224;
+    let (orig_src, orig_dst) = (ip.src_addr(), ip.dst_addr());
+    if ip.frag_offset() != 0 || unanswerable(orig_src) || unanswerable(orig_dst) {
         return Action::Drop(DropReason::TooBigNoIcmp);
     }
-    if proto == 1 {
-        // Never an error about an error: only echo, timestamp and the like may be answered.
-        match orig.get(14 + ihl) {
-            Some(0 | 8 | 13 | 14 | 15 | 16 | 17 | 18) => {}
-            _ => return Action::Drop(DropReason::TooBigNoIcmp),
+    if ip.protocol() == IpProtocol::Icmp {
+        // Never an error about an error: only echo, timestamp, information and address-mask
+        // messages (types 0, 8, 13-18) may be answered.
+        let msg_type = orig.get(ethernet::HEADER_LEN + ihl);
+        let answerable = msg_type.map(|&t| matches!(t, 0 | 8 | 13..=18));
+        if answerable != Some(true) {
+            return Action::Drop(DropReason::TooBigNoIcmp);
         }
     }
-    let quote_len = ip_len.min(V4_MAX_IP_LEN - 28);
+    let eth = EthernetRepr {
+        src_addr: eth.dst_addr(),
+        dst_addr: eth.src_addr(),
+        vlan: Vlan::None,
+        ethertype: EtherType::Ipv4,
+    };
+    let quote_len = ip_len.min(V4_MAX_IP_LEN - ipv4::HEADER_LEN - icmpv4::HEADER_LEN);
     let Some(new_start) = place(buf, start, V4_HDRS, quote_len) else {
         return Action::Drop(DropReason::TooBigNoIcmp);
     };
     let Some(out) = buf.get_mut(new_start..new_start + V4_HDRS + quote_len) else {
         return Action::Drop(DropReason::TooBigNoIcmp);
     };
-    let total = (28 + quote_len) as u16;
-    let (hdr, quote) = out.split_at_mut(V4_HDRS);
-    hdr[0..6].copy_from_slice(&dst_mac);
-    hdr[6..12].copy_from_slice(&src_mac);
-    hdr[12..14].copy_from_slice(&[0x08, 0x00]);
-    let ip = &mut hdr[14..34];
-    ip.copy_from_slice(&[
-        0x45, 0xc0, // internetwork-control precedence, as Linux sends ICMP errors
-        0, 0, 0, 0, 0, 0, REPLY_TTL, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    ]);
-    ip[2..4].copy_from_slice(&total.to_be_bytes());
-    ip[12..16].copy_from_slice(&orig_dst);
-    ip[16..20].copy_from_slice(&orig_src);
-    let ip_csum = csum::finish(csum::sum(ip));
-    ip[10..12].copy_from_slice(&ip_csum.to_be_bytes());
-    let icmp = &mut hdr[34..42];
-    icmp.copy_from_slice(&[3, 4, 0, 0, 0, 0, 0, 0]);
-    icmp[6..8].copy_from_slice(&mtu.to_be_bytes());
-    let icmp_csum = csum::finish(csum::sum(icmp) + csum::sum(quote));
-    icmp[2..4].copy_from_slice(&icmp_csum.to_be_bytes());
+    let (l2, rest) = out.split_at_mut(ethernet::HEADER_LEN);
+    let (l3, icmp) = rest.split_at_mut(ipv4::HEADER_LEN);
+    eth.emit(&mut EthernetFrame::new_unchecked(l2));
+    Ipv4Repr {
+        src_addr: orig_dst,
+        dst_addr: orig_src,
+        protocol: IpProtocol::Icmp,
+        payload_len: icmp.len(),
+        ttl: REPLY_TTL,
+        ident: 0,
+        dont_frag: false,
+        more_frags: false,
+        frag_offset: 0,
+        dscp: REPLY_DSCP,
+        ecn: 0,
+    }
+    .emit(&mut Ipv4Packet::new_unchecked(l3));
+    let mut icmp = Icmpv4Packet::new_unchecked(icmp);
+    icmp.set_msg_type(Icmpv4Message::DstUnreachable);
+    icmp.set_msg_code(icmpv4::CODE_FRAG_NEEDED);
+    icmp.set_next_hop_mtu(mtu);
+    icmp.fill_checksum();
     frame.set_bounds(new_start, V4_HDRS + quote_len);
     Action::Reply
 }
@@ -109,47 +125,54 @@ pub(crate) fn packet_too_big_v6(frame: &mut Frame<'_>, ip_len: usize, mtu: u16) 
     let Some(orig) = buf.get(start..start + len) else {
         return Action::Drop(DropReason::TooBigNoIcmp);
     };
-    let Some(h) = orig.first_chunk::<54>() else {
+    let Some(h) = orig.first_chunk::<{ ethernet::HEADER_LEN + ipv6::HEADER_LEN }>() else {
         return Action::Drop(DropReason::TooBigNoIcmp);
     };
-    let dst_mac: [u8; 6] = [h[6], h[7], h[8], h[9], h[10], h[11]];
-    let src_mac: [u8; 6] = [h[0], h[1], h[2], h[3], h[4], h[5]];
-    let mut orig_src = [0u8; 16];
-    orig_src.copy_from_slice(&h[22..38]);
-    let mut orig_dst = [0u8; 16];
-    orig_dst.copy_from_slice(&h[38..54]);
+    let eth = EthernetFrame::new_unchecked(&h[..ethernet::HEADER_LEN]);
+    let ip = Ipv6Packet::new_unchecked(&h[ethernet::HEADER_LEN..]);
+    let (orig_src, orig_dst) = (ip.src_addr(), ip.dst_addr());
     // Unspecified or multicast source, or a multicast destination (which cannot be our source).
-    if orig_src == [0; 16] || orig_src[0] == 0xff || orig_dst[0] == 0xff {
+    if orig_src.is_unspecified() || orig_src.is_multicast() || orig_dst.is_multicast() {
         return Action::Drop(DropReason::TooBigNoIcmp);
     }
-    if h[20] == 58 && !matches!(orig.get(54), Some(t) if *t >= 128) {
-        return Action::Drop(DropReason::TooBigNoIcmp);
+    if ip.next_header() == IpProtocol::Icmpv6 {
+        // Informational messages (types 128 and up) only: never an error about an error.
+        let informational = orig.get(h.len()).map(|&msg_type| msg_type >= 128);
+        if informational != Some(true) {
+            return Action::Drop(DropReason::TooBigNoIcmp);
+        }
     }
-    let quote_len = ip_len.min(V6_MAX_IP_LEN - 48);
+    let eth = EthernetRepr {
+        src_addr: eth.dst_addr(),
+        dst_addr: eth.src_addr(),
+        vlan: Vlan::None,
+        ethertype: EtherType::Ipv6,
+    };
+    let quote_len = ip_len.min(V6_MAX_IP_LEN - ipv6::HEADER_LEN - icmpv6::HEADER_LEN);
     let Some(new_start) = place(buf, start, V6_HDRS, quote_len) else {
         return Action::Drop(DropReason::TooBigNoIcmp);
     };
     let Some(out) = buf.get_mut(new_start..new_start + V6_HDRS + quote_len) else {
         return Action::Drop(DropReason::TooBigNoIcmp);
     };
-    let payload_len = (8 + quote_len) as u16;
-    let (hdr, quote) = out.split_at_mut(V6_HDRS);
-    hdr[0..6].copy_from_slice(&dst_mac);
-    hdr[6..12].copy_from_slice(&src_mac);
-    hdr[12..14].copy_from_slice(&[0x86, 0xdd]);
-    let ip = &mut hdr[14..54];
-    ip[0..4].copy_from_slice(&[0x60, 0, 0, 0]);
-    ip[4..6].copy_from_slice(&payload_len.to_be_bytes());
-    ip[6] = 58;
-    ip[7] = REPLY_TTL;
-    ip[8..24].copy_from_slice(&orig_dst);
-    ip[24..40].copy_from_slice(&orig_src);
-    let icmp = &mut hdr[54..62];
-    icmp.copy_from_slice(&[2, 0, 0, 0, 0, 0, 0, 0]);
-    icmp[4..8].copy_from_slice(&u32::from(mtu).to_be_bytes());
-    let pseudo = csum::sum(&orig_src) + csum::sum(&orig_dst) + u32::from(payload_len) + 58;
-    let icmp_csum = csum::finish(pseudo + csum::sum(icmp) + csum::sum(quote));
-    icmp[2..4].copy_from_slice(&icmp_csum.to_be_bytes());
+    let (l2, rest) = out.split_at_mut(ethernet::HEADER_LEN);
+    let (l3, icmp) = rest.split_at_mut(ipv6::HEADER_LEN);
+    eth.emit(&mut EthernetFrame::new_unchecked(l2));
+    Ipv6Repr {
+        src_addr: orig_dst,
+        dst_addr: orig_src,
+        next_header: IpProtocol::Icmpv6,
+        payload_len: icmp.len(),
+        hop_limit: REPLY_TTL,
+        traffic_class: 0,
+        flow_label: 0,
+    }
+    .emit(&mut Ipv6Packet::new_unchecked(l3));
+    let mut icmp = Icmpv6Packet::new_unchecked(icmp);
+    icmp.set_msg_type(Icmpv6Message::PacketTooBig);
+    icmp.set_msg_code(0);
+    icmp.set_mtu(u32::from(mtu));
+    icmp.fill_checksum(orig_dst, orig_src);
     frame.set_bounds(new_start, V6_HDRS + quote_len);
     Action::Reply
 }

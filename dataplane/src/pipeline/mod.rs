@@ -46,7 +46,6 @@
 //! ```
 
 mod config;
-mod csum;
 mod decap;
 mod encap;
 mod flow;

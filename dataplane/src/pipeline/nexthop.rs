@@ -2,45 +2,41 @@
 
 use std::net::Ipv4Addr;
 
-use super::csum;
 use super::Config;
-
-/// Length of the outer header over an IPv4 underlay: Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8.
-pub const OUTER_V4_LEN: usize = 50;
+use crate::wire::{
+    checksum, ethernet, ipv4, udp, vxlan, EtherType, EthernetFrame, EthernetRepr, IpProtocol,
+    Ipv4Packet, Ipv4Repr, MacAddr, UdpChecksumMode, UdpPacket, UdpRepr, Vlan, Vni, VxlanPacket,
+    VxlanRepr,
+};
 
 /// Offset of the outer IPv4 header in an encapsulated frame.
-pub const OUTER_IP_OFFSET: usize = 14;
+pub const OUTER_IP_OFFSET: usize = ethernet::HEADER_LEN;
 
 /// Offset of the outer UDP payload (the VXLAN header) in an encapsulated frame over IPv4: what a
 /// UDP socket would send.
-pub const OUTER_UDP_PAYLOAD_OFFSET: usize = 42;
+pub const OUTER_UDP_PAYLOAD_OFFSET: usize = OUTER_IP_OFFSET + ipv4::HEADER_LEN + udp::HEADER_LEN;
 
 /// Length of the VXLAN header.
-pub const VXLAN_LEN: usize = 8;
+pub const VXLAN_LEN: usize = vxlan::HEADER_LEN;
 
-/// The outer header template of an IPv4 underlay, with its field offsets.
+/// Length of the outer header over an IPv4 underlay: Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8.
+pub const OUTER_V4_LEN: usize = OUTER_UDP_PAYLOAD_OFFSET + VXLAN_LEN;
+
+/// Where each header sits in the outer header of an IPv4 underlay (and in a received VXLAN
+/// frame whose outer IPv4 header has no options): the byte ranges the pipeline builds its views
+/// over.
 ///
-/// An IPv6 underlay would add a second, 70-byte template kind (Ethernet 14 + IPv6 40 + UDP 8 +
-/// VXLAN 8) beside this one; the offsets below are relative to the start of the frame and the
-/// VXLAN header is always the last 8 bytes, so only the IP part differs.
-pub(crate) mod v4 {
-    pub const ETH_DST: usize = 0;
-    pub const ETH_SRC: usize = 6;
-    pub const ETH_TYPE: usize = 12;
-    pub const IP: usize = 14;
-    pub const IP_TOTAL_LEN: usize = 16;
-    pub const IP_TTL: usize = 22;
-    pub const IP_PROTO: usize = 23;
-    pub const IP_CHECKSUM: usize = 24;
-    pub const IP_SRC: usize = 26;
-    pub const IP_DST: usize = 30;
-    pub const UDP: usize = 34;
-    pub const UDP_SRC_PORT: usize = 34;
-    pub const UDP_DST_PORT: usize = 36;
-    pub const UDP_LEN: usize = 38;
-    pub const UDP_CHECKSUM: usize = 40;
-    pub const VXLAN: usize = 42;
-    pub const VXLAN_VNI: usize = 46;
+/// An IPv6 underlay would add a second, 70-byte layout (Ethernet 14 + IPv6 40 + UDP 8 + VXLAN
+/// 8) beside this one; the VXLAN header is always the last 8 bytes.
+pub(crate) mod outer {
+    use super::{OUTER_IP_OFFSET, OUTER_UDP_PAYLOAD_OFFSET, OUTER_V4_LEN};
+    use crate::wire::{ipv4, udp};
+
+    type Range = core::ops::Range<usize>;
+    pub const ETH: Range = 0..OUTER_IP_OFFSET;
+    pub const IP: Range = OUTER_IP_OFFSET..OUTER_IP_OFFSET + ipv4::HEADER_LEN;
+    pub const UDP: Range = IP.end..IP.end + udp::HEADER_LEN;
+    pub const VXLAN: Range = OUTER_UDP_PAYLOAD_OFFSET..OUTER_V4_LEN;
 }
 
 /// Outer TTL, as the kernel's VXLAN device sends by default.
@@ -69,44 +65,56 @@ pub struct Peer {
 /// The template is Ethernet (underlay next-hop MAC, or zeros while unresolved, from the local
 /// underlay MAC), IPv4 (local VTEP → remote VTEP, TTL 64, DF clear, protocol UDP, length, ID and
 /// checksum zero), UDP (source port and length zero, destination the configured port, checksum
-/// zero) and VXLAN (I flag, the configured VNI). Encap copies it as one fixed-size block and
-/// patches only total length, ID, IPv4 checksum (from the precomputed partial sum), UDP source
-/// port and length, and the UDP checksum when configured.
+/// zero) and VXLAN (I flag, the configured VNI), each written by its `wire` `Repr`. Encap copies
+/// it as one fixed-size block and patches only total length, ID, IPv4 checksum (from the
+/// template's precomputed sum), UDP source port and length, and the UDP checksum when
+/// configured.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NextHop {
     peer: Peer,
     template: [u8; OUTER_V4_LEN],
-    /// Sum of the template's IPv4 header words (length, ID and checksum zero), taken over
-    /// native-endian words and folded to 16 bits.
-    ip_sum_ne: u32,
-    /// Sum of the UDP pseudo-header and constant UDP/VXLAN words (lengths and source port zero).
-    udp_sum: u32,
+    /// Sum of the template's IPv4 header (length, ID and checksum zero), folded, in the byte
+    /// order the words are stored in (see `encap::write_outer`).
+    ip_sum_ne: u16,
 }
 
 impl NextHop {
     /// Builds the next hop and its outer header template for `peer` under `config`.
     pub fn new(config: &Config, peer: &Peer) -> Self {
-        use v4::*;
         let mut t = [0u8; OUTER_V4_LEN];
-        t[ETH_DST..ETH_DST + 6].copy_from_slice(&peer.underlay_mac.unwrap_or([0; 6]));
-        t[ETH_SRC..ETH_SRC + 6].copy_from_slice(&config.local_mac);
-        t[ETH_TYPE..ETH_TYPE + 2].copy_from_slice(&0x0800u16.to_be_bytes());
-        t[IP] = 0x45; // version 4, 20-byte header
-        t[IP_TTL] = OUTER_TTL;
-        t[IP_PROTO] = 17;
-        t[IP_SRC..IP_SRC + 4].copy_from_slice(&config.local_vtep.octets());
-        t[IP_DST..IP_DST + 4].copy_from_slice(&peer.vtep.octets());
-        t[UDP_DST_PORT..UDP_DST_PORT + 2].copy_from_slice(&config.port.to_be_bytes());
-        t[VXLAN] = 0x08; // I flag
-        let vni = (config.vni & 0x00ff_ffff).to_be_bytes();
-        t[VXLAN_VNI..VXLAN_VNI + 3].copy_from_slice(&vni[1..]);
-        let ip_sum_ne =
-            u32::from(u16::from_ne_bytes(csum::fold(csum::sum(&t[IP..UDP])).to_be_bytes()));
-        let udp_sum = csum::sum_addr4(config.local_vtep.octets())
-            + csum::sum_addr4(peer.vtep.octets())
-            + 17
-            + csum::sum(&t[UDP..OUTER_V4_LEN]);
-        NextHop { peer: *peer, template: t, ip_sum_ne, udp_sum }
+        EthernetRepr {
+            src_addr: MacAddr(config.local_mac),
+            dst_addr: MacAddr(peer.underlay_mac.unwrap_or([0; 6])),
+            vlan: Vlan::None,
+            ethertype: EtherType::Ipv4,
+        }
+        .emit(&mut EthernetFrame::new_unchecked(&mut t[outer::ETH]));
+        let mut ip = Ipv4Packet::new_unchecked(&mut t[outer::IP]);
+        Ipv4Repr {
+            src_addr: config.local_vtep,
+            dst_addr: peer.vtep,
+            protocol: IpProtocol::Udp,
+            payload_len: 0,
+            ttl: OUTER_TTL,
+            ident: 0,
+            dont_frag: false,
+            more_frags: false,
+            frag_offset: 0,
+            dscp: 0,
+            ecn: 0,
+        }
+        .emit(&mut ip);
+        // Length and checksum are per packet: zero in the template, the sum kept beside it.
+        ip.set_total_len(0);
+        ip.set_checksum(0);
+        let ip_sum_ne = checksum::sum(&t[outer::IP]).to_be();
+        let mut udp = UdpPacket::new_unchecked(&mut t[outer::UDP]);
+        UdpRepr { src_port: 0, dst_port: config.port, payload_len: 0 }
+            .emit(&mut udp, UdpChecksumMode::None);
+        udp.set_len(0);
+        let vni = Vni::new(config.vni & Vni::MAX).unwrap_or_default();
+        VxlanRepr { vni }.emit(&mut VxlanPacket::new_unchecked(&mut t[outer::VXLAN]));
+        NextHop { peer: *peer, template: t, ip_sum_ne }
     }
 
     /// The peer this next hop was built from.
@@ -140,24 +148,16 @@ impl NextHop {
     }
 
     /// The 50-byte outer header template (lengths, ID, source port and checksums zero).
-    #[inline]
+    #[inline(always)]
     pub fn outer_header(&self) -> &[u8; OUTER_V4_LEN] {
         &self.template
     }
 
+    /// Sum of the template's IPv4 header words (length, ID and checksum zero), folded, as the
+    /// stored words would read in the host's byte order.
     #[inline(always)]
-    pub(crate) fn template(&self) -> &[u8; OUTER_V4_LEN] {
-        &self.template
-    }
-
-    #[inline(always)]
-    pub(crate) fn ip_sum_ne(&self) -> u32 {
+    pub(crate) fn ip_sum_ne(&self) -> u16 {
         self.ip_sum_ne
-    }
-
-    #[inline(always)]
-    pub(crate) fn udp_sum(&self) -> u32 {
-        self.udp_sum
     }
 
     #[inline(always)]
@@ -198,5 +198,12 @@ mod tests {
         let unresolved = NextHop::new(&cfg, &Peer { underlay_mac: None, ..peer });
         assert_eq!(&unresolved.outer_header()[..6], &[0; 6]);
         assert!(!unresolved.resolved());
+        // The kept sum is the template header's, and completes it to a valid checksum.
+        let mut ip = nh.outer_header()[outer::IP].to_vec();
+        assert_eq!(u16::from_be(nh.ip_sum_ne()), checksum::sum(&ip));
+        ip[2..4].copy_from_slice(&20u16.to_be_bytes());
+        let c = checksum::finish(checksum::fold32(u32::from(checksum::sum(&ip))));
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        assert!(Ipv4Packet::new_checked(&ip[..]).unwrap().verify_checksum());
     }
 }

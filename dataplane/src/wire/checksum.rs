@@ -12,21 +12,29 @@
 //!
 //! [`sum`] reads 8 bytes per step in the host's byte order into a 128-bit accumulator (an
 //! add/add-with-carry pair per step; 2^64 ≡ 1 modulo 2^16 − 1, so the wide sum folds to the
-//! same 16-bit result) and swaps the folded result once; it is `#[inline]`. The encap path
-//! patches its header checksum incrementally ([`update16`]); full sums are for ICMP errors,
-//! verification and the optional outer UDP checksum.
+//! same 16-bit result) and swaps the folded result once; it is `#[inline]`.
 //!
-//! # Encap: patching a precomputed outer header
+//! This is linen's only checksum code. Where it is used:
 //!
-//! A route's outer IPv4 header is built once with total length and identification zero and
-//! its checksum filled in; per packet only those two words change, so the checksum is
-//! patched with two [`update16`] calls instead of re-summing the header:
+//! - **encap** keeps each route's outer IPv4 header sum (length, ID and checksum zero) next to
+//!   its template, adds the two per-packet words to it in a `u32` and finishes with [`fold32`]
+//!   and [`finish`]: no pass over the header per packet.
+//! - **ICMP errors, the optional outer UDP checksum, verification**: [`sum`] over the bytes,
+//!   [`pseudo_header_v4`] / [`pseudo_header_v6`] for the upper-layer checksums.
+//! - **Changing fields of a header whose checksum is already valid** (a TTL, a segment's
+//!   length, ID or sequence number): RFC 1624's incremental [`update16`] / [`update32`] /
+//!   [`update_sum`], without re-reading the header or payload.
+//!
+//! # Incremental update
+//!
+//! A header built once with total length and identification zero and its checksum filled in;
+//! then those two words change and the checksum follows with two [`update16`] calls:
 //!
 //! ```
 //! use linen_dataplane::wire::{checksum, ipv4, IpProtocol};
 //! use std::net::Ipv4Addr;
 //!
-//! // Off the fast path: the template.
+//! // Built once, checksum filled in.
 //! let mut template = [0u8; 20];
 //! ipv4::Repr {
 //!     src_addr: Ipv4Addr::new(192, 168, 77, 1),
@@ -43,7 +51,7 @@
 //! }
 //! .emit(&mut ipv4::Packet::new_unchecked(&mut template[..]));
 //!
-//! // Per packet: copy, then patch two words and the checksum.
+//! // Later two words change, and the checksum follows them.
 //! let mut hdr = template;
 //! let mut ip = ipv4::Packet::new_unchecked(&mut hdr[..]);
 //! let (total_len, ident) = (1478u16, 2656u16);
@@ -64,6 +72,15 @@ use super::ip::IpProtocol;
 fn add_carry(acc: u64, word: u64) -> u64 {
     let (s, carry) = acc.overflowing_add(word);
     s + u64::from(carry)
+}
+
+/// Folds a 32-bit accumulator of 16-bit words (at most 65 537 of them) to 16 bits, not
+/// complemented, in four instructions: adding the value to itself rotated by 16 bits leaves
+/// high half + low half, end-around carry included, in the upper 16 bits. The fast path sums a
+/// few words into a `u32` and finishes with this; [`fold`] is the general version.
+#[inline(always)]
+pub fn fold32(acc: u32) -> u16 {
+    (acc.wrapping_add(acc.rotate_left(16)) >> 16) as u16
 }
 
 /// Folds a 64-bit ones'-complement accumulator to 16 bits.
@@ -242,6 +259,22 @@ mod tests {
         // Carries: all-ones data must fold to 0xffff.
         assert_eq!(sum(&[0xff; 1024]), 0xffff);
         assert_eq!(sum(&[]), 0);
+    }
+
+    #[test]
+    fn fold32_matches_fold() {
+        // 0x0000 and 0xffff are the same number in ones' complement.
+        let same = |a: u16, b: u16| a == b || (a | b == 0xffff && a & b == 0);
+        let mut x: u32 = 1;
+        for _ in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            assert!(same(fold32(x), fold(u64::from(x))), "{x:#x}");
+        }
+        for x in [0, 0xffff, 0x1_0000, 0xffff_ffff, 0x1_fffe, 0xfffe_0001] {
+            assert!(same(fold32(x), fold(u64::from(x))), "{x:#x}");
+        }
     }
 
     #[test]

@@ -1,4 +1,7 @@
-//! IP protocol numbers shared by IPv4 (`protocol`) and IPv6 (`next header`).
+//! IP protocol numbers shared by IPv4 (`protocol`) and IPv6 (`next header`), and the port pair
+//! that TCP, UDP, UDP-Lite and SCTP headers all start with.
+
+use super::{read_u16, Error, Field};
 
 /// An IP protocol / IPv6 next-header number. Values linen does not name are kept as
 /// `Unknown(n)`.
@@ -79,9 +82,71 @@ impl core::fmt::Display for IpProtocol {
     }
 }
 
+mod field {
+    use super::Field;
+    pub const SRC_PORT: Field = 0..2;
+    pub const DST_PORT: Field = 2..4;
+}
+
+/// Length of the port pair.
+pub const PORTS_LEN: usize = 4;
+
+/// A read-only view of the source and destination port at the start of a TCP, UDP, UDP-Lite or
+/// SCTP header: what a flow hash reads without caring which of them it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ports<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+view_constructors!(Ports);
+
+impl<T: AsRef<[u8]>> Ports<T> {
+    /// Checks that both ports are present.
+    ///
+    /// # Errors
+    /// [`Error::Truncated`] when the buffer is shorter than 4 bytes.
+    #[inline]
+    pub fn check_len(&self) -> Result<(), Error> {
+        if self.buffer.as_ref().len() < PORTS_LEN {
+            return Err(Error::Truncated);
+        }
+        Ok(())
+    }
+
+    /// Source port.
+    #[inline]
+    pub fn src_port(&self) -> u16 {
+        read_u16(self.buffer.as_ref(), field::SRC_PORT)
+    }
+
+    /// Destination port.
+    #[inline]
+    pub fn dst_port(&self) -> u16 {
+        read_u16(self.buffer.as_ref(), field::DST_PORT)
+    }
+
+    /// Both ports as the four bytes on the wire (source then destination, big-endian): for the
+    /// fast path's flow hash, which takes them as one word in whatever byte order is cheapest.
+    #[inline]
+    pub fn octets(&self) -> [u8; PORTS_LEN] {
+        let d = self.buffer.as_ref();
+        let (s, t) = (field::SRC_PORT.start, field::DST_PORT.start);
+        [d[s], d[s + 1], d[t], d[t + 1]]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ports_view() {
+        let b = [0xa4, 0x4b, 0x23, 0x28, 0xff];
+        let p = Ports::new_checked(&b[..]).unwrap();
+        assert_eq!((p.src_port(), p.dst_port()), (42059, 9000));
+        assert_eq!(p.octets(), [0xa4, 0x4b, 0x23, 0x28]);
+        assert_eq!(Ports::new_checked(&b[..3]).unwrap_err(), Error::Truncated);
+    }
 
     #[test]
     fn every_number_round_trips() {

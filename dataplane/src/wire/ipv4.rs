@@ -161,6 +161,13 @@ impl<T: AsRef<[u8]>> Packet<T> {
         IpProtocol::from(self.buffer.as_ref()[field::PROTOCOL])
     }
 
+    /// The payload's protocol number as on the wire: for the fast path, which indexes tables
+    /// and hashes with it (converting [`Packet::protocol`] back to a number costs a jump table).
+    #[inline]
+    pub fn protocol_raw(&self) -> u8 {
+        self.buffer.as_ref()[field::PROTOCOL]
+    }
+
     /// Header checksum as stored.
     #[inline]
     pub fn checksum(&self) -> u16 {

@@ -87,6 +87,13 @@ impl<T: AsRef<[u8]>> Packet<T> {
         IpProtocol::from(self.buffer.as_ref()[field::NXT_HDR])
     }
 
+    /// The first next header's number as on the wire (for the fast path; see
+    /// `ipv4::Packet::protocol_raw`).
+    #[inline]
+    pub fn next_header_raw(&self) -> u8 {
+        self.buffer.as_ref()[field::NXT_HDR]
+    }
+
     /// Hop limit.
     #[inline]
     pub fn hop_limit(&self) -> u8 {

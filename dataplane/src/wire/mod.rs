@@ -1,5 +1,7 @@
 //! Zero-copy header views for the packet path: Ethernet (with 802.1Q / 802.1ad tags), ARP,
-//! IPv4, IPv6, UDP, VXLAN, the two ICMP messages linen originates, and Internet checksums.
+//! IPv4, IPv6, UDP, TCP, VXLAN, the two ICMP messages linen originates, and Internet checksums.
+//! The pipeline reads and writes every header through them (docs/wire.md says why these and
+//! not smoltcp's).
 //!
 //! Every header has the same three layers:
 //!
@@ -25,6 +27,13 @@
 //!
 //! Getters on a view built with `new_unchecked` over a too-short buffer panic (slice indexing);
 //! that is a programming error, never a packet's doing.
+//!
+//! **Fixed-size chunks on the fast path.** The pipeline takes one checked, fixed-size chunk of
+//! a frame (`data.first_chunk::<64>()`) and builds `new_unchecked` views over constant ranges of
+//! it: the array type is the length check, so every getter compiles to a plain load with no
+//! bounds check left. A few accessors exist for that path only, on the same views and offsets:
+//! `Ipv4Packet::protocol_raw`, `Ipv6Packet::next_header_raw`, [`Ports::octets`] and
+//! `VxlanPacket::matches`.
 //!
 //! Unknown protocol numbers are kept (`EtherType::Unknown(0x1234)`, `IpProtocol::Unknown(99)`)
 //! instead of being treated as errors: what to do with them is the caller's policy.
@@ -76,6 +85,7 @@ pub mod icmpv6;
 pub mod ip;
 pub mod ipv4;
 pub mod ipv6;
+pub mod tcp;
 pub mod udp;
 pub mod vxlan;
 
@@ -92,9 +102,10 @@ pub use ethernet::{
 };
 pub use icmpv4::{Message as Icmpv4Message, Packet as Icmpv4Packet, Repr as Icmpv4Repr};
 pub use icmpv6::{Message as Icmpv6Message, Packet as Icmpv6Packet, Repr as Icmpv6Repr};
-pub use ip::IpProtocol;
+pub use ip::{IpProtocol, Ports};
 pub use ipv4::{Packet as Ipv4Packet, Repr as Ipv4Repr};
 pub use ipv6::{Packet as Ipv6Packet, Repr as Ipv6Repr};
+pub use tcp::{Packet as TcpPacket, Repr as TcpRepr};
 pub use udp::{ChecksumMode as UdpChecksumMode, Packet as UdpPacket, Repr as UdpRepr};
 pub use vxlan::{Packet as VxlanPacket, Repr as VxlanRepr, Vni};
 
