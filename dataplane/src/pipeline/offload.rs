@@ -27,11 +27,12 @@
 //! verified before it is merged, so a merged packet's checksum stands for bytes that arrived
 //! intact.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
-
 use super::DropReason;
-use crate::wire::checksum;
 use crate::wire::ip::IpProtocol;
+use crate::wire::{
+    checksum, ethernet, ipv4, ipv6, tcp, udp, EtherType, EthernetFrame, Ipv4Packet, Ipv6Packet,
+    TcpPacket, UdpPacket,
+};
 
 /// Length of the virtio-net header (`struct virtio_net_hdr`) in front of every packet.
 pub const VNET_HDR_LEN: usize = 10;
@@ -48,19 +49,9 @@ const GSO_TCPV6: u8 = 4;
 const GSO_UDP_L4: u8 = 5;
 const GSO_ECN: u8 = 0x80;
 
-// TCP header (RFC 9293).
-const TCP_SEQ: usize = 4;
-const TCP_ACK: usize = 8;
-const TCP_DOFF: usize = 12;
-const TCP_FLAGS: usize = 13;
-const TCP_CSUM: usize = 16;
-const FIN: u8 = 0x01;
-const SYN: u8 = 0x02;
-const RST: u8 = 0x04;
-const PSH: u8 = 0x08;
-const ACK: u8 = 0x10;
-const URG: u8 = 0x20;
-const CWR: u8 = 0x80;
+/// Where the transport checksum sits in a TCP and a UDP header (virtio's `csum_offset`).
+const TCP_CSUM_OFFSET: u16 = 16;
+const UDP_CSUM_OFFSET: u16 = 6;
 
 /// How a super-packet is to be segmented.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -174,11 +165,11 @@ impl Offload {
 /// [`DropReason::BadOffload`] when the field lies outside the frame.
 pub fn complete_checksum(frame: &mut [u8], (start, offset): (u16, u16)) -> Result<(), DropReason> {
     let (start, field) = (usize::from(start), usize::from(start) + usize::from(offset));
-    if field + 2 > frame.len() || start < 14 {
+    if field + 2 > frame.len() || start < ethernet::HEADER_LEN {
         return Err(DropReason::BadOffload);
     }
     let mut c = checksum::checksum(&frame[start..]);
-    if offset == 6 && c == 0 {
+    if offset == UDP_CSUM_OFFSET && c == 0 {
         c = 0xffff;
     }
     frame[field..field + 2].copy_from_slice(&c.to_be_bytes());
@@ -202,21 +193,6 @@ fn copy_out(head: &[u8], tail: &[u8], from: usize, out: &mut [u8]) {
     }
 }
 
-#[inline]
-fn be16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
-}
-
-#[inline]
-fn be32(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-#[inline]
-fn put16(b: &mut [u8], at: usize, v: u16) {
-    b[at..at + 2].copy_from_slice(&v.to_be_bytes());
-}
-
 /// The network-layer facts both [`Segmenter`] and [`Coalescer`] need about an inner frame.
 #[derive(Clone, Copy, Debug)]
 struct L3 {
@@ -225,52 +201,70 @@ struct L3 {
     l4: usize,
     /// Ethernet header + IP total length (trailing padding excluded).
     end: usize,
-    /// Transport protocol.
+    /// Transport protocol (0 when extension headers hide it).
     proto: u8,
 }
+
+const L3_OFFSET: usize = ethernet::HEADER_LEN;
 
 /// Reads the untagged Ethernet + IPv4/IPv6 headers of `head` (whose packet is `total` bytes
 /// long). `l4_hint` is the transport offset the kernel gave (checksum start), which IPv6
 /// extension headers make necessary; IPv4 must agree with its IHL.
 fn parse_l3(head: &[u8], total: usize, l4_hint: Option<usize>) -> Option<L3> {
-    let eth = head.first_chunk::<14>()?;
-    match [eth[12], eth[13]] {
-        [0x08, 0x00] => {
-            let ip = head.get(14..34)?;
-            let ihl = usize::from(ip[0] & 0x0f) * 4;
-            if ip[0] >> 4 != 4 || ihl < 20 || l4_hint.is_some_and(|l4| l4 != 14 + ihl) {
+    let eth = EthernetFrame::new_unchecked(head.first_chunk::<{ ethernet::HEADER_LEN }>()?);
+    let l3 = head.get(L3_OFFSET..)?;
+    match eth.ethertype() {
+        EtherType::Ipv4 => {
+            let ip = Ipv4Packet::new_unchecked(l3.first_chunk::<{ ipv4::HEADER_LEN }>()?);
+            let l4 = L3_OFFSET + ip.header_len();
+            if ip.version() != 4
+                || ip.header_len() < ipv4::HEADER_LEN
+                || l4_hint.is_some_and(|hint| hint != l4)
+                // A fragment cannot be segmented or merged.
+                || ip.is_fragment()
+            {
                 return None;
             }
-            // A fragment cannot be segmented or merged.
-            if (ip[6] & 0x3f) | ip[7] != 0 {
-                return None;
-            }
-            let end = 14 + usize::from(be16(ip, 2));
-            (end >= 14 + ihl && end <= total).then_some(L3 {
+            let end = L3_OFFSET + usize::from(ip.total_len());
+            (end >= l4 && end <= total).then_some(L3 {
                 v6: false,
-                l4: 14 + ihl,
+                l4,
                 end,
-                proto: ip[9],
+                proto: ip.protocol_raw(),
             })
         }
-        [0x86, 0xdd] => {
-            let ip = head.get(14..54)?;
-            if ip[0] >> 4 != 6 {
+        EtherType::Ipv6 => {
+            let ip = Ipv6Packet::new_unchecked(l3.first_chunk::<{ ipv6::HEADER_LEN }>()?);
+            if ip.version() != 6 {
                 return None;
             }
+            let fixed_end = L3_OFFSET + ipv6::HEADER_LEN;
+            let next = ip.next_header_raw();
             let l4 = match l4_hint {
-                Some(l4) if l4 >= 54 => l4,
+                Some(l4) if l4 >= fixed_end => l4,
                 Some(_) => return None,
                 // Without the kernel's word, only a transport header right behind the fixed one.
-                None if matches!(ip[6], 6 | 17) => 54,
+                None if matches!(next, 6 | 17) => fixed_end,
                 None => return None,
             };
-            let end = 54 + usize::from(be16(ip, 4));
+            let end = fixed_end + usize::from(ip.payload_len());
             // Behind extension headers the transport protocol is the kernel's word (unknown: 0).
-            let proto = if l4 == 54 { ip[6] } else { 0 };
+            let proto = if l4 == fixed_end { next } else { 0 };
             (end >= l4 && end <= total).then_some(L3 { v6: true, l4, end, proto })
         }
         _ => None,
+    }
+}
+
+/// The pseudo-header sum of the transport segment `len` bytes long behind the IP header in `ip`
+/// (the bytes from the Ethernet header's end to the transport header).
+fn pseudo_header(ip: &[u8], v6: bool, proto: IpProtocol, len: usize) -> u16 {
+    if v6 {
+        let ip = Ipv6Packet::new_unchecked(ip);
+        checksum::pseudo_header_v6(ip.src_addr(), ip.dst_addr(), proto, len as u32)
+    } else {
+        let ip = Ipv4Packet::new_unchecked(ip);
+        checksum::pseudo_header_v4(ip.src_addr(), ip.dst_addr(), proto, len as u16)
     }
 }
 
@@ -336,21 +330,23 @@ impl<'a> Segmenter<'a> {
             return Err(bad);
         }
         let l4 = l3.l4;
-        let proto = if udp { 17 } else { 6 };
-        if l3.proto != proto && l3.proto != 0 {
+        let proto = if udp { IpProtocol::Udp } else { IpProtocol::Tcp };
+        if l3.proto != u8::from(proto) && l3.proto != 0 {
             return Err(bad);
         }
         let hdr_len = if udp {
-            if offset != 6 {
+            if offset != UDP_CSUM_OFFSET {
                 return Err(bad);
             }
-            l4 + 8
+            l4 + udp::HEADER_LEN
         } else {
-            if offset != 16 {
+            if offset != TCP_CSUM_OFFSET {
                 return Err(bad);
             }
-            let doff = usize::from(*head.get(l4 + TCP_DOFF).ok_or(bad)? >> 4) * 4;
-            if doff < 20 {
+            let tcp =
+                head.get(l4..).and_then(|t| t.first_chunk::<{ tcp::HEADER_LEN }>()).ok_or(bad)?;
+            let doff = TcpPacket::new_unchecked(tcp).header_len();
+            if doff < tcp::HEADER_LEN {
                 return Err(bad);
             }
             l4 + doff
@@ -388,53 +384,57 @@ impl<'a> Segmenter<'a> {
         let (hl, l4) = (self.hdr_len, self.l3.l4);
         out[..hl].copy_from_slice(&self.head[..hl]);
         copy_out(self.head, self.tail, self.at, &mut out[hl..]);
-        let first = self.index == 0;
+        let index = self.index;
         let last = self.at + (len - hl) >= self.l3.end;
         let offset_in_stream = (self.at - hl) as u32;
         self.at += len - hl;
         self.index = self.index.wrapping_add(1);
 
-        let l4_len = len - l4;
-        // Network layer.
-        let pseudo = if self.l3.v6 {
-            put16(out, 18, (len - 54) as u16);
-            let src = Ipv6Addr::from(<[u8; 16]>::try_from(&out[22..38]).unwrap_or_default());
-            let dst = Ipv6Addr::from(<[u8; 16]>::try_from(&out[38..54]).unwrap_or_default());
-            let proto = if self.udp { IpProtocol::Udp } else { IpProtocol::Tcp };
-            checksum::pseudo_header_v6(src, dst, proto, l4_len as u32)
+        let (front, seg) = out.split_at_mut(l4);
+        let ip = &mut front[L3_OFFSET..];
+        let l4_len = seg.len();
+        // Network layer: lengths, and IPv4's identification (the first segment's plus the
+        // segment's index, as TSO does) and header checksum.
+        if self.l3.v6 {
+            Ipv6Packet::new_unchecked(&mut *ip)
+                .set_payload_len((len - L3_OFFSET - ipv6::HEADER_LEN) as u16);
         } else {
-            put16(out, 16, (len - 14) as u16);
-            let id = be16(out, 18).wrapping_add(self.index.wrapping_sub(1));
-            put16(out, 18, id);
-            put16(out, 24, 0);
-            let c = checksum::checksum(&out[14..l4]);
-            put16(out, 24, c);
-            let src = Ipv4Addr::new(out[26], out[27], out[28], out[29]);
-            let dst = Ipv4Addr::new(out[30], out[31], out[32], out[33]);
-            let proto = if self.udp { IpProtocol::Udp } else { IpProtocol::Tcp };
-            checksum::pseudo_header_v4(src, dst, proto, l4_len as u16)
-        };
-        // Transport layer.
-        let csum_at = if self.udp {
-            put16(out, l4 + 4, l4_len as u16);
-            l4 + 6
-        } else {
-            let seq = be32(out, l4 + TCP_SEQ).wrapping_add(offset_in_stream);
-            out[l4 + TCP_SEQ..l4 + TCP_SEQ + 4].copy_from_slice(&seq.to_be_bytes());
-            if !last {
-                out[l4 + TCP_FLAGS] &= !(FIN | PSH);
-            }
-            if !first {
-                out[l4 + TCP_FLAGS] &= !CWR;
-            }
-            l4 + TCP_CSUM
-        };
-        put16(out, csum_at, 0);
-        let mut c = checksum::finish(checksum::add(pseudo, checksum::sum(&out[l4..])));
-        if self.udp && c == 0 {
-            c = 0xffff;
+            let mut v4 = Ipv4Packet::new_unchecked(&mut *ip);
+            v4.set_total_len((len - L3_OFFSET) as u16);
+            let id = v4.ident().wrapping_add(index);
+            v4.set_ident(id);
+            v4.fill_checksum();
         }
-        put16(out, csum_at, c);
+        let proto = if self.udp { IpProtocol::Udp } else { IpProtocol::Tcp };
+        let pseudo = pseudo_header(ip, self.l3.v6, proto, l4_len);
+        // Transport layer.
+        if self.udp {
+            let mut u = UdpPacket::new_unchecked(&mut *seg);
+            u.set_len(l4_len as u16);
+            u.set_checksum(0);
+        } else {
+            let mut t = TcpPacket::new_unchecked(&mut *seg);
+            t.set_seq_number(t.seq_number().wrapping_add(offset_in_stream));
+            let mut flags = t.flags();
+            if !last {
+                flags &= !(tcp::FLAG_FIN | tcp::FLAG_PSH);
+            }
+            if index > 0 {
+                flags &= !tcp::FLAG_CWR;
+            }
+            t.set_flags(flags);
+            t.set_checksum(0);
+        }
+        let mut c = checksum::finish(checksum::add(pseudo, checksum::sum(seg)));
+        if self.udp {
+            // Zero means "no checksum" in UDP.
+            if c == 0 {
+                c = 0xffff;
+            }
+            UdpPacket::new_unchecked(&mut *seg).set_checksum(c);
+        } else {
+            TcpPacket::new_unchecked(&mut *seg).set_checksum(c);
+        }
         len
     }
 }
@@ -452,7 +452,16 @@ pub struct Part {
 }
 
 /// Longest header a merged packet carries: Ethernet, IPv6, TCP with the most options.
-const MAX_HDR: usize = 14 + 40 + 60;
+const MAX_HDR: usize = ethernet::HEADER_LEN + ipv6::HEADER_LEN + tcp::MAX_HEADER_LEN;
+
+/// A flow's identity: source and destination addresses (IPv4 ones in the first 4 bytes of
+/// each) and the port pair.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct FlowKey {
+    src: [u8; 16],
+    dst: [u8; 16],
+    ports: [u16; 2],
+}
 
 #[derive(Clone, Copy, Debug)]
 struct Group {
@@ -463,14 +472,12 @@ struct Group {
     /// Eligible for merging: the fields below are meaningful.
     tcp: bool,
     v6: bool,
+    key: FlowKey,
     /// Ethernet + IP + TCP header of the first segment (patched at [`Coalescer::finish`]).
     header: [u8; MAX_HDR],
     hdr_len: u8,
     /// Offset of the TCP header.
     l4: u8,
-    /// Offset of the flow's addresses and their length (IPv4: 12..20 of the IP header + ports).
-    key_at: u8,
-    key_len: u8,
     mss: u16,
     next_seq: u32,
     next_id: u16,
@@ -486,11 +493,10 @@ impl Group {
         verified: false,
         tcp: false,
         v6: false,
+        key: FlowKey { src: [0; 16], dst: [0; 16], ports: [0; 2] },
         header: [0; MAX_HDR],
         hdr_len: 0,
         l4: 0,
-        key_at: 0,
-        key_len: 0,
         mss: 0,
         next_seq: 0,
         next_id: 0,
@@ -504,10 +510,34 @@ impl Group {
         &self.header[..usize::from(self.hdr_len)]
     }
 
-    /// The bytes identifying the flow: addresses and ports.
-    fn key(&self) -> &[u8] {
-        let at = usize::from(self.key_at);
-        &self.header[at..at + usize::from(self.key_len)]
+    /// Whether the headers of `data` (a segment of this group's flow) let it join: the rules of
+    /// Linux GRO for what must not change between the segments of one merged packet.
+    fn same_headers(&self, data: &[u8], seg: &TcpSeg) -> bool {
+        let (h, l4) = (self.header(), usize::from(self.l4));
+        if h.len() != seg.hdr_len || seg.l4 != l4 || h[..L3_OFFSET] != data[..L3_OFFSET] {
+            return false;
+        }
+        let (hip, dip) = (&h[L3_OFFSET..l4], &data[L3_OFFSET..l4]);
+        let ip_same = if self.v6 {
+            let (a, b) = (Ipv6Packet::new_unchecked(hip), Ipv6Packet::new_unchecked(dip));
+            a.traffic_class() == b.traffic_class()
+                && a.flow_label() == b.flow_label()
+                && a.hop_limit() == b.hop_limit()
+        } else {
+            let (a, b) = (Ipv4Packet::new_unchecked(hip), Ipv4Packet::new_unchecked(dip));
+            a.dscp() == b.dscp()
+                && a.ecn() == b.ecn()
+                && a.ttl() == b.ttl()
+                && a.dont_frag() == b.dont_frag()
+        };
+        let (a, b) =
+            (TcpPacket::new_unchecked(&h[l4..]), TcpPacket::new_unchecked(&data[l4..seg.hdr_len]));
+        let mask = !(tcp::FLAG_PSH | tcp::FLAG_FIN);
+        ip_same
+            && a.ack_number() == b.ack_number()
+            && a.flags() & mask == b.flags() & mask
+            && a.window() == b.window()
+            && a.options() == b.options()
     }
 }
 
@@ -518,7 +548,8 @@ impl Group {
 pub struct Write<'c> {
     /// The virtio-net header to put in front.
     pub vnet: [u8; VNET_HDR_LEN],
-    /// Rewritten headers of a merged packet; empty otherwise.
+    /// Headers of a merged packet (rewritten) or of a lone TCP segment; empty for a packet
+    /// written whole from `parts`.
     pub header: &'c [u8],
     /// The payload pieces (or the whole packet) from the offered packets.
     pub parts: &'c [Part],
@@ -595,15 +626,16 @@ impl Coalescer {
     /// Offers inner Ethernet frame `data` under `id` (the caller's handle for its buffer, given
     /// back in [`Part::id`]). Returns `false`, taking nothing, when the coalescer is full.
     pub fn push(&mut self, id: u32, data: &[u8]) -> bool {
+        let seg = tcp_segment(data);
         if self.len == self.groups.len() {
             // Still room to merge into an open group?
-            return matches!(tcp_segment(data), Some(seg) if self.try_merge(id, data, &seg));
+            return matches!(seg, Some(seg) if seg.verified && seg.mergeable && self.try_merge(id, data, &seg));
         }
-        match tcp_segment(data) {
+        match seg {
             Some(seg) => {
                 if !seg.verified {
                     self.stats.bad_checksum += 1;
-                    self.close_flow(&data[seg.key_at..seg.key_at + seg.key_len]);
+                    self.close_flow(&seg.key);
                     self.single(id, data, false);
                 } else if seg.mergeable {
                     if !self.try_merge(id, data, &seg) {
@@ -612,7 +644,7 @@ impl Coalescer {
                 } else {
                     // A segment of the flow that cannot merge (pure ACK, SYN, CWR…) ends any
                     // merge in progress, so that it is not overtaken by later segments.
-                    self.close_flow(&data[seg.key_at..seg.key_at + seg.key_len]);
+                    self.close_flow(&seg.key);
                     self.single(id, data, true);
                 }
             }
@@ -633,12 +665,10 @@ impl Coalescer {
         g.parts[0] = Part { id, start: 0, len: data.len() as u32 };
     }
 
-    fn close_flow(&mut self, key: &[u8]) {
-        for g in self.groups[..self.len].iter_mut().rev() {
-            if g.open && g.key() == key {
-                g.open = false;
-                return;
-            }
+    fn close_flow(&mut self, key: &FlowKey) {
+        if let Some(g) = self.groups[..self.len].iter_mut().rev().find(|g| g.open && g.key == *key)
+        {
+            g.open = false;
         }
     }
 
@@ -649,8 +679,7 @@ impl Coalescer {
         g.header[..hl].copy_from_slice(&data[..hl]);
         g.hdr_len = hl as u8;
         g.l4 = seg.l4 as u8;
-        g.key_at = seg.key_at as u8;
-        g.key_len = seg.key_len as u8;
+        g.key = seg.key;
         g.v6 = seg.v6;
         g.tcp = true;
         g.verified = true;
@@ -665,36 +694,18 @@ impl Coalescer {
     }
 
     fn try_merge(&mut self, id: u32, data: &[u8], seg: &TcpSeg) -> bool {
-        let key = &data[seg.key_at..seg.key_at + seg.key_len];
-        let Some(g) = self.groups[..self.len].iter_mut().rev().find(|g| g.open && g.key() == key)
+        let Some(g) = self.groups[..self.len].iter_mut().rev().find(|g| g.open && g.key == seg.key)
         else {
             return false;
         };
-        let h = &g.header;
-        let l4 = usize::from(g.l4);
-        let same_headers = usize::from(g.hdr_len) == seg.hdr_len
-            && seg.l4 == l4
-            // Ethernet header.
-            && h[..14] == data[..14]
-            // IPv4: TOS, TTL and flags; IPv6: version, class, flow label and hop limit.
-            && if g.v6 {
-                h[14..18] == data[14..18] && h[21] == data[21]
-            } else {
-                h[15] == data[15] && h[22] == data[22] && h[20] == data[20]
-            }
-            // TCP: ACK number; data offset, flags (PSH and FIN aside) and window; options.
-            && h[l4 + TCP_ACK..l4 + TCP_ACK + 4] == data[l4 + TCP_ACK..l4 + TCP_ACK + 4]
-            && h[l4 + TCP_DOFF] == data[l4 + TCP_DOFF]
-            && h[l4 + TCP_FLAGS] & !(PSH | FIN) == data[l4 + TCP_FLAGS] & !(PSH | FIN)
-            && h[l4 + 14..l4 + 16] == data[l4 + 14..l4 + 16]
-            && h[l4 + 20..usize::from(g.hdr_len)] == data[l4 + 20..seg.hdr_len];
         let fits = seg.seq == g.next_seq
             && seg.payload <= usize::from(g.mss)
             && (g.df || seg.id == g.next_id)
             && usize::from(g.nparts) < MAX_COALESCE_PARTS
             // The merged IP packet must stay within 64 KiB.
-            && usize::from(g.hdr_len) - 14 + g.payload as usize + seg.payload <= usize::from(u16::MAX);
-        if !(same_headers && fits) {
+            && usize::from(g.hdr_len) - L3_OFFSET + g.payload as usize + seg.payload
+                <= usize::from(u16::MAX);
+        if !(fits && g.same_headers(data, seg)) {
             g.open = false;
             return false;
         }
@@ -705,7 +716,9 @@ impl Coalescer {
         g.next_seq = seg.seq.wrapping_add(seg.payload as u32);
         g.next_id = seg.id.wrapping_add(1);
         // PSH and FIN of the last segment go on the merged packet.
-        g.header[l4 + TCP_FLAGS] |= data[l4 + TCP_FLAGS] & (PSH | FIN);
+        let l4 = usize::from(g.l4);
+        let mut tcp = TcpPacket::new_unchecked(&mut g.header[l4..usize::from(g.hdr_len)]);
+        tcp.set_flags(tcp.flags() | seg.flags & (tcp::FLAG_PSH | tcp::FLAG_FIN));
         if seg.ends || seg.payload < usize::from(g.mss) {
             g.open = false;
         }
@@ -724,22 +737,17 @@ impl Coalescer {
             }
             let (hl, l4) = (usize::from(g.hdr_len), usize::from(g.l4));
             let tcp_len = hl - l4 + g.payload as usize;
-            let h = &mut g.header[..hl];
-            let pseudo = if g.v6 {
-                put16(h, 18, (hl - 54 + g.payload as usize) as u16);
-                let src = Ipv6Addr::from(<[u8; 16]>::try_from(&h[22..38]).unwrap_or_default());
-                let dst = Ipv6Addr::from(<[u8; 16]>::try_from(&h[38..54]).unwrap_or_default());
-                checksum::pseudo_header_v6(src, dst, IpProtocol::Tcp, tcp_len as u32)
+            let (front, tcp) = g.header[..hl].split_at_mut(l4);
+            let ip = &mut front[L3_OFFSET..];
+            if g.v6 {
+                Ipv6Packet::new_unchecked(&mut *ip).set_payload_len(tcp_len as u16);
             } else {
-                put16(h, 16, (hl - 14 + g.payload as usize) as u16);
-                put16(h, 24, 0);
-                let c = checksum::checksum(&h[14..l4]);
-                put16(h, 24, c);
-                let src = Ipv4Addr::new(h[26], h[27], h[28], h[29]);
-                let dst = Ipv4Addr::new(h[30], h[31], h[32], h[33]);
-                checksum::pseudo_header_v4(src, dst, IpProtocol::Tcp, tcp_len as u16)
-            };
-            put16(h, l4 + TCP_CSUM, pseudo);
+                let mut v4 = Ipv4Packet::new_unchecked(&mut *ip);
+                v4.set_total_len((l4 - L3_OFFSET + tcp_len) as u16);
+                v4.fill_checksum();
+            }
+            let pseudo = pseudo_header(ip, g.v6, IpProtocol::Tcp, tcp_len);
+            TcpPacket::new_unchecked(tcp).set_checksum(pseudo);
         }
     }
 
@@ -757,7 +765,7 @@ impl Coalescer {
                     gso: if g.v6 { Gso::Tcp6 { mss: g.mss } } else { Gso::Tcp4 { mss: g.mss } },
                     ecn: false,
                     hdr_len: hl as u16,
-                    csum: Some((u16::from(g.l4), TCP_CSUM as u16)),
+                    csum: Some((u16::from(g.l4), TCP_CSUM_OFFSET)),
                     data_valid: false,
                 };
                 Write { vnet: offload.emit(), header: g.header(), parts, segments: parts.len() }
@@ -776,15 +784,15 @@ struct TcpSeg {
     v6: bool,
     l4: usize,
     hdr_len: usize,
-    key_at: usize,
-    key_len: usize,
+    key: FlowKey,
     payload: usize,
     seq: u32,
+    flags: u8,
     id: u16,
     df: bool,
     /// Its checksum verifies.
     verified: bool,
-    /// Only ACK (and PSH or FIN) set, with payload: it may merge.
+    /// Only ACK (and PSH or FIN, and ECE) set, with payload: it may merge.
     mergeable: bool,
     /// PSH or FIN: the merge ends with it.
     ends: bool,
@@ -794,53 +802,80 @@ struct TcpSeg {
 /// headers), and verifies its checksum. `None` for anything else.
 fn tcp_segment(data: &[u8]) -> Option<TcpSeg> {
     let l3 = parse_l3(data, data.len(), None)?;
-    if l3.proto != 6 {
+    if l3.proto != u8::from(IpProtocol::Tcp) {
         return None;
     }
     let (l4, end) = (l3.l4, l3.end);
-    if !l3.v6 && l4 != 34 {
+    if !l3.v6 && l4 != L3_OFFSET + ipv4::HEADER_LEN {
         return None;
     }
-    let doff = usize::from(*data.get(l4 + TCP_DOFF)? >> 4) * 4;
-    let hdr_len = l4 + doff;
-    if doff < 20 || hdr_len > end || hdr_len > MAX_HDR {
+    let tcp = TcpPacket::new_unchecked(data.get(l4..end)?.first_chunk::<{ tcp::HEADER_LEN }>()?);
+    let hdr_len = l4 + tcp.header_len();
+    if tcp.header_len() < tcp::HEADER_LEN || hdr_len > end || hdr_len > MAX_HDR {
         return None;
     }
-    let tcp_len = end - l4;
-    let pseudo = if l3.v6 {
-        let src = Ipv6Addr::from(<[u8; 16]>::try_from(&data[22..38]).ok()?);
-        let dst = Ipv6Addr::from(<[u8; 16]>::try_from(&data[38..54]).ok()?);
-        checksum::pseudo_header_v6(src, dst, IpProtocol::Tcp, tcp_len as u32)
-    } else {
-        let src = Ipv4Addr::new(data[26], data[27], data[28], data[29]);
-        let dst = Ipv4Addr::new(data[30], data[31], data[32], data[33]);
-        checksum::pseudo_header_v4(src, dst, IpProtocol::Tcp, tcp_len as u16)
-    };
+    let ip = &data[L3_OFFSET..l4];
+    let pseudo = pseudo_header(ip, l3.v6, IpProtocol::Tcp, end - l4);
     let verified = checksum::verifies(checksum::add(pseudo, checksum::sum(&data[l4..end])));
-    let flags = data[l4 + TCP_FLAGS];
+    let mut key = FlowKey { ports: [tcp.src_port(), tcp.dst_port()], ..FlowKey::default() };
+    let (id, df) = if l3.v6 {
+        let ip = Ipv6Packet::new_unchecked(ip);
+        key.src = ip.src_addr().octets();
+        key.dst = ip.dst_addr().octets();
+        (0, true)
+    } else {
+        let ip = Ipv4Packet::new_unchecked(ip);
+        key.src[..4].copy_from_slice(&ip.src_addr().octets());
+        key.dst[..4].copy_from_slice(&ip.dst_addr().octets());
+        (ip.ident(), ip.dont_frag())
+    };
+    let flags = tcp.flags();
     let payload = end - hdr_len;
-    let (key_at, key_len) = if l3.v6 { (22, 32 + 4) } else { (26, 8 + 4) };
+    let never = tcp::FLAG_SYN | tcp::FLAG_RST | tcp::FLAG_URG | tcp::FLAG_CWR;
     Some(TcpSeg {
         v6: l3.v6,
         l4,
         hdr_len,
-        key_at,
-        key_len,
+        key,
         payload,
-        seq: be32(data, l4 + TCP_SEQ),
-        id: if l3.v6 { 0 } else { be16(data, 18) },
-        df: l3.v6 || data[20] & 0x40 != 0,
+        seq: tcp.seq_number(),
+        flags,
+        id,
+        df,
         verified,
-        mergeable: payload > 0 && flags & (SYN | RST | URG | CWR) == 0 && flags & ACK != 0,
-        ends: flags & (PSH | FIN) != 0,
+        mergeable: payload > 0 && flags & never == 0 && flags & tcp::FLAG_ACK != 0,
+        ends: flags & (tcp::FLAG_PSH | tcp::FLAG_FIN) != 0,
     })
 }
 
 #[cfg(test)]
 mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
     use proptest::prelude::*;
 
     use super::*;
+
+    // Test packets are built byte by byte at their offsets, independently of the views.
+    const TCP_SEQ: usize = 4;
+    const TCP_ACK: usize = 8;
+    const TCP_FLAGS: usize = 13;
+    const TCP_CSUM: usize = 16;
+    const PSH: u8 = tcp::FLAG_PSH;
+    const ACK: u8 = tcp::FLAG_ACK;
+    const CWR: u8 = tcp::FLAG_CWR;
+
+    fn be16(b: &[u8], at: usize) -> u16 {
+        u16::from_be_bytes([b[at], b[at + 1]])
+    }
+
+    fn be32(b: &[u8], at: usize) -> u32 {
+        u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+    }
+
+    fn put16(b: &mut [u8], at: usize, v: u16) {
+        b[at..at + 2].copy_from_slice(&v.to_be_bytes());
+    }
 
     /// A TCP super-packet as the kernel hands one over with TSO: full headers for the whole
     /// payload, the TCP checksum field holding the pseudo-header sum.
