@@ -95,3 +95,66 @@ pub fn chunks(packets: &[Vec<u8>]) -> (Vec<u8>, Vec<usize>) {
     }
     (umem, packets.iter().map(Vec::len).collect())
 }
+
+/// Payload bytes per segment of [`tcp_super_packet`].
+pub const SUPER_MSS: usize = 1448;
+/// Segments in [`tcp_super_packet`] (65,160 payload bytes).
+pub const SUPER_SEGMENTS: usize = 45;
+/// What of a super-packet fits a 2 KiB UMEM frame behind its headroom; the rest is read into
+/// an overflow area.
+pub const SUPER_HEAD: usize = 1728;
+
+/// A TCP/IPv4 super-packet as a TAP with segmentation offload hands one over: 45 × 1448 payload
+/// bytes behind Ethernet, IPv4 and a TCP header with timestamps (66 bytes), PSH|ACK, the TCP
+/// checksum field holding the pseudo-header sum, and the offload state that comes with it.
+pub fn tcp_super_packet() -> (Vec<u8>, linen_dataplane::pipeline::Offload) {
+    use linen_dataplane::pipeline::{Gso, Offload};
+    const HDR: usize = 14 + 20 + 32;
+    let payload = SUPER_MSS * SUPER_SEGMENTS;
+    let mut p = vec![0u8; HDR + payload];
+    p[..6].copy_from_slice(&VTEP_MAC);
+    p[12..14].copy_from_slice(&[0x08, 0x00]);
+    p[14] = 0x45;
+    p[16..18].copy_from_slice(&((HDR - 14 + payload) as u16).to_be_bytes());
+    p[20] = 0x40;
+    p[22] = 63;
+    p[23] = 6;
+    p[26..30].copy_from_slice(&[10, 244, 1, 2]);
+    p[30..34].copy_from_slice(&[10, 244, 2, 2]);
+    p[34..36].copy_from_slice(&40000u16.to_be_bytes());
+    p[36..38].copy_from_slice(&5201u16.to_be_bytes());
+    p[46] = 0x80; // data offset 8 (timestamps)
+    p[47] = 0x18; // PSH|ACK
+    p[48..50].copy_from_slice(&502u16.to_be_bytes());
+    p[54..66].copy_from_slice(&[1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]);
+    for (i, b) in p[HDR..].iter_mut().enumerate() {
+        *b = (i * 7) as u8;
+    }
+    let offload =
+        Offload { gso: Gso::Tcp4 { mss: SUPER_MSS as u16 }, csum: Some((34, 16)), ..Offload::NONE };
+    (p, offload)
+}
+
+/// Cuts `pkt` (split at [`SUPER_HEAD`], as a TAP read leaves it) into `out`'s buffers; returns
+/// the number of segments, 0 if the segmenter refused it or a buffer was too short.
+pub fn segment_super_packet(
+    pkt: &[u8],
+    offload: &linen_dataplane::pipeline::Offload,
+    out: &mut [Vec<u8>],
+) -> usize {
+    let (head, tail) = pkt.split_at(SUPER_HEAD.min(pkt.len()));
+    let Ok(mut s) = linen_dataplane::pipeline::Segmenter::new(head, tail, offload) else {
+        return 0;
+    };
+    let mut n = 0;
+    while s.next_len().is_some() {
+        let Some(buf) = out.get_mut(n) else { return 0 };
+        let len = s.write_next(buf);
+        if len == 0 {
+            return 0;
+        }
+        buf.truncate(len);
+        n += 1;
+    }
+    n
+}

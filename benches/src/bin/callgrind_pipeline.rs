@@ -15,13 +15,21 @@
 //! and frame construction without a pipeline call, to subtract). Every mode cycles over 64
 //! buffers, like a batch. Only the `measure_*` loop is counted (`--toggle-collect`), so table building is
 //! excluded. Without valgrind the binary prints the wall time per packet, which is noisier.
+//!
+//! Super-packet modes, where the count is of 64 KiB TCP bursts (45 segments each, as in the
+//! criterion benches `segment/tcp4_64KiB` and `coalesce/tcp4_64KiB`): `segment_64k` cuts each
+//! burst into segments, `coalesce_64k` merges the 45 segments back into one write. Divide by
+//! 45 × bursts for instructions per segment.
 use std::hint::black_box;
 use std::net::Ipv4Addr;
 use std::time::Instant;
 
-use linen_benches::workload::{chunks, config, inner_frame, peer, routes, CHUNK, HEADROOM};
+use linen_benches::workload::{
+    chunks, config, inner_frame, peer, routes, segment_super_packet, tcp_super_packet, CHUNK,
+    HEADROOM, SUPER_SEGMENTS,
+};
 use linen_dataplane::pipeline::{
-    decap, encap, Action, Config, Frame, NextHop, Routes, RoutesBuilder,
+    decap, encap, Action, Coalescer, Config, Frame, NextHop, Offload, Routes, RoutesBuilder,
 };
 
 /// Runs `op` on `n` frames, cycling over the packets in `umem` (one per `CHUNK`), each frame
@@ -54,6 +62,34 @@ fn measure_decap(umem: &mut [u8], len: usize, cfg: &Config, routes: &Routes, n: 
     cycle(umem, len, n, |f| matches!(decap(f, cfg, black_box(routes)), Action::Transmit(_)))
 }
 
+/// Cuts the super-packet into segments `n` times; counts the bursts cut whole.
+#[inline(never)]
+fn measure_segment(pkt: &[u8], offload: &Offload, out: &mut [Vec<u8>], n: u64) -> u64 {
+    let mut ok = 0;
+    for _ in 0..n {
+        for o in out.iter_mut() {
+            o.resize(CHUNK, 0);
+        }
+        ok += u64::from(segment_super_packet(black_box(pkt), offload, out) == SUPER_SEGMENTS);
+    }
+    ok
+}
+
+/// Merges the segments `n` times; counts the bursts that came back as one write.
+#[inline(never)]
+fn measure_coalesce(segs: &[Vec<u8>], co: &mut Coalescer, n: u64) -> u64 {
+    let mut ok = 0;
+    for _ in 0..n {
+        co.clear();
+        for (i, s) in segs.iter().enumerate() {
+            co.push(i as u32, black_box(s));
+        }
+        co.finish();
+        ok += u64::from(co.writes().map(|w| w.parts.len()).eq([SUPER_SEGMENTS]));
+    }
+    ok
+}
+
 /// The harness alone (frame construction and the loop), to subtract from the other modes.
 #[inline(never)]
 fn measure_noop(umem: &mut [u8], len: usize, n: u64) -> u64 {
@@ -62,7 +98,8 @@ fn measure_noop(umem: &mut [u8], len: usize, n: u64) -> u64 {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: callgrind_pipeline encap_1|encap_100k|decap_64|decap_1400|noop [packets]";
+    let usage = "usage: callgrind_pipeline \
+                 encap_1|encap_100k|decap_64|decap_1400|noop|segment_64k|coalesce_64k [count]";
     let Some(mode) = args.get(1) else {
         eprintln!("{usage}");
         std::process::exit(2);
@@ -118,6 +155,19 @@ fn main() {
             let routes = peers.build();
             let t = Instant::now();
             let ok = measure_decap(&mut umem, outer_len, &rx, &routes, n);
+            report(t, n);
+            ok
+        }
+        "segment_64k" | "coalesce_64k" => {
+            let (pkt, offload) = tcp_super_packet();
+            let mut segs = vec![vec![0u8; CHUNK]; SUPER_SEGMENTS];
+            assert_eq!(segment_super_packet(&pkt, &offload, &mut segs), SUPER_SEGMENTS);
+            let t = Instant::now();
+            let ok = if mode == "segment_64k" {
+                measure_segment(&pkt, &offload, &mut segs, n)
+            } else {
+                measure_coalesce(&segs, &mut Coalescer::new(), n)
+            };
             report(t, n);
             ok
         }
