@@ -46,7 +46,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::{wait_for, workspace_bin, Netns, TempDir, Testbed};
+use crate::{flannel, wait_for, workspace_bin, Netns, TempDir, Testbed};
 
 /// The cluster network all pod subnets lie in.
 pub const CLUSTER_NETWORK: &str = "10.244.0.0/16";
@@ -375,10 +375,7 @@ impl ClusterBuilder {
             }
             let (me, peers) = split_one(&nodes, i);
             start_kernel_vxlan(me, &peers)?;
-            let lease = format!(
-                r#"{{"PublicIP":"{}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{}"}}}}"#,
-                me.ip, me.vtep_mac
-            );
+            let lease = flannel::lease_value(me.ip, &me.vtep_mac);
             let key = format!("{ETCD_PREFIX}/subnets/10.244.{}.0-24", me.index);
             etcdctl(&etcd, &["put", &key, &lease])?;
         }
@@ -655,29 +652,19 @@ fn build_node(
     })
 }
 
-/// `flannel.1` exactly as flannel's vxlan backend builds it (see
-/// `dataplane/tests/fixtures/README.md`): VNI 1, port 8472, `nolearning`, MTU underlay − 50,
-/// `<subnet>.0/32`, and per peer a permanent neighbour, a permanent FDB entry and an onlink route.
+/// `flannel.1` exactly as flannel's vxlan backend builds it, with every peer through VXLAN (see
+/// [`crate::flannel`]).
 fn start_kernel_vxlan(me: &Node, peers: &[&Node]) -> Result<(), ClusterError> {
-    let mut script = format!(
-        "ip link add flannel.1 type vxlan id 1 dstport {VXLAN_PORT} local {ip} dev eth0 nolearning
-         ip link set flannel.1 mtu {mtu} address {mac}
-         ip link set flannel.1 up
-         ip addr add 10.244.{k}.0/32 dev flannel.1\n",
-        ip = me.ip,
-        mtu = UNDERLAY_MTU - VXLAN_OVERHEAD,
-        mac = me.vtep_mac,
-        k = me.index,
+    let mut script = flannel::device_script(
+        me.ip,
+        &me.vtep_mac,
+        UNDERLAY_MTU - VXLAN_OVERHEAD,
+        &format!("10.244.{}.0", me.index),
     );
     for p in peers {
-        script.push_str(&format!(
-            "ip neigh replace 10.244.{pk}.0 lladdr {pmac} dev flannel.1 nud permanent
-             bridge fdb append {pmac} dev flannel.1 dst {pip} self permanent
-             ip route add 10.244.{pk}.0/24 via 10.244.{pk}.0 dev flannel.1 onlink\n",
-            pk = p.index,
-            pmac = p.vtep_mac,
-            pip = p.ip,
-        ));
+        let lease =
+            flannel::Lease { subnet: p.subnet(), public_ip: p.ip, vtep_mac: p.vtep_mac.clone() };
+        script.push_str(&flannel::peer_script(&lease, false));
     }
     sh(&me.host, &script)
 }

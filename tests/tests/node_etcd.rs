@@ -87,9 +87,7 @@ fn vtep_mac(n: &Node) -> String {
 
 /// A lease value exactly as flanneld writes it.
 fn flannel_lease(public_ip: &str, vtep_mac: &str) -> String {
-    format!(
-        r#"{{"PublicIP":"{public_ip}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{vtep_mac}"}}}}"#
-    )
+    linen_testbed::flannel::lease_value(public_ip.parse().expect("public IP"), vtep_mac)
 }
 
 /// Waits until the node's subnet file names a subnet other than `old`.
