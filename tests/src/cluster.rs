@@ -218,6 +218,7 @@ pub struct ClusterBuilder {
     linend_cpus: Option<String>,
     up_timeout: Duration,
     etcd: bool,
+    direct_routing: bool,
 }
 
 impl ClusterBuilder {
@@ -234,6 +235,7 @@ impl ClusterBuilder {
             linend_cpus: None,
             up_timeout: Duration::from_secs(10),
             etcd: false,
+            direct_routing: false,
         }
     }
 
@@ -299,6 +301,13 @@ impl ClusterBuilder {
         self
     }
 
+    /// With [`ClusterBuilder::etcd`]: writes `"DirectRouting": true` into the network config, so
+    /// linen nodes (all on one underlay segment) route to each other without VXLAN.
+    pub fn direct_routing(mut self, on: bool) -> ClusterBuilder {
+        self.direct_routing = on;
+        self
+    }
+
     /// Builds the namespaces, links and overlays, and starts linend where asked.
     ///
     /// # Errors
@@ -324,7 +333,7 @@ impl ClusterBuilder {
         }
         self.wire_underlay(&mut tb, &nodes)?;
         if self.etcd {
-            let etcd = start_etcd(&mut tb, &dir.0)?;
+            let etcd = start_etcd(&mut tb, &dir.0, self.direct_routing)?;
             return self.start_etcd_nodes(tb, nodes, dir, etcd);
         }
         for i in 0..nodes.len() {
@@ -670,8 +679,8 @@ fn start_kernel_vxlan(me: &Node, peers: &[&Node]) -> Result<(), ClusterError> {
 }
 
 /// Starts etcd in namespace `etcd` on the underlay switch (`sw`), waits until it is healthy and
-/// writes the network config.
-fn start_etcd(tb: &mut Testbed, dir: &Path) -> Result<Netns, ClusterError> {
+/// writes the network config (with `DirectRouting` when `direct_routing`).
+fn start_etcd(tb: &mut Testbed, dir: &Path, direct_routing: bool) -> Result<Netns, ClusterError> {
     let ns = tb.netns("etcd");
     let base = ns.name.strip_suffix("-etcd").expect("etcd namespace name");
     let sw = Netns { name: format!("{base}-sw") };
@@ -702,7 +711,12 @@ fn start_etcd(tb: &mut Testbed, dir: &Path) -> Result<Netns, ClusterError> {
             output: tail(&std::fs::read_to_string(dir.join("etcd.log")).unwrap_or_default(), 20),
         });
     }
-    let config = format!(r#"{{"Network":"{CLUSTER_NETWORK}","Backend":{{"Type":"vxlan"}}}}"#);
+    let backend = if direct_routing {
+        r#"{"Type":"vxlan","DirectRouting":true}"#
+    } else {
+        r#"{"Type":"vxlan"}"#
+    };
+    let config = format!(r#"{{"Network":"{CLUSTER_NETWORK}","Backend":{backend}}}"#);
     etcdctl(&ns, &["put", &format!("{ETCD_PREFIX}/config"), &config])?;
     Ok(ns)
 }
