@@ -77,6 +77,10 @@ impl Node {
         self.subnet.split('/').next().unwrap_or_default()
     }
 
+    fn ip_of_network(&self) -> Ipv4Addr {
+        self.network().parse().expect("subnet network address")
+    }
+
     fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -353,16 +357,30 @@ impl Cluster {
     /// of `linen.1`).
     fn check_service(&self, mode: &str) {
         let client = self.pod("client");
-        let answers = self.get(&client.ns, &format!("{CLUSTER_IP}:{SERVICE_PORT}"), 60, 3000);
-        let backends = tally(&answers, &client.ip.to_string(), mode, "ClusterIP", &self.logs());
+        let service = format!("{CLUSTER_IP}:{SERVICE_PORT}");
+        let answers = self.get(&client.ns, &service, 60, 3000);
+        let backends = tally(&answers, |_| client.ip.to_string(), mode, "ClusterIP", &self.logs());
         assert_eq!(backends.len(), 3, "{mode}: ClusterIP reached only {backends:?}");
         eprintln!("{mode}: ClusterIP from a pod, 60 connections: {backends:?}");
 
         let n1 = &self.nodes[0];
         let answers = self.get(&self.ext, &format!("{}:{NODE_PORT}", n1.ip), 45, 3000);
-        let backends = tally(&answers, n1.network(), mode, "NodePort", &self.logs());
+        let backends =
+            tally(&answers, |_| n1.network().to_string(), mode, "NodePort", &self.logs());
         assert_eq!(backends.len(), 3, "{mode}: NodePort reached only {backends:?}");
         eprintln!("{mode}: NodePort from outside the cluster, 45 connections: {backends:?}");
+
+        // From a backend itself: to itself (hairpin, masqueraded out of cni0, so it sees the
+        // gateway), to the other backend on its node (bridged back, no NAT) and across nodes.
+        let web0 = self.pod("web0");
+        let gateway = Ipv4Addr::from(u32::from(self.nodes[1].ip_of_network()) + 1).to_string();
+        let answers = self.get(&web0.ns, &service, 45, 3000);
+        let expect = |b: &str| if b == "web0" { gateway.clone() } else { web0.ip.to_string() };
+        let backends = tally(&answers, expect, mode, "ClusterIP from a backend", &self.logs());
+        assert_eq!(backends.len(), 3, "{mode}: ClusterIP from web0 reached only {backends:?}");
+        eprintln!(
+            "{mode}: ClusterIP from backend web0 (hairpin included), 45 connections: {backends:?}"
+        );
     }
 
     fn check_kube_proxy_iptables(&self) {
@@ -677,10 +695,10 @@ add rule netdev wire {port} ip length {VXLAN_LEN} udp dport 8472 counter name \"
 }
 
 /// Counts the backends in `answers` (`<backend> <peer>` lines); fails on an error line or a
-/// backend that saw a source other than `peer`.
+/// backend that saw a source other than `peer(backend)`.
 fn tally(
     answers: &[String],
-    peer: &str,
+    peer: impl Fn(&str) -> String,
     mode: &str,
     what: &str,
     logs: &str,
@@ -688,9 +706,10 @@ fn tally(
     let mut backends = BTreeMap::new();
     for a in answers {
         let (backend, seen) = a.split_once(' ').unwrap_or((a, ""));
+        let want = peer(backend);
         assert!(
-            backend.starts_with("web") && seen == peer,
-            "{mode} {what}: answer `{a}`, expected `web<n> {peer}`{logs}"
+            backend.starts_with("web") && seen == want,
+            "{mode} {what}: answer `{a}`, expected `{backend} {want}`{logs}"
         );
         *backends.entry(backend.to_string()).or_insert(0) += 1;
     }
