@@ -9,8 +9,9 @@
 //!
 //! This module never touches routes or neighbours on devices other than the overlay device,
 //! with one exception: the direct routes of flannel's `DirectRouting` ([`DirectRoute`]), which
-//! live on the underlay device. linen recognises its own there by protocol `static`, a gateway
-//! and a destination inside the cluster network, and leaves every other route alone.
+//! live on the underlay device. linen recognises its own there by protocol `static`, a gateway,
+//! a destination inside the cluster network and linen's metric for it, and leaves every other
+//! route alone.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -580,7 +581,8 @@ impl Kernel {
     /// Removes direct routes from the underlay device `index`, keeping those in `keep`: with
     /// `known` (what was programmed last), the ones in `known` but not in `keep`; without it,
     /// every route on `index` that looks like one of linen's direct routes (protocol static, a
-    /// gateway, a destination inside `network`) and is not in `keep` — leftovers of an earlier
+    /// gateway, a destination inside `network` and narrower than it, the metric
+    /// [`route_metric`] gives that destination) and is not in `keep` — leftovers of an earlier
     /// run included. A route that is already gone (or was replaced by the overlay route to the
     /// same subnet) is not an error.
     ///
@@ -609,8 +611,14 @@ impl Kernel {
                         RouteAttribute::Gateway(RouteAddress::Inet(ip)) => Some(*ip),
                         _ => None,
                     })?;
-                    (len > 0 && network.contains(&subnet))
-                        .then_some(DirectRoute { subnet, gateway })
+                    let metric = m.attributes.iter().find_map(|a| match a {
+                        RouteAttribute::Priority(p) => Some(*p),
+                        _ => None,
+                    });
+                    (len > network.prefix_len()
+                        && network.contains(&subnet)
+                        && metric == Some(route_metric(subnet)))
+                    .then_some(DirectRoute { subnet, gateway })
                 })
                 .filter(|r| !keep.contains(r))
                 .collect(),
@@ -1191,7 +1199,9 @@ mod tests {
              ip link set eth0 up && ip link set eth0p up
              ip addr add 192.168.91.1/24 dev eth0
              ip route add 10.244.9.0/24 via 192.168.91.9 dev eth0
-             ip route add 10.245.0.0/24 via 192.168.91.8 dev eth0 proto static");
+             ip route add 10.245.0.0/24 via 192.168.91.8 dev eth0 proto static
+             ip route add 10.244.7.0/24 via 192.168.91.7 dev eth0 proto static metric 100
+             ip route add 10.244.0.0/16 via 192.168.91.6 dev eth0 proto static metric 1");
         let direct = |s: &str, gw: u8| DirectRoute {
             subnet: s.parse().unwrap(),
             gateway: Ipv4Addr::new(192, 168, 91, gw),
@@ -1249,6 +1259,8 @@ mod tests {
         assert!(r.contains("10.244.5.0/24 via 192.168.91.5 proto static metric 6"), "{r}");
         assert!(r.contains("10.244.9.0/24 via 192.168.91.9"), "{r}");
         assert!(r.contains("10.245.0.0/24 via 192.168.91.8"), "{r}");
+        assert!(r.contains("10.244.7.0/24 via 192.168.91.7 proto static metric 100"), "{r}");
+        assert!(r.contains("10.244.0.0/16 via 192.168.91.6 proto static metric 1"), "{r}");
 
         // A gateway that is not on the segment is refused.
         let err = in_netns(&ns, move |k| {
