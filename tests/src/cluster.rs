@@ -398,7 +398,13 @@ impl ClusterBuilder {
             tb.veth(&nodes[0].host, "eth0", &nodes[1].host, "eth0");
         } else {
             let sw = tb.netns("sw");
-            sh(&sw, "ip link add br0 type bridge && ip link set br0 up")?;
+            // A switch forwards frames and nothing more: no netfilter (and no conntrack) on its
+            // bridge, which `bridge-nf-call-iptables` would otherwise run for every frame.
+            sh(
+                &sw,
+                "ip link add br0 type bridge && ip link set br0 up
+                 sysctl -qw net.bridge.bridge-nf-call-iptables=0 net.bridge.bridge-nf-call-ip6tables=0 net.bridge.bridge-nf-call-arptables=0",
+            )?;
             for n in nodes {
                 let port = format!("p{}", n.index);
                 tb.veth(&n.host, "eth0", &sw, &port);

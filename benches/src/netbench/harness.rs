@@ -73,12 +73,13 @@ impl Plan {
 }
 
 /// The overlay a datapath name stands for: `kernel` → the kernel's VXLAN device in flannel's
-/// configuration; `direct` → linend (`--datapath xdp`) in etcd mode with `DirectRouting`;
-/// anything else → linend with that `--datapath`.
+/// configuration; `direct` → linend in etcd mode with `DirectRouting` (`--datapath tap`, so that
+/// no XDP program sits on the underlay veth the plain traffic crosses); anything else → linend
+/// with that `--datapath`.
 pub fn overlay_for(datapath: &str) -> Overlay {
     match datapath {
         "kernel" => Overlay::KernelVxlan,
-        "direct" => Overlay::linen("xdp"),
+        "direct" => Overlay::linen("tap"),
         dp => Overlay::linen(dp),
     }
 }
@@ -753,6 +754,6 @@ mod tests {
         assert_eq!(overlay_for("kernel"), Overlay::KernelVxlan);
         assert_eq!(overlay_for("xdp"), Overlay::linen("xdp"));
         assert_eq!(overlay_for("tap"), Overlay::linen("tap"));
-        assert_eq!(overlay_for("direct"), Overlay::linen("xdp"));
+        assert_eq!(overlay_for("direct"), Overlay::linen("tap"));
     }
 }

@@ -239,10 +239,10 @@ CPU plus linend's threads, per delivered packet; the sender's own time apart.\n"
 
 /// How the `direct` column differs, printed when it is measured.
 const DIRECT_METHOD: &str = "`direct`: linen in etcd mode with flannel's `DirectRouting` \
-(`linend --datapath xdp` on each node): the pods' packets cross the underlay as plain IP, routed by \
-the kernel via the peer's public IP, no VXLAN and no linend on the path. Its two nodes hang off a \
-bridge in a switch namespace (beside etcd) instead of one veth pair: one bridge hop more than the \
-other columns.\n";
+(`linend --datapath tap` on each node, so no XDP program sits on the underlay veth): the pods' \
+packets cross the underlay as plain IP, routed by the kernel via the peer's public IP, no VXLAN \
+and no linend on the path. Its two nodes hang off a bridge in a switch namespace (beside etcd) \
+instead of one veth pair: one bridge hop more than the other columns.\n";
 
 fn label(dp: &str) -> String {
     match dp {
