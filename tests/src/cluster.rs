@@ -399,11 +399,14 @@ impl ClusterBuilder {
         } else {
             let sw = tb.netns("sw");
             // A switch forwards frames and nothing more: no netfilter (and no conntrack) on its
-            // bridge, which `bridge-nf-call-iptables` would otherwise run for every frame.
+            // bridge, which `bridge-nf-call-iptables` would otherwise run for every frame. (No
+            // such settings without br_netfilter, and then nothing to switch off.)
             sh(
                 &sw,
                 "ip link add br0 type bridge && ip link set br0 up
-                 sysctl -qw net.bridge.bridge-nf-call-iptables=0 net.bridge.bridge-nf-call-ip6tables=0 net.bridge.bridge-nf-call-arptables=0",
+                 if [ -d /proc/sys/net/bridge ]; then
+                   sysctl -qw net.bridge.bridge-nf-call-iptables=0 net.bridge.bridge-nf-call-ip6tables=0 net.bridge.bridge-nf-call-arptables=0
+                 fi",
             )?;
             for n in nodes {
                 let port = format!("p{}", n.index);
