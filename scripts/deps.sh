@@ -8,6 +8,8 @@ PACKAGES=(
   clang llvm libelf-dev zlib1g-dev libpcap-dev libbpf-dev m4 pkg-config make gcc protobuf-compiler libprotobuf-dev
   # testbed and traffic
   iproute2 iputils-ping ethtool tcpdump iperf3 nftables iptables socat netcat-openbsd procps
+  # Kubernetes-path tests: Calico-style policy matches its allowed peers in an ipset
+  ipset
   # control plane: a real etcd server and etcdctl
   etcd-server etcd-client
   # CNI: a real container runtime and the reference plugins

@@ -108,7 +108,8 @@ pub struct VxlanBackend {
     pub port: u16,
     /// Overlay MTU asked for; `None` means underlay MTU − 50, decided by the node.
     pub mtu: Option<u32>,
-    /// flannel's DirectRouting (route directly to peers on the same L2); recorded, linen encapsulates anyway.
+    /// flannel's DirectRouting: peers whose public IP is on this node's underlay segment get a
+    /// plain route via that IP instead of VXLAN (see `crate::node`); followed at run time.
     pub direct_routing: bool,
     /// VXLAN Group Based Policy extension flag.
     pub gbp: bool,

@@ -7,7 +7,11 @@
 //! addresses on the overlay device) and may be called again at any time — after a peer change or
 //! after the device was recreated. Nothing here shells out to `ip`.
 //!
-//! This module never touches routes or neighbours on devices other than the overlay device.
+//! This module never touches routes or neighbours on devices other than the overlay device,
+//! with one exception: the direct routes of flannel's `DirectRouting` ([`DirectRoute`]), which
+//! live on the underlay device. linen recognises its own there by protocol `static`, a gateway,
+//! a destination inside the cluster network and linen's metric for it, and leaves every other
+//! route alone.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -144,6 +148,17 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
         *b = u8::from_str_radix(p, 16).ok()?;
     }
     parts.next().is_none().then_some(mac)
+}
+
+/// A peer subnet the kernel forwards natively over the underlay, without VXLAN (flannel's
+/// `DirectRouting`): `<subnet> via <gateway> dev <underlay>`, where the gateway is the peer's
+/// public IP on the underlay's own L2 segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DirectRoute {
+    /// The peer's pod subnet.
+    pub subnet: Ipv4Net,
+    /// The peer's public IP.
+    pub gateway: Ipv4Addr,
 }
 
 /// A connection to the kernel's routing netlink family, in the caller's network namespace.
@@ -532,6 +547,107 @@ impl Kernel {
         }
     }
 
+    /// Adds or replaces the direct routes `routes` on the underlay device `index`: `<subnet>
+    /// via <gateway> dev <dev>`, protocol static, with the metric of the overlay route to the
+    /// same subnet ([`route_metric`]). Same destination and metric make the kernel replace an
+    /// overlay route in place (and the overlay route replace a direct one later), so a peer
+    /// switching between VXLAN and direct routing is never without a route.
+    ///
+    /// # Errors
+    /// The first netlink failure (e.g. a gateway that is not on-link).
+    pub async fn replace_direct_routes(
+        &self,
+        index: u32,
+        dev: &str,
+        routes: &[DirectRoute],
+    ) -> Result<(), KernelError> {
+        let requests: Vec<_> = routes
+            .iter()
+            .map(|r| {
+                let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+                    .destination_prefix(r.subnet.network(), r.subnet.prefix_len())
+                    .gateway(r.gateway)
+                    .output_interface(index)
+                    .priority(route_metric(r.subnet))
+                    .build();
+                let req = self.handle.route().add(msg).replace().execute();
+                let what = format!("add route {} via {} dev {dev}", r.subnet, r.gateway);
+                async move { req.await.map_err(nl(what)) }
+            })
+            .collect();
+        pipelined(requests).await
+    }
+
+    /// Removes direct routes from the underlay device `index`, keeping those in `keep`: with
+    /// `known` (what was programmed last), the ones in `known` but not in `keep`; without it,
+    /// every route on `index` that looks like one of linen's direct routes (protocol static, a
+    /// gateway, a destination inside `network` and narrower than it, the metric
+    /// [`route_metric`] gives that destination) and is not in `keep` — leftovers of an earlier
+    /// run included. A route that is already gone (or was replaced by the overlay route to the
+    /// same subnet) is not an error.
+    ///
+    /// # Errors
+    /// The route listing or a removal failed.
+    pub async fn remove_direct_routes(
+        &self,
+        index: u32,
+        dev: &str,
+        network: Ipv4Net,
+        keep: &[DirectRoute],
+        known: Option<&[DirectRoute]>,
+    ) -> Result<(), KernelError> {
+        let keep: HashSet<&DirectRoute> = keep.iter().collect();
+        let stale: Vec<DirectRoute> = match known {
+            Some(known) => known.iter().filter(|r| !keep.contains(r)).copied().collect(),
+            None => self
+                .routes_on(index)
+                .await?
+                .iter()
+                .filter(|m| m.header.protocol == RouteProtocol::Static)
+                .filter_map(|m| {
+                    let (dst, len) = route_destination(m);
+                    let subnet = Ipv4Net::new(dst, len).ok()?;
+                    let gateway = m.attributes.iter().find_map(|a| match a {
+                        RouteAttribute::Gateway(RouteAddress::Inet(ip)) => Some(*ip),
+                        _ => None,
+                    })?;
+                    let metric = m.attributes.iter().find_map(|a| match a {
+                        RouteAttribute::Priority(p) => Some(*p),
+                        _ => None,
+                    });
+                    (len > network.prefix_len()
+                        && network.contains(&subnet)
+                        && metric == Some(route_metric(subnet)))
+                    .then_some(DirectRoute { subnet, gateway })
+                })
+                .filter(|r| !keep.contains(r))
+                .collect(),
+        };
+        let requests: Vec<_> = stale
+            .iter()
+            .map(|r| {
+                // No metric: the kernel removes the route whatever metric it carries; the
+                // gateway and device make sure only the direct route goes.
+                let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+                    .destination_prefix(r.subnet.network(), r.subnet.prefix_len())
+                    .gateway(r.gateway)
+                    .output_interface(index)
+                    .build();
+                let req = self.handle.route().del(msg).execute();
+                let what = format!("remove route {} via {} dev {dev}", r.subnet, r.gateway);
+                async move {
+                    match req.await {
+                        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc_esrch() => {
+                            Ok(())
+                        }
+                        r => r.map_err(nl(what)),
+                    }
+                }
+            })
+            .collect();
+        pipelined(requests).await
+    }
+
     /// IPv4 main-table unicast routes whose output device is `index`, except the kernel's own.
     async fn routes_on(&self, index: u32) -> Result<Vec<RouteMessage>, KernelError> {
         let all: Vec<RouteMessage> = self
@@ -818,6 +934,13 @@ impl Kernel {
             .collect())
     }
 
+    /// [`Kernel::route_get`] for many destinations, pipelined (see `IN_FLIGHT`); one answer per
+    /// destination, in order.
+    pub async fn route_gets(&self, dsts: &[Ipv4Addr]) -> Vec<Result<RouteLookup, KernelError>> {
+        let lookups: Vec<_> = dsts.iter().map(|&d| self.route_get(d)).collect();
+        futures::stream::iter(lookups).buffered(IN_FLIGHT).collect().await
+    }
+
     /// The output device and next hop (the gateway, or `dst` itself when on-link) of the
     /// kernel's route to `dst`.
     async fn route_hop(&self, dst: Ipv4Addr) -> Result<(u32, Ipv4Addr), KernelError> {
@@ -1064,6 +1187,93 @@ mod tests {
                 k.delete_link(OVERLAY_DEV).await.unwrap();
             })
         });
+    }
+
+    /// Direct routes replace overlay routes in place and back, stale ones are found by listing,
+    /// and routes that are not linen's are left alone.
+    #[test]
+    fn direct_routes_replace_overlay_routes_and_back() {
+        let mut tb = Testbed::new("kdir");
+        let ns = tb.netns("n");
+        ns.sh("ip link add eth0 mtu 1500 type veth peer name eth0p
+             ip link set eth0 up && ip link set eth0p up
+             ip addr add 192.168.91.1/24 dev eth0
+             ip route add 10.244.9.0/24 via 192.168.91.9 dev eth0
+             ip route add 10.245.0.0/24 via 192.168.91.8 dev eth0 proto static
+             ip route add 10.244.7.0/24 via 192.168.91.7 dev eth0 proto static metric 100
+             ip route add 10.244.0.0/16 via 192.168.91.6 dev eth0 proto static metric 1");
+        let direct = |s: &str, gw: u8| DirectRoute {
+            subnet: s.parse().unwrap(),
+            gateway: Ipv4Addr::new(192, 168, 91, gw),
+        };
+        let network: Ipv4Net = "10.244.0.0/16".parse().unwrap();
+        let eth0 = in_netns(&ns, move |k| {
+            Box::pin(async move {
+                k.ensure_veth(OVERLAY_DEV, OVERLAY_PEER_DEV).await.unwrap();
+                let st = state(&[("10.244.2.0/24", MAC_2), ("10.244.3.0/24", MAC_3)]);
+                k.apply_overlay(OVERLAY_DEV, &st).await.unwrap();
+                let eth0 = k.link_by_name("eth0").await.unwrap().unwrap().index;
+                k.replace_direct_routes(eth0, "eth0", &[direct("10.244.2.0/24", 2)]).await.unwrap();
+                eth0
+            })
+        });
+        // The direct route took the overlay route's place: one route to the subnet.
+        let r = ns.sh("ip route show 10.244.2.0/24");
+        assert_eq!(
+            r.trim(),
+            "10.244.2.0/24 via 192.168.91.2 dev eth0 proto static metric 3",
+            "{r}"
+        );
+        let r = ns.sh("ip route show 10.244.3.0/24");
+        assert!(r.contains("dev linen.1"), "{r}");
+
+        // The overlay route takes it back; removing the (now replaced) direct route is no error
+        // and leaves the overlay route.
+        in_netns(&ns, move |k| {
+            Box::pin(async move {
+                let st = state(&[("10.244.2.0/24", MAC_2), ("10.244.3.0/24", MAC_3)]);
+                k.apply_overlay(OVERLAY_DEV, &st).await.unwrap();
+                let known = [direct("10.244.2.0/24", 2)];
+                k.remove_direct_routes(eth0, "eth0", network, &[], Some(&known)).await.unwrap();
+            })
+        });
+        let r = ns.sh("ip route show 10.244.2.0/24");
+        assert_eq!(
+            r.trim(),
+            "10.244.2.0/24 via 10.244.2.0 dev linen.1 proto static metric 3 onlink"
+        );
+
+        // Without a record of what was programmed, a listing finds linen's direct routes (also
+        // leftovers) and keeps the wanted ones; the operator's routes (protocol boot, or outside
+        // the cluster network) stay.
+        in_netns(&ns, move |k| {
+            Box::pin(async move {
+                let routes = [direct("10.244.4.0/24", 4), direct("10.244.5.0/24", 5)];
+                k.replace_direct_routes(eth0, "eth0", &routes).await.unwrap();
+                let keep = [direct("10.244.5.0/24", 5)];
+                k.remove_direct_routes(eth0, "eth0", network, &keep, None).await.unwrap();
+            })
+        });
+        let r = ns.sh("ip route show dev eth0");
+        assert!(!r.contains("10.244.4.0/24"), "{r}");
+        assert!(r.contains("10.244.5.0/24 via 192.168.91.5 proto static metric 6"), "{r}");
+        assert!(r.contains("10.244.9.0/24 via 192.168.91.9"), "{r}");
+        assert!(r.contains("10.245.0.0/24 via 192.168.91.8"), "{r}");
+        assert!(r.contains("10.244.7.0/24 via 192.168.91.7 proto static metric 100"), "{r}");
+        assert!(r.contains("10.244.0.0/16 via 192.168.91.6 proto static metric 1"), "{r}");
+
+        // A gateway that is not on the segment is refused.
+        let err = in_netns(&ns, move |k| {
+            Box::pin(async move {
+                let bad = [DirectRoute {
+                    subnet: "10.244.6.0/24".parse().unwrap(),
+                    gateway: Ipv4Addr::new(192, 168, 92, 6),
+                }];
+                k.replace_direct_routes(eth0, "eth0", &bad).await.err().map(|e| e.to_string())
+            })
+        });
+        let err = err.expect("a gateway off the segment was accepted");
+        assert!(err.contains("add route 10.244.6.0/24 via 192.168.92.6 dev eth0"), "{err}");
     }
 
     #[test]

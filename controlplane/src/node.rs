@@ -17,8 +17,21 @@
 //! subnet (it was deleted and the old subnet got taken meanwhile), the overlay device is
 //! re-addressed. While etcd is unreachable nothing changes: the datapath keeps forwarding on the
 //! last routes, and the watcher resynchronises after reconnecting.
+//!
+//! flannel's `Backend.DirectRouting`: with it on, a peer whose public IP the kernel reaches
+//! directly over the underlay device (its route to that IP has no gateway: the same L2 segment —
+//! flanneld's rule) gets `<subnet> via <public IP> dev <underlay>` instead of the overlay route,
+//! neighbour and VXLAN; other peers keep VXLAN. The direct route replaces the overlay route in
+//! place (same destination and metric), and back, so a switch never leaves a subnet without a
+//! route. The datapath's table keeps its encapsulation entry for a direct peer: the kernel sends
+//! nothing for that subnet to the overlay device, so the entry is unused until the peer is
+//! routed through VXLAN again; and the peer stays a known VTEP, so VXLAN it still sends (a
+//! flannel node that has not switched yet) is decapsulated. The task re-reads `<prefix>/config`
+//! every [`CONFIG_RECHECK`] and follows a changed `DirectRouting` at run time; other config
+//! changes need a restart and are logged as such. Direct routes are removed on shutdown, with the
+//! overlay device's.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,7 +46,7 @@ use tracing::{error, info, warn};
 use crate::cli::{load_config, EtcdFlags, LoadConfigError};
 use crate::config::NetworkConfig;
 use crate::kernel::{
-    Kernel, KernelError, NeighbourChange, OverlayRoute, OverlayState, OVERLAY_DEV,
+    DirectRoute, Kernel, KernelError, NeighbourChange, OverlayRoute, OverlayState, OVERLAY_DEV,
 };
 use crate::manager::{Lease, LeaseError, LeaseHandle, LeaseManager, LeaseOptions};
 use crate::registry::{EtcdRegistry, RegistryError};
@@ -183,11 +196,12 @@ impl EtcdNode {
         dp: DatapathHandles,
     ) -> Result<EtcdNode, NodeError> {
         let manager = LeaseManager::new(registry.clone(), config, lease_opts)?;
+        let network = config.require_ipv4().map_err(LoadConfigError::from)?.network;
         let lease = manager.acquire_retrying().await;
         info!(subnet = %lease.subnet, key = %lease.key(), "lease held; subnet file written");
         kernel.apply_overlay(OVERLAY_DEV, &overlay_state(lease.subnet, dp.mtu, &[])).await?;
         let handle = manager.spawn(lease.clone());
-        let watcher = PeerWatcher::new(registry, Some(handle.subscribe()));
+        let watcher = PeerWatcher::new(registry.clone(), Some(handle.subscribe()));
         let (subnet_tx, subnet_rx) = watch::channel(lease.subnet);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
         // Underlay next hops follow the kernel's neighbour table on the underlay interface.
@@ -197,6 +211,10 @@ impl EtcdNode {
                 warn!(error = %e, "cannot follow the underlay neighbours; next hops are looked up again only on resync");
                 None
             }
+        };
+        let underlay = match kernel.link_by_index(dp.underlay_ifindex).await {
+            Ok(link) => link.name,
+            Err(_) => format!("#{}", dp.underlay_ifindex),
         };
         let sync = Sync {
             kernel,
@@ -211,6 +229,13 @@ impl EtcdNode {
             neighbours,
             hops_refresh_at: None,
             hops_refreshed: Instant::now(),
+            registry,
+            config: config.clone(),
+            network,
+            underlay,
+            config_error: None,
+            direct_reach: HashMap::new(),
+            direct: None,
         };
         let task = tokio::spawn(sync.run(stop_rx));
         Ok(EtcdNode { lease: handle, task, stop: Some(stop_tx), subnet: subnet_rx })
@@ -274,7 +299,26 @@ struct Sync {
     hops_refresh_at: Option<Instant>,
     /// When they were last looked up again.
     hops_refreshed: Instant,
+    /// Where the network config is re-read from.
+    registry: EtcdRegistry,
+    /// The network config as last read; only `Backend.DirectRouting` is followed at run time.
+    config: NetworkConfig,
+    /// The cluster network (direct routes are recognised inside it).
+    network: Ipv4Net,
+    /// The underlay device's name (for messages).
+    underlay: String,
+    /// The last reason the re-read config could not be used (logged once per reason).
+    config_error: Option<String>,
+    /// Whether each peer public IP is reachable directly over the underlay (no gateway), as
+    /// the kernel answered; emptied whenever next hops are looked up afresh.
+    direct_reach: HashMap<Ipv4Addr, bool>,
+    /// The direct routes last programmed; `None` when unknown (at start, after a failure), so
+    /// that the next apply converges from a listing.
+    direct: Option<Vec<DirectRoute>>,
 }
+
+/// How often the network config is re-read to follow `Backend.DirectRouting`.
+pub const CONFIG_RECHECK: Duration = Duration::from_secs(5);
 
 /// The shortest time between two look-ups of every underlay next hop caused by neighbour
 /// changes: a busy underlay segment changes neighbour states often, and a look-up of thousands
@@ -297,11 +341,15 @@ const MAX_COALESCED: usize = 256;
 
 impl Sync {
     async fn run(mut self, mut stop: tokio::sync::oneshot::Receiver<()>) {
+        let mut recheck =
+            tokio::time::interval_at(tokio::time::Instant::now() + CONFIG_RECHECK, CONFIG_RECHECK);
+        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // `PeerWatcher::next` loses nothing when dropped between awaits (a received batch is
         // processed without awaiting), so selecting on it with our own lease is safe.
         loop {
             tokio::select! {
-                _ = &mut stop => return,
+                _ = &mut stop => return self.remove_direct_routes().await,
+                _ = recheck.tick() => self.recheck_config().await,
                 change = next_change(&mut self.neighbours) => {
                     let Some(first) = change else {
                         warn!("lost the underlay neighbour watch; next hops are looked up again only on resync");
@@ -322,6 +370,7 @@ impl Sync {
                     self.hops_refresh_at = None;
                     self.hops_refreshed = Instant::now();
                     self.next_hops.clear();
+                    self.direct_reach.clear();
                     info!("underlay neighbours changed; next hops looked up again");
                     self.apply(Instant::now(), false).await;
                 }
@@ -329,7 +378,7 @@ impl Sync {
                     if changed.is_err() {
                         // The lease keeper stopped (shutdown): nothing more to follow.
                         let _ = (&mut stop).await;
-                        return;
+                        return self.remove_direct_routes().await;
                     }
                     let lease = self.own.borrow_and_update().clone();
                     match lease {
@@ -378,6 +427,7 @@ impl Sync {
                             self.peers.sort_by_key(|p| p.subnet);
                             if resync {
                                 self.next_hops.clear();
+                                self.direct_reach.clear();
                             }
                             info!(
                                 revision,
@@ -400,6 +450,154 @@ impl Sync {
                     }
                 }
             }
+        }
+    }
+
+    /// The direct routes the current peers get: none without `DirectRouting`, else one per peer
+    /// whose public IP the kernel reaches over the underlay device without a gateway (asked
+    /// once per IP, in one pipelined batch, and remembered until next hops are looked up again).
+    async fn direct_routes(&mut self) -> Vec<DirectRoute> {
+        if !self.config.backend.direct_routing {
+            return Vec::new();
+        }
+        let mut missing: Vec<Ipv4Addr> = self
+            .peers
+            .iter()
+            .map(|p| p.public_ip)
+            .filter(|ip| !self.direct_reach.contains_key(ip))
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        let answers = self.kernel.route_gets(&missing).await;
+        let mut failed = None;
+        for (ip, answer) in missing.iter().zip(answers) {
+            match answer {
+                Ok(r) => {
+                    let direct =
+                        r.gateway.is_none() && !r.local && r.oif == Some(self.dp.underlay_ifindex);
+                    self.direct_reach.insert(*ip, direct);
+                }
+                // Not remembered: asked again at the next update.
+                Err(e) => {
+                    failed.get_or_insert((*ip, e));
+                }
+            }
+        }
+        if let Some((peer, error)) = failed {
+            warn!(%peer, %error, "cannot look up the route to a peer; it stays on VXLAN");
+        }
+        self.peers
+            .iter()
+            .filter(|p| self.direct_reach.get(&p.public_ip) == Some(&true))
+            .map(|p| DirectRoute { subnet: p.subnet, gateway: p.public_ip })
+            .collect()
+    }
+
+    /// The direct routes wanted now, and `known` (the ones programmed last) as it stands after
+    /// programming the new ones. If that fails every peer stays on VXLAN until the next update:
+    /// nothing is wanted and nothing counts as known, so [`Sync::finish_direct_routes`] lists and
+    /// removes whatever did get programmed (after the overlay routes replaced it).
+    async fn add_direct_routes(
+        &mut self,
+        known: Option<Vec<DirectRoute>>,
+    ) -> (Vec<DirectRoute>, Option<Vec<DirectRoute>>) {
+        let direct = self.direct_routes().await;
+        let added: Vec<DirectRoute> = match &known {
+            Some(k) => {
+                let k: HashSet<&DirectRoute> = k.iter().collect();
+                direct.iter().filter(|r| !k.contains(r)).copied().collect()
+            }
+            None => direct.clone(),
+        };
+        let index = self.dp.underlay_ifindex;
+        match self.kernel.replace_direct_routes(index, &self.underlay, &added).await {
+            Ok(()) => (direct, known),
+            Err(e) => {
+                error!("DirectRouting: {e}; every peer stays on VXLAN until the next update");
+                (Vec::new(), None)
+            }
+        }
+    }
+
+    /// Removes the direct routes no longer wanted and records what is programmed.
+    async fn finish_direct_routes(
+        &mut self,
+        direct: Vec<DirectRoute>,
+        known: Option<Vec<DirectRoute>>,
+        vxlan: usize,
+    ) {
+        let (index, network) = (self.dp.underlay_ifindex, self.network);
+        let removed = self
+            .kernel
+            .remove_direct_routes(index, &self.underlay, network, &direct, known.as_deref())
+            .await;
+        match removed {
+            Ok(()) => {
+                if known.as_ref() != Some(&direct) && (!direct.is_empty() || known.is_some()) {
+                    info!(
+                        direct = direct.len(),
+                        vxlan, "DirectRouting: peers on this underlay segment routed without VXLAN"
+                    );
+                }
+                self.direct = Some(direct);
+            }
+            Err(e) => error!("removing direct routes failed: {e}; retried at the next update"),
+        }
+    }
+
+    /// Re-reads the network config; a changed `Backend.DirectRouting` is applied at once, other
+    /// changes are logged once as needing a restart. While etcd is unreachable the watch reports
+    /// the outage; this check stays quiet.
+    async fn recheck_config(&mut self) {
+        let cfg = match load_config(&self.registry).await {
+            Ok(c) => c,
+            Err(LoadConfigError::Registry(_)) => return,
+            Err(e) => {
+                if self.config_error.as_deref() != Some(&e.to_string()) {
+                    warn!("cannot use the network config: {e}; keeping the running one");
+                    self.config_error = Some(e.to_string());
+                }
+                return;
+            }
+        };
+        self.config_error = None;
+        if cfg == self.config {
+            return;
+        }
+        let direct_routing = cfg.backend.direct_routing;
+        let mut rest = cfg.clone();
+        rest.backend.direct_routing = self.config.backend.direct_routing;
+        if rest != self.config {
+            warn!(
+                "the network config in etcd changed beyond Backend.DirectRouting; restart linend to apply it (Network, SubnetLen, VNI, Port and MTU are read at start)"
+            );
+        }
+        let switched = direct_routing != self.config.backend.direct_routing;
+        // Remember the whole config, so the warning above comes once per change.
+        self.config = cfg;
+        if switched {
+            info!(
+                direct_routing,
+                "Backend.DirectRouting changed in the network config; following it"
+            );
+            self.direct_reach.clear();
+            self.apply(Instant::now(), false).await;
+        }
+    }
+
+    /// Removes the direct routes programmed (on shutdown: they would outlive the overlay).
+    async fn remove_direct_routes(mut self) {
+        let known = self.direct.take();
+        if known.as_ref().is_some_and(Vec::is_empty) {
+            return;
+        }
+        let (index, network) = (self.dp.underlay_ifindex, self.network);
+        if let Err(e) = self
+            .kernel
+            .remove_direct_routes(index, &self.underlay, network, &[], known.as_deref())
+            .await
+        {
+            warn!("cannot remove the direct routes: {e}");
         }
     }
 
@@ -431,7 +629,15 @@ impl Sync {
         .await;
         self.dp.routes.publish(routes);
         let published = received.elapsed();
-        let state = overlay_state(self.subnet, self.dp.mtu, &self.peers);
+        // DirectRouting: new direct routes go in first, each replacing its subnet's overlay
+        // route in place; the overlay then covers the other peers; direct routes no longer
+        // wanted go last, once their subnets' overlay routes have replaced them.
+        let known = if full { None } else { self.direct.take() };
+        let (direct, known) = self.add_direct_routes(known).await;
+        let routed: HashSet<Ipv4Net> = direct.iter().map(|r| r.subnet).collect();
+        let vxlan: Vec<RemoteNode> =
+            self.peers.iter().filter(|p| !routed.contains(&p.subnet)).copied().collect();
+        let state = overlay_state(self.subnet, self.dp.mtu, &vxlan);
         let result = match self.programmed.take() {
             Some(old) if !full => {
                 match self.kernel.apply_overlay_changes(OVERLAY_DEV, &old, &state).await {
@@ -444,6 +650,7 @@ impl Sync {
             }
             _ => self.kernel.apply_overlay(OVERLAY_DEV, &state).await,
         };
+        self.finish_direct_routes(direct, known, vxlan.len()).await;
         match result {
             Ok(()) => {
                 self.programmed = Some(state);

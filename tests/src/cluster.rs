@@ -46,7 +46,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::{wait_for, workspace_bin, Netns, TempDir, Testbed};
+use crate::{flannel, wait_for, workspace_bin, Netns, TempDir, Testbed};
 
 /// The cluster network all pod subnets lie in.
 pub const CLUSTER_NETWORK: &str = "10.244.0.0/16";
@@ -218,6 +218,7 @@ pub struct ClusterBuilder {
     linend_cpus: Option<String>,
     up_timeout: Duration,
     etcd: bool,
+    direct_routing: bool,
 }
 
 impl ClusterBuilder {
@@ -234,6 +235,7 @@ impl ClusterBuilder {
             linend_cpus: None,
             up_timeout: Duration::from_secs(10),
             etcd: false,
+            direct_routing: false,
         }
     }
 
@@ -299,6 +301,13 @@ impl ClusterBuilder {
         self
     }
 
+    /// With [`ClusterBuilder::etcd`]: writes `"DirectRouting": true` into the network config, so
+    /// linen nodes (all on one underlay segment) route to each other without VXLAN.
+    pub fn direct_routing(mut self, on: bool) -> ClusterBuilder {
+        self.direct_routing = on;
+        self
+    }
+
     /// Builds the namespaces, links and overlays, and starts linend where asked.
     ///
     /// # Errors
@@ -324,7 +333,7 @@ impl ClusterBuilder {
         }
         self.wire_underlay(&mut tb, &nodes)?;
         if self.etcd {
-            let etcd = start_etcd(&mut tb, &dir.0)?;
+            let etcd = start_etcd(&mut tb, &dir.0, self.direct_routing)?;
             return self.start_etcd_nodes(tb, nodes, dir, etcd);
         }
         for i in 0..nodes.len() {
@@ -375,10 +384,7 @@ impl ClusterBuilder {
             }
             let (me, peers) = split_one(&nodes, i);
             start_kernel_vxlan(me, &peers)?;
-            let lease = format!(
-                r#"{{"PublicIP":"{}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{}"}}}}"#,
-                me.ip, me.vtep_mac
-            );
+            let lease = flannel::lease_value(me.ip, &me.vtep_mac);
             let key = format!("{ETCD_PREFIX}/subnets/10.244.{}.0-24", me.index);
             etcdctl(&etcd, &["put", &key, &lease])?;
         }
@@ -392,7 +398,16 @@ impl ClusterBuilder {
             tb.veth(&nodes[0].host, "eth0", &nodes[1].host, "eth0");
         } else {
             let sw = tb.netns("sw");
-            sh(&sw, "ip link add br0 type bridge && ip link set br0 up")?;
+            // A switch forwards frames and nothing more: no netfilter (and no conntrack) on its
+            // bridge, which `bridge-nf-call-iptables` would otherwise run for every frame. (No
+            // such settings without br_netfilter, and then nothing to switch off.)
+            sh(
+                &sw,
+                "ip link add br0 type bridge && ip link set br0 up
+                 if [ -d /proc/sys/net/bridge ]; then
+                   sysctl -qw net.bridge.bridge-nf-call-iptables=0 net.bridge.bridge-nf-call-ip6tables=0 net.bridge.bridge-nf-call-arptables=0
+                 fi",
+            )?;
             for n in nodes {
                 let port = format!("p{}", n.index);
                 tb.veth(&n.host, "eth0", &sw, &port);
@@ -655,36 +670,26 @@ fn build_node(
     })
 }
 
-/// `flannel.1` exactly as flannel's vxlan backend builds it (see
-/// `dataplane/tests/fixtures/README.md`): VNI 1, port 8472, `nolearning`, MTU underlay − 50,
-/// `<subnet>.0/32`, and per peer a permanent neighbour, a permanent FDB entry and an onlink route.
+/// `flannel.1` exactly as flannel's vxlan backend builds it, with every peer through VXLAN (see
+/// [`crate::flannel`]).
 fn start_kernel_vxlan(me: &Node, peers: &[&Node]) -> Result<(), ClusterError> {
-    let mut script = format!(
-        "ip link add flannel.1 type vxlan id 1 dstport {VXLAN_PORT} local {ip} dev eth0 nolearning
-         ip link set flannel.1 mtu {mtu} address {mac}
-         ip link set flannel.1 up
-         ip addr add 10.244.{k}.0/32 dev flannel.1\n",
-        ip = me.ip,
-        mtu = UNDERLAY_MTU - VXLAN_OVERHEAD,
-        mac = me.vtep_mac,
-        k = me.index,
+    let mut script = flannel::device_script(
+        me.ip,
+        &me.vtep_mac,
+        UNDERLAY_MTU - VXLAN_OVERHEAD,
+        &format!("10.244.{}.0", me.index),
     );
     for p in peers {
-        script.push_str(&format!(
-            "ip neigh replace 10.244.{pk}.0 lladdr {pmac} dev flannel.1 nud permanent
-             bridge fdb append {pmac} dev flannel.1 dst {pip} self permanent
-             ip route add 10.244.{pk}.0/24 via 10.244.{pk}.0 dev flannel.1 onlink\n",
-            pk = p.index,
-            pmac = p.vtep_mac,
-            pip = p.ip,
-        ));
+        let lease =
+            flannel::Lease { subnet: p.subnet(), public_ip: p.ip, vtep_mac: p.vtep_mac.clone() };
+        script.push_str(&flannel::peer_script(&lease, false));
     }
     sh(&me.host, &script)
 }
 
 /// Starts etcd in namespace `etcd` on the underlay switch (`sw`), waits until it is healthy and
-/// writes the network config.
-fn start_etcd(tb: &mut Testbed, dir: &Path) -> Result<Netns, ClusterError> {
+/// writes the network config (with `DirectRouting` when `direct_routing`).
+fn start_etcd(tb: &mut Testbed, dir: &Path, direct_routing: bool) -> Result<Netns, ClusterError> {
     let ns = tb.netns("etcd");
     let base = ns.name.strip_suffix("-etcd").expect("etcd namespace name");
     let sw = Netns { name: format!("{base}-sw") };
@@ -715,7 +720,12 @@ fn start_etcd(tb: &mut Testbed, dir: &Path) -> Result<Netns, ClusterError> {
             output: tail(&std::fs::read_to_string(dir.join("etcd.log")).unwrap_or_default(), 20),
         });
     }
-    let config = format!(r#"{{"Network":"{CLUSTER_NETWORK}","Backend":{{"Type":"vxlan"}}}}"#);
+    let backend = if direct_routing {
+        r#"{"Type":"vxlan","DirectRouting":true}"#
+    } else {
+        r#"{"Type":"vxlan"}"#
+    };
+    let config = format!(r#"{{"Network":"{CLUSTER_NETWORK}","Backend":{backend}}}"#);
     etcdctl(&ns, &["put", &format!("{ETCD_PREFIX}/config"), &config])?;
     Ok(ns)
 }

@@ -72,6 +72,35 @@ impl Node {
     }
 }
 
+/// A router on the switch at `ip/24` (namespace `name`, forwarding on) for nodes on segments of
+/// their own ([`attach_behind`]), so that some nodes reach others only through a gateway.
+pub fn router(tb: &mut Testbed, sw: &Netns, name: &str, ip: Ipv4Addr) -> Netns {
+    let r = attach(tb, sw, name, ip);
+    r.sh("sysctl -qw net.ipv4.ip_forward=1");
+    r
+}
+
+/// A namespace `name` on a segment of its own behind `router`: `eth0` at `ip/24`, the router's
+/// side `e<name>` at `gw/24`, a default route via `gw`, transmit checksum offload off on both
+/// ends.
+pub fn attach_behind(
+    tb: &mut Testbed,
+    router: &Netns,
+    name: &str,
+    ip: Ipv4Addr,
+    gw: Ipv4Addr,
+) -> Netns {
+    let ns = tb.netns(name);
+    let port = format!("e{name}");
+    tb.veth(&ns, "eth0", router, &port);
+    router.sh(&format!("ip addr add {gw}/24 dev {port} && ethtool -K {port} tx off >/dev/null"));
+    ns.sh(&format!(
+        "ip addr add {ip}/24 dev eth0 && ethtool -K eth0 tx off >/dev/null
+         ip route add default via {gw}"
+    ));
+    ns
+}
+
 /// Node `k` at `192.168.77.k`: namespaces, underlay link, `cni0` and one pod, without linend.
 pub fn new_node(tb: &mut Testbed, sw: &Netns, k: u8, dir: &Path) -> Node {
     let ip = Ipv4Addr::new(192, 168, 77, k);
@@ -103,45 +132,71 @@ pub fn start_linend(
     endpoints: &str,
     configure: impl FnOnce(&mut Command),
 ) {
-    let log =
-        std::fs::OpenOptions::new().create(true).append(true).open(&n.log).expect("linend log");
-    let mut cmd = n.host.command(&workspace_bin("linend").to_string_lossy());
-    cmd.args(["--etcd-endpoints", endpoints, "--datapath", "tap", "--iface", "eth0"])
+    n.pid = Some(spawn_linend(tb, &n.host, endpoints, "tap", &n.subnet_file, &n.log, configure));
+}
+
+/// Starts `linend --etcd-endpoints <endpoints> --datapath <datapath> --iface eth0
+/// --subnet-file <subnet_file>` in `host`, its log appended to `log`; `configure` adds flags or
+/// environment. Returns its PID; the testbed kills it when it drops.
+pub fn spawn_linend(
+    tb: &Testbed,
+    host: &Netns,
+    endpoints: &str,
+    datapath: &str,
+    subnet_file: &Path,
+    log: &Path,
+    configure: impl FnOnce(&mut Command),
+) -> u32 {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("linend log");
+    let mut cmd = host.command(&workspace_bin("linend").to_string_lossy());
+    cmd.args(["--etcd-endpoints", endpoints, "--datapath", datapath, "--iface", "eth0"])
         .arg("--subnet-file")
-        .arg(&n.subnet_file)
+        .arg(subnet_file)
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
         .stderr(log);
     configure(&mut cmd);
-    n.pid = Some(tb.spawn(cmd));
+    tb.spawn(cmd)
 }
 
 /// Sends SIGTERM to the node's linend and waits up to 5 s for it to exit (then kills it and
 /// fails the test: linend must honour SIGTERM). Does nothing when linend is not running.
 pub fn stop_linend(tb: &Testbed, n: &mut Node) {
     let Some(pid) = n.pid.take() else { return };
+    assert!(terminate(tb, pid), "linend on n{} ignored SIGTERM", n.k);
+}
+
+/// Sends SIGTERM to `pid` (started with [`Testbed::spawn`]) and waits up to 5 s for it to exit;
+/// kills it after that. Whether it exited on SIGTERM.
+pub fn terminate(tb: &Testbed, pid: u32) -> bool {
     let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
     let gone = wait_for(Duration::from_secs(5), || (!running(pid)).then_some(()));
     tb.kill(pid);
-    assert!(gone.is_some(), "linend on n{} ignored SIGTERM", n.k);
+    gone.is_some()
 }
 
 /// Waits up to 20 s for linend's subnet file and returns FLANNEL_SUBNET as (gateway, prefix
 /// length); fails the test with linend's log if it exits or writes none.
 pub fn read_subnet(n: &Node) -> (Ipv4Addr, String) {
+    wait_subnet_file(&n.subnet_file, n.pid).unwrap_or_else(|| {
+        panic!("n{} wrote no subnet file (or exited); log:\n{}", n.k, n.log_text())
+    })
+}
+
+/// Waits up to 20 s for the subnet file at `path` and returns FLANNEL_SUBNET as (gateway, prefix
+/// length); `None` when none appears or the writer `pid` exits first.
+pub fn wait_subnet_file(path: &Path, pid: Option<u32>) -> Option<(Ipv4Addr, String)> {
     let got = wait_for(Duration::from_secs(20), || {
-        if n.pid.is_some_and(|p| !running(p)) {
+        if pid.is_some_and(|p| !running(p)) {
             return Some(None);
         }
-        let text = std::fs::read_to_string(&n.subnet_file).ok()?;
+        let text = std::fs::read_to_string(path).ok()?;
         let line = text.lines().find_map(|l| l.strip_prefix("FLANNEL_SUBNET="))?;
         let (gw, len) = line.split_once('/')?;
         Some(Some((gw.parse::<Ipv4Addr>().ok()?, len.to_string())))
     });
-    got.flatten().unwrap_or_else(|| {
-        panic!("n{} wrote no subnet file (or exited); log:\n{}", n.k, n.log_text())
-    })
+    got.flatten()
 }
 
 /// The subnet (`net/len`) in the node's subnet file, once there.

@@ -9,8 +9,11 @@
 #![deny(missing_docs)]
 
 pub mod cluster;
+pub mod cni;
 pub mod etcd;
 pub mod etcd_nodes;
+pub mod flannel;
+pub mod kube;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};

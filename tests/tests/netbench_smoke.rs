@@ -1,6 +1,6 @@
-//! Smoke test of the macro benchmark: `netbench --quick --datapaths kernel,tap` builds its
+//! Smoke test of the macro benchmark: `netbench --quick --datapaths kernel,tap,direct` builds its
 //! testbeds, measures, and writes a JSON document with every headline key as a positive number
-//! for both datapaths. It checks that each measurement measured something, never how fast:
+//! for every datapath. It checks that each measurement measured something, never how fast:
 //! timings belong to the benchmark, not to pass/fail tests.
 
 use std::process::Command;
@@ -29,9 +29,9 @@ fn netbench_quick_measures_kernel_and_tap() {
     let t = Instant::now();
     // `timeout` bounds the whole run; netbench bounds each step itself well inside it.
     let out = Command::new("timeout")
-        .args(["-k", "5", "100"])
+        .args(["-k", "5", "150"])
         .arg(&netbench)
-        .args(["--quick", "--datapaths", "kernel,tap", "--json"])
+        .args(["--quick", "--datapaths", "kernel,tap,direct", "--json"])
         .arg(&json)
         .arg("--markdown")
         .arg(&md)
@@ -48,7 +48,7 @@ fn netbench_quick_measures_kernel_and_tap() {
 
     let text = std::fs::read_to_string(&json).expect("JSON written");
     let v: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
-    for dp in ["kernel", "tap"] {
+    for dp in ["kernel", "tap", "direct"] {
         for k in KEYS {
             let x = v[dp][k].as_f64();
             assert!(
@@ -69,6 +69,7 @@ fn netbench_quick_measures_kernel_and_tap() {
     assert!(!doc.contains("\nold\n") && doc.contains("tap/kernel"), "{doc}");
     let chart = std::fs::read_to_string(&svg).expect("svg");
     assert!(chart.starts_with("<svg") && chart.contains("linen tap"));
+    assert!(chart.contains("linen DirectRouting") && doc.contains("direct/kernel"), "{doc}");
     assert!(stdout.contains("| metric |"), "no table on stdout: {stdout}");
 
     // Every namespace netbench made is gone.

@@ -87,9 +87,7 @@ fn vtep_mac(n: &Node) -> String {
 
 /// A lease value exactly as flanneld writes it.
 fn flannel_lease(public_ip: &str, vtep_mac: &str) -> String {
-    format!(
-        r#"{{"PublicIP":"{public_ip}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{vtep_mac}"}}}}"#
-    )
+    linen_testbed::flannel::lease_value(public_ip.parse().expect("public IP"), vtep_mac)
 }
 
 /// Waits until the node's subnet file names a subnet other than `old`.
@@ -272,9 +270,14 @@ fn etcd_nodes_claim_subnets_and_follow_each_other() {
     wait_subnet_change(&nodes[2], &old);
     wire_pod(&mut nodes[2]);
     assert_ne!(nodes[2].subnet, old);
+    // The subnet file is written when the lease is claimed; linen.1 is re-addressed right after.
     let own = nodes[2].subnet.replace("/24", "/32");
+    let readdressed = wait_for(Duration::from_secs(5), || {
+        let addr = nodes[2].host.sh("ip -4 -o addr show dev linen.1");
+        (addr.contains(&own) && !addr.contains(&old.replace("/24", "/32"))).then_some(())
+    });
     let addr = nodes[2].host.sh("ip -4 -o addr show dev linen.1");
-    assert!(addr.contains(&own) && !addr.contains(&old.replace("/24", "/32")), "{addr}");
+    assert!(readdressed.is_some(), "linen.1 not re-addressed to {own}: {addr}");
     assert_full_mesh(&nodes);
     u.etcdctl_ok(&["del", &lease_key(PREFIX, &old)]);
 

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release -p linen-benches --bin netbench -- --json netbench.json \
-//!     [--duration 5] [--datapaths kernel,xdp,tap] [--markdown docs/benchmarks.md] \
+//!     [--duration 5] [--datapaths kernel,xdp,tap[,direct]] [--markdown docs/benchmarks.md] \
 //!     [--svg docs/netbench.svg] [--quick] [--linend PATH] [--profile DIR]
 //! ```
 //!
@@ -40,7 +40,8 @@ struct Cli {
     /// Seconds per measurement window (packet rate, TCP, latency bound).
     #[arg(long, default_value_t = 5.0)]
     duration: f64,
-    /// Datapaths to compare, in table order: kernel, xdp, tap.
+    /// Datapaths to compare, in table order: kernel, xdp, tap, and `direct` (linen with
+    /// DirectRouting, no VXLAN; not in the default run).
     #[arg(long, value_delimiter = ',', default_value = "kernel,xdp,tap")]
     datapaths: Vec<String>,
     /// Replace the section between the netbench markers of this Markdown file.

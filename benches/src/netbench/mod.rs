@@ -1,6 +1,7 @@
 //! netbench, linen's macro benchmark: the same pod-to-pod traffic over the kernel's VXLAN device
-//! in flannel's configuration and over linen's datapaths (`xdp`, `tap`), measured in one run on
-//! fresh two-node network-namespace testbeds, side by side (DESIGN §7).
+//! in flannel's configuration and over linen's datapaths (`xdp`, `tap`, and on request `direct`:
+//! `DirectRouting`, no encapsulation), measured in one run on fresh two-node network-namespace
+//! testbeds, side by side (DESIGN §7).
 //!
 //! Per datapath (module [`harness`]):
 //! - **64-byte UDP packets/s**: an AF_PACKET sender ([`traffic::send`], `sendmmsg` of one
@@ -40,8 +41,10 @@ pub mod traffic;
 /// The headline keys every datapath object carries, so runs compare over time.
 pub const KEYS: [&str; 5] = ["pps_64", "tcp_gbps", "rr_p50_us", "rr_p99_us", "cpu_ns_per_pkt"];
 
-/// The datapaths netbench knows, in table order.
-pub const DATAPATHS: [&str; 3] = ["kernel", "xdp", "tap"];
+/// The datapaths netbench knows, in table order. `direct` is linen with flannel's
+/// `DirectRouting` (two nodes on one segment route pod traffic natively, no VXLAN); it is measured
+/// only when asked for with `--datapaths`.
+pub const DATAPATHS: [&str; 4] = ["kernel", "xdp", "tap", "direct"];
 
 /// The marker lines that delimit netbench's section in `docs/benchmarks.md`.
 pub const MD_BEGIN: &str = "<!-- netbench:begin -->";

@@ -209,6 +209,9 @@ pub fn markdown(
         );
     }
     s.push_str(METHOD);
+    if datapaths.iter().any(|d| d == "direct") {
+        s.push_str(DIRECT_METHOD);
+    }
     for d in datapaths {
         if let Some(r) = results[d.as_str()].get("unavailable").and_then(Value::as_str) {
             let _ = writeln!(s, "- `{d}` unavailable: {r}");
@@ -234,11 +237,19 @@ destination pod's `eth0` over the window. TCP: `iperf3 -J`, one stream. Request/
 ping-pong, one request in flight, percentiles from the client. CPU/packet: softirq time of every \
 CPU plus linend's threads, per delivered packet; the sender's own time apart.\n";
 
+/// How the `direct` column differs, printed when it is measured.
+const DIRECT_METHOD: &str = "`direct`: linen in etcd mode with flannel's `DirectRouting` \
+(`linend --datapath tap` on each node, so no XDP program sits on the underlay veth): the pods' \
+packets cross the underlay as plain IP, routed by the kernel via the peer's public IP, no VXLAN \
+and no linend on the path. Its two nodes hang off a bridge in a switch namespace (beside etcd) \
+instead of one veth pair: one bridge hop more than the other columns.\n";
+
 fn label(dp: &str) -> String {
     match dp {
         "kernel" => "kernel VXLAN (flannel)".into(),
         "xdp" => "linen xdp".into(),
         "tap" => "linen tap".into(),
+        "direct" => "linen DirectRouting".into(),
         other => format!("linen {other}"),
     }
 }
@@ -260,7 +271,8 @@ pub fn ratios_text(results: &Value, datapaths: &[String]) -> String {
     s
 }
 
-const COLOURS: [(&str, &str); 3] = [("kernel", "#7f7f7f"), ("xdp", "#1f77b4"), ("tap", "#ff7f0e")];
+const COLOURS: [(&str, &str); 4] =
+    [("kernel", "#7f7f7f"), ("xdp", "#1f77b4"), ("tap", "#ff7f0e"), ("direct", "#2ca02c")];
 
 fn colour(dp: &str) -> &'static str {
     COLOURS.iter().find(|(d, _)| *d == dp).map(|(_, c)| *c).unwrap_or("#2ca02c")

@@ -100,7 +100,7 @@ struct SetArgs {
     /// Last allocatable IPv6 subnet.
     #[arg(long, requires = "ipv6_network")]
     ipv6_subnet_max: Option<Ipv6Addr>,
-    /// flannel's DirectRouting flag.
+    /// flannel's DirectRouting: nodes route to peers on their own underlay segment without VXLAN.
     #[arg(long)]
     direct_routing: bool,
     /// Print the JSON without writing it.
@@ -211,6 +211,9 @@ async fn run(cli: Cli) -> Result<(), String> {
             let b = cfg.backend;
             let mtu = b.mtu.map_or("underlay MTU - 50".to_string(), |m| m.to_string());
             println!("backend:     vxlan vni {} port {} mtu {}", b.vni, b.port, mtu);
+            if b.direct_routing {
+                println!("routing:     DirectRouting (peers on a node's own underlay segment without VXLAN)");
+            }
             Ok(())
         }
         Command::Leases { json } => {

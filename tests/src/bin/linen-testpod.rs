@@ -1,0 +1,166 @@
+//! `linen-testpod`: the processes the Kubernetes-path tests run inside pods.
+//!
+//! - `serve PORT NAME`: a TCP server that answers every connection with one line,
+//!   `NAME PEER-IP`, and closes it — so a client learns which backend it reached and the backend
+//!   reports the source address it saw (NAT or not).
+//! - `get ADDR:PORT [COUNT] [TIMEOUT-MS]`: COUNT connections one after the other, each printing
+//!   the line it got back, or `ERR <reason>` (refused, timed out); it always exits 0 so the
+//!   caller can count.
+//! - `sidecar INBOUND-PORT OUTBOUND-PORT UID LOG`: a sidecar proxy the way Istio's works behind
+//!   its `REDIRECT` rules. It listens on both ports (bound as root), then runs as `UID` (group
+//!   `UID` too: Istio's rules exempt the proxy's own traffic by owner). For every connection it
+//!   reads the original destination with `getsockopt(SOL_IP, SO_ORIGINAL_DST)`, appends
+//!   `inbound|outbound orig=IP:PORT peer=IP:PORT` to LOG, connects to the original destination —
+//!   inbound from 127.0.0.6, the address Istio's rules let through to the local application —
+//!   and relays bytes both ways.
+//!
+//! Every failure of the process itself (bad arguments, a port in use) ends it with a message and
+//! exit status 1.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn};
+use nix::unistd::{Gid, Uid};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let result = match args.as_slice() {
+        ["serve", port, name] => serve(port, name),
+        ["get", to, rest @ ..] if rest.len() <= 2 => {
+            get(to, rest.first().copied().unwrap_or("1"), rest.get(1).copied().unwrap_or("3000"))
+        }
+        ["sidecar", inbound, outbound, uid, log] => sidecar(inbound, outbound, uid, log),
+        _ => Err("usage: linen-testpod serve PORT NAME | get ADDR:PORT [COUNT] [TIMEOUT-MS] | \
+                  sidecar INBOUND-PORT OUTBOUND-PORT UID LOG"
+            .to_string()),
+    };
+    if let Err(e) = result {
+        eprintln!("linen-testpod: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn parse<T: std::str::FromStr>(what: &str, s: &str) -> Result<T, String> {
+    s.parse().map_err(|_| format!("bad {what}: {s:?}"))
+}
+
+fn listen(port: &str) -> Result<TcpListener, String> {
+    let port: u16 = parse("port", port)?;
+    TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).map_err(|e| format!("listen on {port}: {e}"))
+}
+
+fn serve(port: &str, name: &str) -> Result<(), String> {
+    let listener = listen(port)?;
+    for conn in listener.incoming() {
+        let Ok(mut conn) = conn else { continue };
+        let peer = conn.peer_addr().map(|a| a.ip().to_string()).unwrap_or_else(|_| "?".into());
+        // A client that went away is no concern of the server's.
+        let _ = conn.write_all(format!("{name} {peer}\n").as_bytes());
+        let _ = conn.shutdown(Shutdown::Both);
+    }
+    Ok(())
+}
+
+fn get(to: &str, count: &str, timeout_ms: &str) -> Result<(), String> {
+    let to: SocketAddr = parse("address", to)?;
+    let count: usize = parse("count", count)?;
+    let timeout = Duration::from_millis(parse("timeout", timeout_ms)?);
+    let mut out = std::io::stdout().lock();
+    for _ in 0..count {
+        let line = match fetch(to, timeout) {
+            Ok(line) => line,
+            Err(e) => format!("ERR {e}"),
+        };
+        writeln!(out, "{line}").map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+fn fetch(to: SocketAddr, timeout: Duration) -> std::io::Result<String> {
+    let mut conn = TcpStream::connect_timeout(&to, timeout)?;
+    conn.set_read_timeout(Some(timeout))?;
+    let mut text = String::new();
+    conn.read_to_string(&mut text)?;
+    match text.trim() {
+        "" => Err(std::io::Error::other("closed without an answer")),
+        line => Ok(line.to_string()),
+    }
+}
+
+/// The log of a sidecar, shared by its connection threads.
+type Log = Arc<Mutex<File>>;
+
+fn sidecar(inbound: &str, outbound: &str, uid: &str, log: &str) -> Result<(), String> {
+    let inbound = listen(inbound)?;
+    let outbound = listen(outbound)?;
+    let log: Log = Arc::new(Mutex::new(
+        File::options().create(true).append(true).open(log).map_err(|e| format!("{log}: {e}"))?,
+    ));
+    let uid: u32 = parse("uid", uid)?;
+    nix::unistd::setgroups(&[]).map_err(|e| format!("setgroups: {e}"))?;
+    nix::unistd::setgid(Gid::from_raw(uid)).map_err(|e| format!("setgid {uid}: {e}"))?;
+    nix::unistd::setuid(Uid::from_raw(uid)).map_err(|e| format!("setuid {uid}: {e}"))?;
+    let log_out = log.clone();
+    let out = std::thread::spawn(move || accept_loop(&outbound, "outbound", &log_out));
+    accept_loop(&inbound, "inbound", &log);
+    let _ = out.join();
+    Ok(())
+}
+
+fn accept_loop(listener: &TcpListener, direction: &'static str, log: &Log) {
+    for conn in listener.incoming() {
+        let Ok(conn) = conn else { continue };
+        let log = log.clone();
+        std::thread::spawn(move || {
+            if let Err(e) = proxy(conn, direction, &log) {
+                note(&log, &format!("{direction} error: {e}"));
+            }
+        });
+    }
+}
+
+fn note(log: &Log, line: &str) {
+    if let Ok(mut f) = log.lock() {
+        let _ = writeln!(f, "{line}");
+    }
+}
+
+/// Relays one redirected connection to where it was going.
+fn proxy(client: TcpStream, direction: &str, log: &Log) -> Result<(), String> {
+    let orig = socket::getsockopt(&client, sockopt::OriginalDst)
+        .map_err(|e| format!("SO_ORIGINAL_DST: {e}"))?;
+    let orig = SocketAddrV4::new(
+        Ipv4Addr::from(u32::from_be(orig.sin_addr.s_addr)),
+        u16::from_be(orig.sin_port),
+    );
+    let peer = client.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
+    note(log, &format!("{direction} orig={orig} peer={peer}"));
+    let source = (direction == "inbound").then_some(Ipv4Addr::new(127, 0, 0, 6));
+    let upstream = connect_from(source, orig).map_err(|e| format!("connect to {orig}: {e}"))?;
+    let (mut c_read, mut u_write) = (client.try_clone().map_err(|e| e.to_string())?, upstream);
+    let mut u_read = u_write.try_clone().map_err(|e| e.to_string())?;
+    let mut c_write = client;
+    let up = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut c_read, &mut u_write);
+        let _ = u_write.shutdown(Shutdown::Write);
+    });
+    let _ = std::io::copy(&mut u_read, &mut c_write);
+    let _ = c_write.shutdown(Shutdown::Write);
+    let _ = up.join();
+    Ok(())
+}
+
+/// A TCP connection to `to`, from `source` when given.
+fn connect_from(source: Option<Ipv4Addr>, to: SocketAddrV4) -> std::io::Result<TcpStream> {
+    let Some(source) = source else { return TcpStream::connect(to) };
+    let fd = socket::socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+    socket::bind(fd.as_raw_fd(), &SockaddrIn::from(SocketAddrV4::new(source, 0)))?;
+    socket::connect(fd.as_raw_fd(), &SockaddrIn::from(to))?;
+    Ok(TcpStream::from(fd))
+}
