@@ -12,6 +12,7 @@ use std::net::Ipv4Addr;
 use linen_dataplane::pcap::Pcap;
 use linen_dataplane::pipeline::{
     decap, Action, Coalescer, Config, Egress, Frame, Gso, Offload, RoutesBuilder, Segmenter,
+    VNET_HDR_LEN,
 };
 
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/kernel-vxlan-gso.pcap");
@@ -63,6 +64,63 @@ fn data_segments(frames: &[Vec<u8>], v6: bool) -> Vec<Vec<u8>> {
         })
         .cloned()
         .collect()
+}
+
+/// The coalescer's writes for `segs`, each as (virtio-net header, packet bytes).
+fn coalesced(segs: &[Vec<u8>]) -> Vec<([u8; VNET_HDR_LEN], Vec<u8>)> {
+    let mut c = Coalescer::new();
+    for (i, s) in segs.iter().enumerate() {
+        assert!(c.push(i as u32, s));
+    }
+    c.finish();
+    c.writes()
+        .map(|w| {
+            let mut bytes = w.header.to_vec();
+            for p in w.parts {
+                bytes.extend_from_slice(&segs[p.id as usize][p.start as usize..][..p.len as usize]);
+            }
+            (w.vnet, bytes)
+        })
+        .collect()
+}
+
+/// The seeds of the `offload` fuzz target (fuzz/fuzz_targets/offload.rs): the first segments of
+/// each flow as plain packets, and every packet the coalescer makes of each flow with its
+/// virtio-net header, split where a 2 KiB UMEM frame ends. Regenerate with
+/// `LINEN_WRITE_FUZZ_SEEDS=1 cargo test -p linen-dataplane --test offload_fixture`.
+#[test]
+fn fuzz_seeds_match_the_fixture() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/offload");
+    let frames = inner_frames();
+    let mut expected: Vec<(String, Vec<u8>)> = Vec::new();
+    for (v6, name) in [(false, "v4"), (true, "v6")] {
+        let segs = data_segments(&frames, v6);
+        for (i, s) in segs.iter().take(2).enumerate() {
+            let seed = [&[0u8; VNET_HDR_LEN][..], &[0xff, 0xff], s].concat();
+            expected.push((format!("{name}-segment{i}"), seed));
+        }
+        for (i, (vnet, bytes)) in coalesced(&segs).iter().enumerate() {
+            let seed = [&vnet[..], &1728u16.to_be_bytes(), bytes].concat();
+            expected.push((format!("{name}-super{i}"), seed));
+        }
+    }
+    if std::env::var_os("LINEN_WRITE_FUZZ_SEEDS").is_some() {
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, bytes) in &expected {
+            std::fs::write(dir.join(name), bytes).unwrap();
+        }
+    }
+    for (name, bytes) in &expected {
+        let on_disk = std::fs::read(dir.join(name)).unwrap_or_else(|e| {
+            panic!("fuzz seed {name}: {e}; regenerate with LINEN_WRITE_FUZZ_SEEDS=1 (see this test's docs)")
+        });
+        assert_eq!(
+            &on_disk, bytes,
+            "fuzz seed {name} is stale; regenerate with LINEN_WRITE_FUZZ_SEEDS=1"
+        );
+    }
+    let count = std::fs::read_dir(&dir).unwrap().count();
+    assert_eq!(count, expected.len(), "unexpected files in {}", dir.display());
 }
 
 fn check_flow(frames: &[Vec<u8>], v6: bool, mss: usize) {
