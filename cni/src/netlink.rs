@@ -11,6 +11,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsRawFd;
 
+use linen_dataplane::wire::MacAddr;
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
     NLM_F_REQUEST,
@@ -57,8 +58,8 @@ pub struct Link {
     pub index: u32,
     /// Interface name.
     pub name: String,
-    /// Hardware address (empty for devices without one).
-    pub mac: Vec<u8>,
+    /// Ethernet address (`None` for devices without a 6-byte hardware address).
+    pub mac: Option<MacAddr>,
     /// MTU.
     pub mtu: u32,
     /// Index of the bridge (or other master) the link is enslaved to.
@@ -255,10 +256,10 @@ impl Netlink {
     ///
     /// # Errors
     /// Netlink failures.
-    pub fn set_mac(&mut self, index: u32, mac: &[u8]) -> Result<()> {
+    pub fn set_mac(&mut self, index: u32, mac: MacAddr) -> Result<()> {
         let mut msg = LinkMessage::default();
         msg.header.index = index;
-        msg.attributes.push(LinkAttribute::Address(mac.to_vec()));
+        msg.attributes.push(LinkAttribute::Address(mac.octets().to_vec()));
         self.request(
             &|| format!("set the MAC of link {index}"),
             RouteNetlinkMessage::SetLink(msg),
@@ -457,7 +458,7 @@ fn link_of(msg: RouteNetlinkMessage) -> Option<Link> {
     let mut link = Link {
         index: m.header.index,
         name: String::new(),
-        mac: Vec::new(),
+        mac: None,
         mtu: 0,
         master: None,
         up: m.header.flags.contains(LinkFlags::Up),
@@ -466,7 +467,7 @@ fn link_of(msg: RouteNetlinkMessage) -> Option<Link> {
     for attr in m.attributes {
         match attr {
             LinkAttribute::IfName(n) => link.name = n,
-            LinkAttribute::Address(a) => link.mac = a,
+            LinkAttribute::Address(a) => link.mac = MacAddr::try_from(&a[..]).ok(),
             LinkAttribute::Mtu(mtu) => link.mtu = mtu,
             LinkAttribute::Controller(c) => link.master = Some(c),
             LinkAttribute::LinkInfo(infos) => {
@@ -501,7 +502,7 @@ pub fn in_netns<T: Send + 'static>(
     .unwrap_or_else(|_| Err(err("netns thread", io::Error::other("panicked"))))
 }
 
-/// Formats a hardware address as `aa:bb:cc:dd:ee:ff`.
-pub fn format_mac(mac: &[u8]) -> String {
-    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+/// The text a CNI result gives for a link's MAC: `aa:bb:cc:dd:ee:ff`, or empty without one.
+pub fn format_mac(mac: Option<MacAddr>) -> String {
+    mac.map(|m| m.to_string()).unwrap_or_default()
 }

@@ -7,6 +7,7 @@
 use std::fs::File;
 use std::net::Ipv4Addr;
 
+use linen_dataplane::wire::MacAddr;
 use serde_json::{json, Value};
 
 use crate::config::{Env, Mode, NetConf, Range, SubnetEnv, SUPPORTED_VERSIONS};
@@ -261,19 +262,19 @@ fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
         interfaces: vec![
             Interface {
                 name: bridge.name.clone(),
-                mac: format_mac(&bridge.mac),
+                mac: format_mac(bridge.mac),
                 mtu: bridge.mtu,
                 sandbox: None,
             },
             Interface {
                 name: host.name.clone(),
-                mac: format_mac(&host.mac),
+                mac: format_mac(host.mac),
                 mtu: net.mtu,
                 sandbox: None,
             },
             Interface {
                 name: pod_if.name.clone(),
-                mac: format_mac(&pod_if.mac),
+                mac: format_mac(pod_if.mac),
                 mtu: net.mtu,
                 sandbox: Some(env.netns.clone()),
             },
@@ -311,7 +312,9 @@ fn ensure_bridge(
             if created {
                 // Pin the bridge's MAC so it does not change as ports come and go (results
                 // report it, and neighbours cache it).
-                nl.set_mac(bridge.index, &bridge.mac)?;
+                if let Some(mac) = bridge.mac {
+                    nl.set_mac(bridge.index, mac)?;
+                }
             }
             bridge
         }
@@ -417,11 +420,11 @@ fn check(env: &Env, conf: &NetConf) -> Result<(), CniError> {
         }
     };
     if let Some(mac) = interfaces[index].get("mac").and_then(Value::as_str) {
-        if !mac.eq_ignore_ascii_case(&format_mac(&pod_if.mac)) {
+        if pod_if.mac.is_none() || mac.parse::<MacAddr>().ok() != pod_if.mac {
             return Err(check_failed(format!(
                 "{} has MAC {} but ADD reported {mac}",
                 env.ifname,
-                format_mac(&pod_if.mac)
+                format_mac(pod_if.mac)
             )));
         }
     }

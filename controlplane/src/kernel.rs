@@ -19,6 +19,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use futures::{StreamExt, TryStreamExt};
 use ipnet::Ipv4Net;
+use linen_dataplane::wire::MacAddr;
 use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use rtnetlink::packet_route::neighbour::{
@@ -130,26 +131,6 @@ pub struct OverlayState {
     pub routes: Vec<OverlayRoute>,
 }
 
-/// Formats a MAC address the way `ip` prints it.
-pub fn fmt_mac(mac: &[u8; 6]) -> String {
-    let m = mac;
-    format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
-}
-
-/// Parses `aa:bb:cc:dd:ee:ff`.
-pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let mut mac = [0u8; 6];
-    let mut parts = s.split(':');
-    for b in &mut mac {
-        let p = parts.next()?;
-        if p.is_empty() || p.len() > 2 {
-            return None;
-        }
-        *b = u8::from_str_radix(p, 16).ok()?;
-    }
-    parts.next().is_none().then_some(mac)
-}
-
 /// A peer subnet the kernel forwards natively over the underlay, without VXLAN (flannel's
 /// `DirectRouting`): `<subnet> via <gateway> dev <underlay>`, where the gateway is the peer's
 /// public IP on the underlay's own L2 segment.
@@ -258,7 +239,7 @@ impl Kernel {
             .set(LinkUnspec::new_with_index(link.index).address(mac.to_vec()).build())
             .execute()
             .await
-            .map_err(nl(format!("set {dev} address {}", fmt_mac(&mac))))
+            .map_err(nl(format!("set {dev} address {}", MacAddr(mac))))
     }
 
     /// Sets the MTU (when given) and brings the device up.
@@ -476,9 +457,8 @@ impl Kernel {
             .execute();
         let dev = dev.to_string();
         async move {
-            req.await.map_err(|e| {
-                nl(format!("add neighbour {gw} lladdr {} dev {dev}", fmt_mac(&mac)))(e)
-            })
+            req.await
+                .map_err(|e| nl(format!("add neighbour {gw} lladdr {} dev {dev}", MacAddr(mac)))(e))
         }
     }
 
@@ -1287,16 +1267,5 @@ mod tests {
         let distinct: HashSet<u32> =
             (0..10_000u32).map(|i| m(&format!("10.{}.{}.0/24", i / 256, i % 256))).collect();
         assert_eq!(distinct.len(), 256);
-    }
-
-    #[test]
-    fn mac_round_trip() {
-        let m = parse_mac("c6:d2:32:6f:8f:44").unwrap();
-        assert_eq!(m, [0xc6, 0xd2, 0x32, 0x6f, 0x8f, 0x44]);
-        assert_eq!(fmt_mac(&m), "c6:d2:32:6f:8f:44");
-        assert_eq!(parse_mac("c6:d2:32:6f:8f"), None);
-        assert_eq!(parse_mac("c6:d2:32:6f:8f:44:00"), None);
-        assert_eq!(parse_mac("c6:d2:32:6f:8f:4g"), None);
-        assert_eq!(parse_mac("c6::32:6f:8f:44"), None);
     }
 }

@@ -23,9 +23,8 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 
 use ipnet::Ipv4Net;
+use linen_dataplane::wire::MacAddr;
 use serde::Deserialize;
-
-use crate::kernel::parse_mac;
 
 /// A static peer: one remote node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,8 +131,9 @@ impl StaticNode {
             .map_err(|source| StaticPeersError::Parse { path: String::new(), source })?;
         let invalid = |problem: String| StaticPeersError::Invalid { path: String::new(), problem };
         let mac = |s: &str, whose: &str| {
-            parse_mac(s)
-                .ok_or_else(|| invalid(format!("{whose}: vtep_mac {s:?} is not a MAC address")))
+            s.parse::<MacAddr>()
+                .map(<[u8; 6]>::from)
+                .map_err(|e| invalid(format!("{whose}: vtep_mac {s:?} is {e}")))
         };
         let check_subnet = |s: Ipv4Net, whose: &str| {
             if s != s.trunc() {
@@ -220,6 +220,7 @@ mod tests {
     fn rejects_bad_files_with_a_reason() {
         let cases = [
             (GOOD.replace("26:69:c7:3a:5b:8c", "26:69:c7:3a:5b"), "not a MAC"),
+            (GOOD.replace("26:69:c7:3a:5b:8c", "26:69:c7:3a:5b:+c"), "not a MAC"),
             (GOOD.replace("10.244.2.0/24", "10.244.1.0/25"), "overlaps this node"),
             (GOOD.replace("10.244.2.0/24", "10.245.2.0/24"), "outside the network"),
             (GOOD.replace("10.244.2.0/24", "10.244.2.1/24"), "host bits"),

@@ -13,6 +13,7 @@ use linen_dataplane::io::xsk::{
     BindMode, Frame, FramePool, SocketConfig, Umem, UmemConfig, UnderlayConfig, XdpAttachment,
     XskError, XskSocket, KERNEL_HEADROOM, MIN_HEADROOM,
 };
+use linen_dataplane::wire::MacAddr;
 use linen_testbed::{Netns, Testbed};
 use nix::sched::{setns, CloneFlags};
 
@@ -33,11 +34,7 @@ fn in_netns<T: Send>(ns: &Netns, f: impl FnOnce() -> T + Send) -> T {
 
 fn mac_of(ns: &Netns, dev: &str) -> [u8; 6] {
     let s = ns.sh(&format!("cat /sys/class/net/{dev}/address"));
-    let mut mac = [0u8; 6];
-    for (i, p) in s.trim().split(':').enumerate() {
-        mac[i] = u8::from_str_radix(p, 16).expect("mac");
-    }
-    mac
+    s.trim().parse::<MacAddr>().unwrap_or_else(|e| panic!("{dev}'s address {s:?}: {e}")).octets()
 }
 
 fn udp_socket(ns: &Netns, addr: &str) -> UdpSocket {

@@ -23,6 +23,7 @@ use linen_benches::netbench::{
     harness, profile, report, traffic, DATAPATHS, MD_BEGIN, MD_END, MD_GENERATED_END,
 };
 use linen_benches::tool::{find_linend, is_root};
+use linen_dataplane::wire::MacAddr;
 use serde_json::{json, Map, Value};
 
 #[derive(Parser, Debug)]
@@ -71,7 +72,7 @@ enum Mode {
         #[arg(long)]
         iface: String,
         #[arg(long)]
-        gw_mac: String,
+        gw_mac: MacAddr,
         #[arg(long)]
         src: Ipv4Addr,
         #[arg(long)]
@@ -122,7 +123,7 @@ fn pod_mode(mode: Mode) -> Result<(), String> {
         Mode::Send { iface, gw_mac, src, to, len, secs, cpu } => {
             let cfg = traffic::SendConfig {
                 iface,
-                dst_mac: harness::parse_mac(&gw_mac)?,
+                dst_mac: gw_mac.into(),
                 src_ip: src,
                 dst: to,
                 frame_len: len,

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use linen_dataplane::wire::MacAddr;
 use linen_testbed::cluster::{running, Cluster, ClusterBuilder, Node, Overlay};
 use linen_testbed::Netns;
 use serde_json::{json, Map, Value};
@@ -382,17 +383,7 @@ fn pod_mac_of_gateway(node: &Node) -> Result<[u8; 6], String> {
         .split_whitespace()
         .find(|w| w.len() == 17 && w.matches(':').count() == 5 && *w != "ff:ff:ff:ff:ff:ff")
         .ok_or_else(|| format!("no MAC for cni0 in {text:?}"))?;
-    parse_mac(mac)
-}
-
-/// Parses `aa:bb:cc:dd:ee:ff`.
-pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
-    let parts: Vec<u8> = s
-        .split(':')
-        .map(|p| u8::from_str_radix(p, 16))
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("bad MAC {s:?}: {e}"))?;
-    parts.try_into().map_err(|_| format!("bad MAC {s:?}: not six bytes"))
+    mac.parse::<MacAddr>().map(<[u8; 6]>::from).map_err(|e| format!("cni0's MAC {mac:?} is {e}"))
 }
 
 fn pps(c: &Cluster, plan: &Plan, datapath: &str) -> Result<Map<String, Value>, String> {
@@ -429,7 +420,7 @@ fn pps(c: &Cluster, plan: &Plan, datapath: &str) -> Result<Map<String, Value>, S
             "--iface".into(),
             "eth0".into(),
             "--gw-mac".into(),
-            fmt_mac(&gw_mac),
+            MacAddr(gw_mac).to_string(),
             "--src".into(),
             a.pod_ip(0).to_string(),
             "--to".into(),
@@ -730,24 +721,9 @@ fn pin_all_threads(pid: u32, cpus: &str) -> Result<(), String> {
     }
 }
 
-/// `aa:bb:cc:dd:ee:ff`.
-pub fn fmt_mac(m: &[u8; 6]) -> String {
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn macs_round_trip_and_bad_ones_are_refused() {
-        let m = parse_mac("2a:a9:df:4e:cb:b8").expect("mac");
-        assert_eq!(m, [0x2a, 0xa9, 0xdf, 0x4e, 0xcb, 0xb8]);
-        assert_eq!(fmt_mac(&m), "2a:a9:df:4e:cb:b8");
-        assert!(parse_mac("2a:a9:df:4e:cb").is_err());
-        assert!(parse_mac("2a:a9:df:4e:cb:b8:00").is_err());
-        assert!(parse_mac("zz:a9:df:4e:cb:b8").is_err());
-    }
 
     #[test]
     fn datapath_names_map_to_overlays() {

@@ -32,9 +32,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use linen_controlplane::can_reach;
 use linen_controlplane::cli::{load_config, EtcdFlags};
-use linen_controlplane::kernel::{
-    fmt_mac, Kernel, OverlayRoute, OverlayState, OVERLAY_DEV, VXLAN_OVERHEAD,
-};
+use linen_controlplane::kernel::{Kernel, OverlayRoute, OverlayState, OVERLAY_DEV, VXLAN_OVERHEAD};
 use linen_controlplane::lease::MacAddr;
 use linen_controlplane::manager::LeaseOptions;
 use linen_controlplane::masq::{self, MasqKeeper, MasqSpec, Masquerade, NftCommand};
@@ -355,7 +353,7 @@ fn stats_json(s: &StatsSources) -> String {
     serde_json::json!({
         "datapath": s.datapath,
         "tap_send": s.send_mode,
-        "vtep_mac": fmt_mac(&s.vtep_mac),
+        "vtep_mac": MacAddr(s.vtep_mac).to_string(),
         "workers": workers,
     })
     .to_string()
@@ -573,7 +571,7 @@ async fn run(mut args: Args) -> Result<(), BoxError> {
         .link_by_name(OVERLAY_DEV)
         .await?
         .ok_or("the overlay device vanished during setup")?;
-    info!(dev = OVERLAY_DEV, vtep_mac = %fmt_mac(&overlay.mac), "overlay device ready");
+    info!(dev = OVERLAY_DEV, vtep_mac = %MacAddr(overlay.mac), "overlay device ready");
 
     let mut cfg = Config::new(underlay.ip, underlay.link.mac, overlay.mac);
     cfg.vni = args.vni;

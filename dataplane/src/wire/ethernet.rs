@@ -93,7 +93,22 @@ impl core::fmt::Display for EtherType {
     }
 }
 
-/// A 48-bit MAC address.
+/// A 48-bit MAC address: linen's one MAC type, for packets, leases, kernel state and the CNI
+/// plugin alike.
+///
+/// Text form: [`Display`](core::fmt::Display) writes six lowercase two-digit hex octets
+/// separated by `:` (as `ip` and Go's `net.HardwareAddr`, and so flanneld's `VtepMAC`, print
+/// them). [`FromStr`](core::str::FromStr) reads six two-digit hex octets in either case,
+/// separated all by `:` or all by `-`; anything else (a sign, one or three digits, a missing or
+/// extra octet, mixed separators, surrounding space) is a [`ParseMacError`].
+///
+/// ```
+/// use linen_dataplane::wire::MacAddr;
+///
+/// let mac: MacAddr = "C6-D2-32-6F-8F-44".parse().unwrap();
+/// assert_eq!(mac.to_string(), "c6:d2:32:6f:8f:44");
+/// assert!("c6:d2:32:6f:8f:+4".parse::<MacAddr>().is_err());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct MacAddr(pub [u8; 6]);
 
@@ -143,6 +158,28 @@ impl MacAddr {
     }
 }
 
+impl From<[u8; 6]> for MacAddr {
+    fn from(octets: [u8; 6]) -> MacAddr {
+        MacAddr(octets)
+    }
+}
+
+impl From<MacAddr> for [u8; 6] {
+    fn from(mac: MacAddr) -> [u8; 6] {
+        mac.0
+    }
+}
+
+impl TryFrom<&[u8]> for MacAddr {
+    type Error = ParseMacError;
+
+    /// An address from a hardware-address attribute (netlink's `IFLA_ADDRESS`): exactly six
+    /// bytes, else [`ParseMacError`].
+    fn try_from(bytes: &[u8]) -> Result<MacAddr, ParseMacError> {
+        bytes.try_into().map(MacAddr).map_err(|_| ParseMacError)
+    }
+}
+
 impl core::fmt::Display for MacAddr {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         let b = self.0;
@@ -150,26 +187,30 @@ impl core::fmt::Display for MacAddr {
     }
 }
 
-/// Error parsing a textual MAC address.
+/// Error parsing a MAC address (see [`MacAddr`] for the accepted forms).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("invalid MAC address: expected six hex octets separated by ':'")]
+#[error("not a MAC address: expected six two-digit hex octets separated by ':' or '-'")]
 pub struct ParseMacError;
 
 impl core::str::FromStr for MacAddr {
     type Err = ParseMacError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        // "xx:xx:xx:xx:xx:xx": 17 bytes, a separator after every octet but the last. Digits
+        // are checked one by one: `u8::from_str_radix` would also take a sign ("+a").
+        let b: &[u8; 17] = s.as_bytes().try_into().map_err(|_| ParseMacError)?;
+        let sep = b[2];
+        if sep != b':' && sep != b'-' {
+            return Err(ParseMacError);
+        }
+        let digit = |c: u8| char::from(c).to_digit(16).map(|d| d as u8).ok_or(ParseMacError);
         let mut out = [0u8; 6];
-        let mut parts = s.split(':');
-        for octet in &mut out {
-            let part = parts.next().ok_or(ParseMacError)?;
-            if part.is_empty() || part.len() > 2 {
+        for (i, octet) in out.iter_mut().enumerate() {
+            let at = 3 * i;
+            if i > 0 && b[at - 1] != sep {
                 return Err(ParseMacError);
             }
-            *octet = u8::from_str_radix(part, 16).map_err(|_| ParseMacError)?;
-        }
-        if parts.next().is_some() {
-            return Err(ParseMacError);
+            *octet = digit(b[at])? << 4 | digit(b[at + 1])?;
         }
         Ok(MacAddr(out))
     }
@@ -597,12 +638,62 @@ mod tests {
     }
 
     #[test]
-    fn mac_parse_errors() {
-        assert!("".parse::<MacAddr>().is_err());
-        assert!("aa:bb:cc:dd:ee".parse::<MacAddr>().is_err());
-        assert!("aa:bb:cc:dd:ee:ff:00".parse::<MacAddr>().is_err());
-        assert!("aa:bb:cc:dd:ee:fg".parse::<MacAddr>().is_err());
-        assert!("aaa:bb:cc:dd:ee:ff".parse::<MacAddr>().is_err());
-        assert_eq!("a:b:c:d:e:f".parse::<MacAddr>().unwrap(), MacAddr([10, 11, 12, 13, 14, 15]));
+    fn mac_text_forms() {
+        let mac = MacAddr([0xc6, 0xd2, 0x32, 0x6f, 0x8f, 0x44]);
+        for good in
+            ["c6:d2:32:6f:8f:44", "C6:D2:32:6F:8F:44", "c6:D2:32:6f:8F:44", "c6-d2-32-6f-8f-44"]
+        {
+            assert_eq!(good.parse::<MacAddr>(), Ok(mac), "{good}");
+        }
+        assert_eq!(mac.to_string(), "c6:d2:32:6f:8f:44");
+        assert_eq!("00:00:00:00:00:00".parse::<MacAddr>(), Ok(MacAddr::default()));
+        assert_eq!("FF:FF:FF:FF:FF:FF".parse::<MacAddr>(), Ok(MacAddr::BROADCAST));
+        for bad in [
+            "",
+            "c6:d2:32:6f:8f",       // five octets
+            "c6:d2:32:6f:8f:44:00", // seven
+            "c6:d2:32:6f:8f:4",     // a one-digit octet
+            "c6:d2:32:6f:8f:4g",    // not hex
+            "c6:d2:32:6f:8f:+4",    // a sign, which u8::from_str_radix would take
+            "+c:d2:32:6f:8f:44",
+            "c6:d2:32:6f:8f:-4",
+            "c6:d2:32:6f:8f:+a",
+            "c:6d2:32:6f:8f:44", // right length, separator in the wrong place
+            "a:b:c:d:e:f",       // one-digit octets
+            "c6d:2:32:6f:8f:44",
+            "c6:d2-32:6f:8f:44",  // mixed separators
+            "c6.d2.32.6f.8f.44",  // another separator
+            "c6d2.326f.8f44",     // Cisco's dotted form
+            "c6d2326f8f44",       // none
+            " c6:d2:32:6f:8f:44", // surrounding space
+            "c6:d2:32:6f:8f:44 ",
+            "c6::d2:32:6f:8f:4",
+            "c6:d2:32:6f:8f:４", // a non-ASCII digit
+        ] {
+            assert_eq!(bad.parse::<MacAddr>(), Err(ParseMacError), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn mac_from_bytes() {
+        let b = [2u8, 0, 0, 0, 0, 7];
+        assert_eq!(MacAddr::try_from(&b[..]), Ok(MacAddr(b)));
+        assert_eq!(MacAddr::try_from(&b[..5]), Err(ParseMacError));
+        assert_eq!(MacAddr::try_from(&[0u8; 7][..]), Err(ParseMacError));
+        assert_eq!(<[u8; 6]>::from(MacAddr::from(b)), b);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn mac_text_round_trips(octets in proptest::array::uniform6(proptest::num::u8::ANY)) {
+            let mac = MacAddr(octets);
+            proptest::prop_assert_eq!(mac.to_string().parse::<MacAddr>(), Ok(mac));
+            proptest::prop_assert_eq!(mac.to_string().to_uppercase().replace(':', "-").parse::<MacAddr>(), Ok(mac));
+        }
+
+        #[test]
+        fn mac_parse_never_panics(s in "\\PC{0,20}") {
+            let _ = s.parse::<MacAddr>();
+        }
     }
 }

@@ -98,7 +98,7 @@ pub use arp::{
     Hardware as ArpHardware, Operation as ArpOperation, Packet as ArpPacket, Repr as ArpRepr,
 };
 pub use ethernet::{
-    EtherType, Frame as EthernetFrame, MacAddr, Repr as EthernetRepr, Vlan, VlanTag,
+    EtherType, Frame as EthernetFrame, MacAddr, ParseMacError, Repr as EthernetRepr, Vlan, VlanTag,
 };
 pub use icmpv4::{Message as Icmpv4Message, Packet as Icmpv4Packet, Repr as Icmpv4Repr};
 pub use icmpv6::{Message as Icmpv6Message, Packet as Icmpv6Packet, Repr as Icmpv6Repr};
