@@ -162,10 +162,12 @@ impl Offload {
 /// checksum that comes out as zero is sent as `0xffff` (zero means "none" in UDP).
 ///
 /// # Errors
-/// [`DropReason::BadOffload`] when the field lies outside the frame.
+/// [`DropReason::BadOffload`] when the field lies outside the frame or at an odd offset from
+/// `start` (where it would straddle two of the summed words).
 pub fn complete_checksum(frame: &mut [u8], (start, offset): (u16, u16)) -> Result<(), DropReason> {
     let (start, field) = (usize::from(start), usize::from(start) + usize::from(offset));
-    if field + 2 > frame.len() || start < ethernet::HEADER_LEN {
+    // The field must be a whole 16-bit word of the summed bytes (TCP's is at 16, UDP's at 6).
+    if field + 2 > frame.len() || start < ethernet::HEADER_LEN || offset % 2 != 0 {
         return Err(DropReason::BadOffload);
     }
     let mut c = checksum::checksum(&frame[start..]);
@@ -1077,6 +1079,9 @@ mod tests {
         complete_checksum(&mut pkt, (34, 16)).unwrap();
         assert!(tcp_verifies(&pkt));
         assert!(complete_checksum(&mut pkt, (60, 16)).is_err());
+        // A field at an odd offset from the start would straddle two summed words (fuzzing
+        // found that the kernel's word was taken for it).
+        assert_eq!(complete_checksum(&mut pkt, (35, 1)), Err(DropReason::BadOffload));
     }
 
     #[test]
