@@ -3,6 +3,7 @@
 #![deny(missing_docs)]
 
 // kernel programming and the static-peers node
+pub mod handover;
 pub mod kernel;
 pub mod node;
 pub mod static_peers;
@@ -24,6 +25,7 @@ pub mod metrics;
 // linend options: --ip-masq (nftables source NAT), --can-reach (underlay autodetection)
 pub mod can_reach;
 pub mod masq;
+pub mod vtep_mac;
 
 /// flannel's default etcd key prefix.
 pub const DEFAULT_PREFIX: &str = "/coreos.com/network";

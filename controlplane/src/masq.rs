@@ -395,7 +395,8 @@ where
 }
 
 /// Keeps linen's masquerade table in place: writes it at start, checks it every resync
-/// interval and whenever the spec changes, and removes it on [`MasqKeeper::shutdown`].
+/// interval and whenever the spec changes, and removes it on [`MasqKeeper::shutdown`] (or leaves
+/// it on [`MasqKeeper::leave`]).
 #[derive(Debug)]
 pub struct MasqKeeper<N: Nft + Send + 'static = NftCommand> {
     masq: Shared<N>,
@@ -464,6 +465,15 @@ impl<N: Nft + Send + 'static> MasqKeeper<N> {
         }
         let _ = (&mut self.task).await;
         blocking(&self.masq, |m| m.remove()).await
+    }
+
+    /// Stops the checks and leaves the table in place, for the next process (which writes it
+    /// again in one transaction, so masquerading never pauses).
+    pub async fn leave(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
     }
 }
 

@@ -9,7 +9,10 @@
 //!    empty route table.
 //! 3. [`EtcdNode::start`]: claim a subnet (retried until it succeeds; the lease manager writes
 //!    subnet.env), program the overlay device with our subnet, start renewing the lease and run
-//!    the peer watch in a task.
+//!    the peer watch in a task. A device handed over by an earlier process keeps its routes
+//!    meanwhile: with the peers that process stored ([`StartPeers::Known`]) the kernel and the
+//!    route table are converged to them at once, without a known list the device is left as it
+//!    is until the first listing from etcd ([`StartPeers::Kept`]).
 //!
 //! On every peer update the task converges the kernel (`linen.1`'s address, per-peer routes and
 //! permanent neighbours) to the full peer map and publishes a new route snapshot in which every
@@ -29,7 +32,8 @@
 //! flannel node that has not switched yet) is decapsulated. The task re-reads `<prefix>/config`
 //! every [`CONFIG_RECHECK`] and follows a changed `DirectRouting` at run time; other config
 //! changes need a restart and are logged as such. Direct routes are removed on shutdown, with the
-//! overlay device's.
+//! overlay device's, unless the datapath is left to the next process
+//! ([`EtcdNode::shutdown_for_restart`]).
 
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
@@ -171,19 +175,33 @@ pub async fn build_routes(
     b.build()
 }
 
+/// What the overlay device holds when [`EtcdNode::start`] runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartPeers {
+    /// A new device: only our address is programmed before the first listing.
+    New,
+    /// A device handed over by an earlier process, whose peers are not known here: its routes
+    /// and neighbours are left as they are until the first listing converges them.
+    Kept,
+    /// A device handed over with these peers (stored by the earlier process): the kernel and
+    /// the route table are converged to them right after the claim.
+    Known(Vec<RemoteNode>),
+}
+
 /// A node running in etcd mode: the lease keeper and the peer-watch task.
 #[derive(Debug)]
 pub struct EtcdNode {
     lease: LeaseHandle,
     task: tokio::task::JoinHandle<()>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    stop: Option<tokio::sync::oneshot::Sender<bool>>,
     subnet: watch::Receiver<Ipv4Net>,
+    peers: watch::Receiver<Vec<RemoteNode>>,
 }
 
 impl EtcdNode {
-    /// Claims a subnet (retrying until it gets one), programs `linen.1` with it, starts the
-    /// lease keeper and the peer-watch task. `lease_opts` carries our public IP and VtepMAC
-    /// (the overlay device's MAC) and the subnet file to write.
+    /// Claims a subnet (retrying until it gets one), programs `linen.1` with it (see
+    /// [`StartPeers`]), starts the lease keeper and the peer-watch task. `lease_opts` carries our
+    /// public IP and VtepMAC (the overlay device's MAC) and the subnet file to write.
     ///
     /// # Errors
     /// [`NodeError::Lease`] when the config has no IPv4 network, [`NodeError::Kernel`] when the
@@ -194,15 +212,19 @@ impl EtcdNode {
         lease_opts: LeaseOptions,
         kernel: Kernel,
         dp: DatapathHandles,
+        start_peers: StartPeers,
     ) -> Result<EtcdNode, NodeError> {
         let manager = LeaseManager::new(registry.clone(), config, lease_opts)?;
         let network = config.require_ipv4().map_err(LoadConfigError::from)?.network;
         let lease = manager.acquire_retrying().await;
         info!(subnet = %lease.subnet, key = %lease.key(), "lease held; subnet file written");
-        kernel.apply_overlay(OVERLAY_DEV, &overlay_state(lease.subnet, dp.mtu, &[])).await?;
+        if start_peers == StartPeers::New {
+            kernel.apply_overlay(OVERLAY_DEV, &overlay_state(lease.subnet, dp.mtu, &[])).await?;
+        }
         let handle = manager.spawn(lease.clone());
         let watcher = PeerWatcher::new(registry.clone(), Some(handle.subscribe()));
         let (subnet_tx, subnet_rx) = watch::channel(lease.subnet);
+        let (peers_tx, peers_rx) = watch::channel(Vec::new());
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
         // Underlay next hops follow the kernel's neighbour table on the underlay interface.
         let neighbours = match crate::kernel::watch_neighbours(dp.underlay_ifindex) {
@@ -216,13 +238,14 @@ impl EtcdNode {
             Ok(link) => link.name,
             Err(_) => format!("#{}", dp.underlay_ifindex),
         };
-        let sync = Sync {
+        let mut sync = Sync {
             kernel,
             dp,
             watcher,
             own: handle.subscribe(),
             subnet: lease.subnet,
             subnet_tx,
+            peers_tx,
             peers: Vec::new(),
             next_hops: NextHopCache::new(),
             programmed: None,
@@ -237,8 +260,20 @@ impl EtcdNode {
             direct_reach: HashMap::new(),
             direct: None,
         };
+        if let StartPeers::Known(mut peers) = start_peers {
+            peers.sort_by_key(|p| p.subnet);
+            info!(peers = peers.len(), "converging the handed-over overlay to the stored peers");
+            sync.peers = peers;
+            sync.apply(Instant::now(), true).await;
+        }
         let task = tokio::spawn(sync.run(stop_rx));
-        Ok(EtcdNode { lease: handle, task, stop: Some(stop_tx), subnet: subnet_rx })
+        Ok(EtcdNode { lease: handle, task, stop: Some(stop_tx), subnet: subnet_rx, peers: peers_rx })
+    }
+
+    /// The peers routed to, updated after every applied change (for the hand-over's stored
+    /// list).
+    pub fn peers(&self) -> watch::Receiver<Vec<RemoteNode>> {
+        self.peers.clone()
     }
 
     /// The lease held right now (`None` while a new subnet is being claimed).
@@ -256,11 +291,21 @@ impl EtcdNode {
         self.task.is_finished()
     }
 
-    /// Stops the peer watch and the lease keeper. The lease stays in etcd until its TTL ends, so a
-    /// restarted node gets its subnet back.
-    pub async fn shutdown(mut self) {
+    /// Stops the peer watch and the lease keeper and removes the direct routes. The lease stays
+    /// in etcd until its TTL ends, so a restarted node gets its subnet back.
+    pub async fn shutdown(self) {
+        self.stop(true).await;
+    }
+
+    /// Stops the peer watch and the lease keeper and leaves the direct routes in place, for the
+    /// next process that takes the datapath over.
+    pub async fn shutdown_for_restart(self) {
+        self.stop(false).await;
+    }
+
+    async fn stop(mut self, remove_direct_routes: bool) {
         if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+            let _ = stop.send(remove_direct_routes);
         }
         let _ = (&mut self.task).await;
         self.lease.shutdown().await;
@@ -286,6 +331,8 @@ struct Sync {
     own: watch::Receiver<Option<Lease>>,
     subnet: Ipv4Net,
     subnet_tx: watch::Sender<Ipv4Net>,
+    /// The peers routed to, for whoever stores them.
+    peers_tx: watch::Sender<Vec<RemoteNode>>,
     peers: Vec<RemoteNode>,
     /// Resolved underlay next hops; emptied on every full resync so they are looked up afresh.
     next_hops: NextHopCache,
@@ -340,7 +387,7 @@ async fn next_change(
 const MAX_COALESCED: usize = 256;
 
 impl Sync {
-    async fn run(mut self, mut stop: tokio::sync::oneshot::Receiver<()>) {
+    async fn run(mut self, mut stop: tokio::sync::oneshot::Receiver<bool>) {
         let mut recheck =
             tokio::time::interval_at(tokio::time::Instant::now() + CONFIG_RECHECK, CONFIG_RECHECK);
         recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -348,7 +395,12 @@ impl Sync {
         // processed without awaiting), so selecting on it with our own lease is safe.
         loop {
             tokio::select! {
-                _ = &mut stop => return self.remove_direct_routes().await,
+                remove = &mut stop => {
+                    if remove.unwrap_or(true) {
+                        self.remove_direct_routes().await;
+                    }
+                    return;
+                }
                 _ = recheck.tick() => self.recheck_config().await,
                 change = next_change(&mut self.neighbours) => {
                     let Some(first) = change else {
@@ -377,8 +429,10 @@ impl Sync {
                 changed = self.own.changed() => {
                     if changed.is_err() {
                         // The lease keeper stopped (shutdown): nothing more to follow.
-                        let _ = (&mut stop).await;
-                        return self.remove_direct_routes().await;
+                        if (&mut stop).await.unwrap_or(true) {
+                            self.remove_direct_routes().await;
+                        }
+                        return;
                     }
                     let lease = self.own.borrow_and_update().clone();
                     match lease {
@@ -628,6 +682,7 @@ impl Sync {
         )
         .await;
         self.dp.routes.publish(routes);
+        self.peers_tx.send_replace(self.peers.clone());
         let published = received.elapsed();
         // DirectRouting: new direct routes go in first, each replacing its subnet's overlay
         // route in place; the overlay then covers the other peers; direct routes no longer

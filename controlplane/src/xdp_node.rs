@@ -8,14 +8,19 @@
 //!
 //! Teardown order matters: [`XdpDevices::detach`] (program off, nothing steered any more) before
 //! the queues (sockets) are dropped; closing the last TAP queue removes `linen.1` with its routes.
+//! When copies of the descriptors are kept in the service manager's store (see
+//! [`crate::handover`]), dropping them here closes only this process's copies: the program keeps
+//! steering into the sockets, and [`adopt`] takes everything over in the next process.
 
 use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use linen_dataplane::io::tun::{TunQueue, MAX_QUEUES};
 use linen_dataplane::io::xsk::{
-    SocketConfig, Umem, UmemConfig, UnderlayConfig, XdpAttachment, XskError, XskQueue,
+    SocketConfig, Umem, UmemConfig, UnderlayConfig, XdpAttachment, XskError, XskQueue, XskSocket,
 };
 
+use crate::handover::UmemGeometry;
 use crate::kernel::OVERLAY_DEV;
 
 /// What the AF_XDP datapath needs to know to set up its devices.
@@ -71,6 +76,90 @@ impl XdpDevices {
             None => Ok(None),
         }
     }
+
+    /// The underlay program's bpf_link (to store it for the next process), while attached.
+    pub fn link_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.underlay.as_ref().map(XdpAttachment::link_fd)
+    }
+}
+
+/// The UMEM and ring geometry every AF_XDP queue is built with.
+pub fn geometry() -> UmemGeometry {
+    let (u, s) = (UmemConfig::default(), SocketConfig::default());
+    UmemGeometry {
+        frame_count: u.frame_count,
+        frame_size: u.frame_size,
+        headroom: u.headroom,
+        fill_size: u.fill_size,
+        comp_size: u.comp_size,
+        rx_size: s.rx_size,
+        tx_size: s.tx_size,
+    }
+}
+
+/// The descriptors of one AF_XDP queue an earlier process handed over.
+#[derive(Debug)]
+pub struct HandedQueue {
+    /// Its queue of `linen.1`.
+    pub tap: OwnedFd,
+    /// Its AF_XDP socket on the underlay queue.
+    pub xsk: OwnedFd,
+    /// Its UMEM's memory file.
+    pub umem: OwnedFd,
+}
+
+/// The descriptors of an AF_XDP queue to store for the next process: (TAP queue, AF_XDP socket,
+/// UMEM memory file).
+pub fn queue_fds(q: &XskQueue) -> (BorrowedFd<'_>, BorrowedFd<'_>, BorrowedFd<'_>) {
+    (q.overlay_queue().as_fd(), q.underlay_socket().as_fd(), q.umem_memfd())
+}
+
+/// Takes over the AF_XDP datapath an earlier process set up with [`setup`]: every queue's TAP
+/// queue, socket and UMEM (built with `geometry`), then loads the underlay program afresh and
+/// swaps it in on the handed-over `link` (see [`XdpAttachment::underlay_on_link`]), so the
+/// program is always the one this binary carries. Frames that arrived while no process ran
+/// wait on the sockets' RX rings.
+///
+/// # Errors
+/// [`XdpNodeError`] naming what did not fit; the caller then drops every handed-over
+/// descriptor and builds afresh with [`setup`].
+pub fn adopt(
+    cfg: &XdpNodeConfig,
+    link: OwnedFd,
+    handed: Vec<HandedQueue>,
+    g: &UmemGeometry,
+) -> Result<(XdpDevices, Vec<XskQueue>), XdpNodeError> {
+    if handed.len() != cfg.queues as usize {
+        return Err(XdpNodeError::Config(format!(
+            "{} queue(s) handed over, --queues {}",
+            handed.len(),
+            cfg.queues
+        )));
+    }
+    let umem_cfg = UmemConfig {
+        frame_count: g.frame_count,
+        frame_size: g.frame_size,
+        headroom: g.headroom,
+        fill_size: g.fill_size,
+        comp_size: g.comp_size,
+    };
+    let sock_cfg = SocketConfig { rx_size: g.rx_size, tx_size: g.tx_size, ..SocketConfig::default() };
+    let mut queues = Vec::with_capacity(handed.len());
+    for (q, h) in (0..cfg.queues).zip(handed) {
+        let tun = TunQueue::adopt(h.tap, OVERLAY_DEV).map_err(XdpNodeError::Tap)?;
+        let umem = Umem::adopt(umem_cfg, h.umem, h.xsk.as_fd())?;
+        let sock = XskSocket::adopt(&umem, h.xsk, &cfg.underlay, q, &sock_cfg)?;
+        queues.push(XskQueue::adopt(&umem, sock, tun)?);
+    }
+    let sockets: Vec<&XskSocket> = queues.iter().map(XskQueue::underlay_socket).collect();
+    let underlay = XdpAttachment::underlay_on_link(
+        link,
+        &cfg.underlay,
+        UnderlayConfig { vtep_ipv4: Some(cfg.vtep), vtep_ipv6: None, port: cfg.port },
+        cfg.queues,
+        &sockets,
+    )?;
+    Ok((XdpDevices { underlay: Some(underlay) }, queues))
 }
 
 /// Creates `linen.1` with one TAP queue per worker, attaches the underlay program to the

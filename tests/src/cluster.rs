@@ -25,6 +25,11 @@
 //!   (which linend then claims in etcd) and writes a flanneld-format lease for every kernel-VXLAN
 //!   node, so both kinds still mix. A linen node's VtepMAC is then `linen.1`'s own MAC.
 //!
+//! - With [`ClusterBuilder::service_manager`], each linend runs under [`crate::service::Service`],
+//!   a service manager speaking systemd's notification and file-descriptor-store protocol, so
+//!   [`Cluster::restart_linend`], [`Cluster::crash_linend`] and [`Cluster::stop_service`] exercise
+//!   linend's hand-over as systemd drives it.
+//!
 //! Everything lives in the testbed's namespaces; nothing touches the root namespace's addresses or
 //! routes. Dropping the [`Cluster`] kills linend (by PID) and deletes every namespace, also on
 //! panic; its temporary directory (peer files, stats, logs) goes with it.
@@ -40,13 +45,20 @@
 //! assert!(c.wait_reachable(&a.pods[0], b.pod_ip(0), std::time::Duration::from_secs(5)));
 //! ```
 
+use std::ffi::OsString;
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::service::{Ended, ExecStart, Service};
 use crate::{flannel, wait_for, workspace_bin, Netns, TempDir, Testbed};
+
+/// The store size the emulated service manager gives linend (the unit's
+/// `FileDescriptorStoreMax=`).
+pub const FD_STORE_MAX: usize = 256;
 
 /// The cluster network all pod subnets lie in.
 pub const CLUSTER_NETWORK: &str = "10.244.0.0/16";
@@ -145,15 +157,23 @@ fn one_line(s: &str) -> String {
 /// A running linend.
 #[derive(Debug, Clone)]
 pub struct Linend {
-    /// Its PID (the `ip netns exec` wrapper execs it, so this is linend itself).
+    /// Its PID at start (the `ip netns exec` wrapper execs it, so this is linend itself); see
+    /// [`Linend::current_pid`] after a restart.
     pub pid: u32,
     /// Its stderr (tracing logs, no colours).
     pub log: PathBuf,
     /// Its `--stats-file`, rewritten every 100 ms.
     pub stats: PathBuf,
+    /// The service manager it runs under ([`ClusterBuilder::service_manager`]).
+    pub service: Option<Arc<Service>>,
 }
 
 impl Linend {
+    /// The PID of the running linend (changes with every restart under a service manager).
+    pub fn current_pid(&self) -> u32 {
+        self.service.as_ref().and_then(|s| s.main_pid()).unwrap_or(self.pid)
+    }
+
     /// The stats file's first worker object, if the file exists and parses.
     pub fn worker_stats(&self) -> Option<serde_json::Value> {
         let text = std::fs::read_to_string(&self.stats).ok()?;
@@ -219,6 +239,7 @@ pub struct ClusterBuilder {
     up_timeout: Duration,
     etcd: bool,
     direct_routing: bool,
+    service_manager: bool,
 }
 
 impl ClusterBuilder {
@@ -236,7 +257,15 @@ impl ClusterBuilder {
             up_timeout: Duration::from_secs(10),
             etcd: false,
             direct_routing: false,
+            service_manager: false,
         }
+    }
+
+    /// Runs every linend under an emulated service manager with a file-descriptor store (see
+    /// [`crate::service`]), as the systemd unit runs it.
+    pub fn service_manager(mut self, on: bool) -> ClusterBuilder {
+        self.service_manager = on;
+        self
     }
 
     /// Adds a node running `overlay`.
@@ -480,6 +509,39 @@ impl ClusterBuilder {
             Some(p) => p.clone(),
             None => workspace_bin("linend"),
         };
+        let mut args: Vec<OsString> = mode_args.iter().map(OsString::from).collect();
+        args.extend(["--datapath".into(), datapath.into(), "--subnet-file".into()]);
+        args.push(dir.join(format!("{}.subnet.env", me.name)).into());
+        args.extend(["--stats-file".into(), stats.clone().into()]);
+        args.extend(["--stats-interval-ms".into(), "100".into()]);
+        args.extend(self.linend_args.iter().map(OsString::from));
+        if self.service_manager {
+            assert!(self.linend_cpus.is_none(), "linend_cpus is not supported with a service manager");
+            let exec = ExecStart {
+                netns: me.host.clone(),
+                program: bin,
+                args,
+                env: vec![("RUST_LOG".into(), "info".into()), ("NO_COLOR".into(), "1".into())],
+                log: log.clone(),
+            };
+            drop(log_file);
+            let svc = Arc::new(Service::new(dir, &me.name, exec, FD_STORE_MAX));
+            let pid = svc.start(tb);
+            let l = Linend { pid, log, stats, service: Some(svc.clone()) };
+            if svc.wait_ready(self.up_timeout) {
+                return Ok(l);
+            }
+            let ended = svc.signal_and_wait(tb, "KILL", Duration::from_secs(1));
+            let text = l.log_text();
+            return Err(ClusterError::Linend {
+                node: me.name.clone(),
+                reason: last_error(&text).unwrap_or_else(|| match ended {
+                    Ended::Exited => "exited during start-up (no READY=1)".to_string(),
+                    Ended::Killed => format!("no READY=1 after {:?}", self.up_timeout),
+                }),
+                log_tail: tail(&text, 20),
+            });
+        }
         let mut cmd = match &self.linend_cpus {
             // taskset and `ip netns exec` both exec, so the PID stays linend's.
             Some(cpus) => {
@@ -489,20 +551,13 @@ impl ClusterBuilder {
             }
             None => me.host.command(&bin.to_string_lossy()),
         };
-        cmd.args(mode_args)
-            .args(["--datapath", datapath])
-            .arg("--subnet-file")
-            .arg(dir.join(format!("{}.subnet.env", me.name)))
-            .arg("--stats-file")
-            .arg(&stats)
-            .args(["--stats-interval-ms", "100"])
-            .args(&self.linend_args)
+        cmd.args(&args)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(log_file);
         let pid = tb.spawn(cmd);
-        let l = Linend { pid, log, stats };
+        let l = Linend { pid, log, stats, service: None };
         let up = wait_for(self.up_timeout, || {
             if l.stats.exists() {
                 Some(true)
@@ -594,11 +649,18 @@ impl Cluster {
     }
 
     /// Stops every linend with SIGTERM (so it removes `linen.1` itself) and waits up to
-    /// `timeout` for each; returns the names of nodes whose linend was still running.
+    /// `timeout` for each; returns the names of nodes whose linend was still running. Under a
+    /// service manager this is `systemctl stop`: the store is emptied after linend exits.
     pub fn stop_linend(&self, timeout: Duration) -> Vec<String> {
         let mut stuck = Vec::new();
         for n in &self.nodes {
             let Some(l) = &n.linend else { continue };
+            if let Some(svc) = &l.service {
+                if svc.stop(&self.tb, timeout) == Ended::Killed {
+                    stuck.push(n.name.clone());
+                }
+                continue;
+            }
             let _ = Command::new("kill").args(["-TERM", &l.pid.to_string()]).status();
             if wait_for(timeout, || (!running(l.pid)).then_some(())).is_none() {
                 stuck.push(n.name.clone());
@@ -606,6 +668,70 @@ impl Cluster {
             self.tb.kill(l.pid);
         }
         stuck
+    }
+
+    fn service(&self, node: usize) -> &Service {
+        self.nodes[node]
+            .linend
+            .as_ref()
+            .and_then(|l| l.service.as_deref())
+            .expect("the node runs linend under a service manager (ClusterBuilder::service_manager)")
+    }
+
+    /// `systemctl restart` of node `node`'s linend (index into [`Cluster::nodes`]): SIGTERM,
+    /// wait for the exit (up to 10 s), start again with the store; returns how long the old
+    /// process took to exit, once the new one said `READY=1`.
+    ///
+    /// # Panics
+    /// Without a service manager, or when the old process had to be killed or the new one does
+    /// not become ready within 20 s (with its log).
+    pub fn restart_linend(&self, node: usize) -> Duration {
+        let svc = self.service(node);
+        let (ended, _, took) = svc.restart(&self.tb, Duration::from_secs(10));
+        assert_eq!(ended, Ended::Exited, "{}: linend ignored SIGTERM", self.nodes[node].name);
+        self.wait_linend_ready(node);
+        took
+    }
+
+    /// A crash of node `node`'s linend (SIGKILL) and `Restart=always` after `restart_sec`;
+    /// returns once the new process said `READY=1`.
+    ///
+    /// # Panics
+    /// As [`Cluster::restart_linend`].
+    pub fn crash_linend(&self, node: usize, restart_sec: Duration) {
+        self.service(node).crash_and_restart(&self.tb, restart_sec);
+        self.wait_linend_ready(node);
+    }
+
+    /// Starts node `node`'s linend again after [`Cluster::stop_service`] (or a restart by hand)
+    /// and waits for `READY=1`.
+    pub fn start_linend(&self, node: usize) {
+        self.service(node).start(&self.tb);
+        self.wait_linend_ready(node);
+    }
+
+    /// `systemctl stop` of node `node`'s linend: SIGTERM, wait, empty the store.
+    pub fn stop_service(&self, node: usize) -> Ended {
+        self.service(node).stop(&self.tb, Duration::from_secs(10))
+    }
+
+    /// Runs a different linend binary from the next start on (an upgrade).
+    pub fn set_linend_program(&self, node: usize, program: PathBuf) {
+        self.service(node).set_program(program);
+    }
+
+    /// The names of the descriptors node `node`'s service manager holds.
+    pub fn stored(&self, node: usize) -> Vec<String> {
+        self.service(node).stored()
+    }
+
+    fn wait_linend_ready(&self, node: usize) {
+        let n = &self.nodes[node];
+        let svc = self.service(node);
+        if !svc.wait_ready(Duration::from_secs(20)) {
+            let log = n.linend.as_ref().map(Linend::log_text).unwrap_or_default();
+            panic!("{}: linend did not become ready after a restart\n{}", n.name, tail(&log, 40));
+        }
     }
 }
 

@@ -14,6 +14,7 @@ pub mod etcd;
 pub mod etcd_nodes;
 pub mod flannel;
 pub mod kube;
+pub mod service;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};

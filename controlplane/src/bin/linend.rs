@@ -10,9 +10,19 @@
 //! (see `linen_controlplane::static_peers`), no etcd.
 //!
 //! In both modes linend finds the underlay, creates and programs the overlay device `linen.1`
-//! (address, MTU, routes, permanent neighbours, offloads off), writes the flannel-format subnet
-//! file for the CNI plugin, and runs the datapath until SIGTERM or SIGINT, then removes what it
-//! created (an etcd lease stays, so a restart keeps the subnet).
+//! (address, MTU, routes, permanent neighbours, offloads off; its MAC, the VtepMAC, derived from
+//! the machine ID, see `linen_controlplane::vtep_mac`), writes the flannel-format subnet file for
+//! the CNI plugin, and runs the datapath until SIGTERM or SIGINT, then removes what it created
+//! (an etcd lease stays, so a restart keeps the subnet).
+//!
+//! Under a service manager with a file-descriptor store (systemd's `Type=notify` with
+//! `FileDescriptorStoreMax=`, found through `$NOTIFY_SOCKET`), linend stores the descriptors of
+//! its datapath there as soon as it has created them, and on SIGTERM leaves `linen.1`, the XDP
+//! program, the sockets, the masquerade table and direct routes in place: the next start takes
+//! them over (`$LISTEN_FDS`) and forwards what the kernel queued meanwhile, so a restart, an
+//! upgrade or a crash loses no packet to a missing device (see `linen_controlplane::handover`).
+//! `systemctl stop` releases the store and with it the datapath; `linend --cleanup` then removes
+//! the masquerade table and direct routes too.
 //!
 //! `--ip-masq` installs flannel's masquerade rules in the nftables table `ip linen` (see
 //! `linen_controlplane::masq` and docs/ipmasq.md), re-checks them every `--ip-masq-resync`
@@ -25,6 +35,7 @@
 //! (tries `xdp`, falls back to `tap` and logs why).
 
 use std::net::Ipv4Addr;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,15 +43,21 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use linen_controlplane::can_reach;
 use linen_controlplane::cli::{load_config, EtcdFlags};
+use linen_controlplane::handover::{
+    self, DatapathKind, Description, Handover, Received, StateFiles, Store, Wanted,
+};
 use linen_controlplane::kernel::{Kernel, OverlayRoute, OverlayState, OVERLAY_DEV, VXLAN_OVERHEAD};
 use linen_controlplane::lease::MacAddr;
 use linen_controlplane::manager::LeaseOptions;
 use linen_controlplane::masq::{self, MasqKeeper, MasqSpec, Masquerade, NftCommand};
 use linen_controlplane::metrics::{self, LeaseInfo, NodeState, RouteInfo};
-use linen_controlplane::node::{DatapathHandles, EtcdNode};
+use linen_controlplane::node::{DatapathHandles, EtcdNode, RemoteNode, StartPeers};
 use linen_controlplane::static_peers::StaticNode;
-use linen_controlplane::xdp_node::{self, XdpNodeConfig};
+use linen_controlplane::vtep_mac;
+use linen_controlplane::xdp_node::{self, HandedQueue, XdpNodeConfig};
+use linen_dataplane::io::fdstore::{self, Notifier};
 use linen_dataplane::io::tap::{TapConfig, TapQueue, UnderlaySend};
+use linen_dataplane::io::tun::TunQueue;
 use linen_dataplane::io::xsk::{pin_current_thread, XskQueue};
 use linen_dataplane::io::PacketQueue;
 use linen_dataplane::pipeline::{Config, NextHop, Peer, Routes, RoutesBuilder, WorkerStats};
@@ -158,9 +175,18 @@ struct Args {
     /// Pin worker i to the i-th CPU of this list (e.g. `1` or `0,2-3`); default: not pinned.
     #[arg(long, env = "LINEN_CPUS")]
     cpus: Option<String>,
+
+    /// Remove what linend leaves on this node while it is not running (linen.1, the masquerade
+    /// table, direct routes into the network of --subnet-file), then exit. Run it after
+    /// `systemctl stop linend` to take linen off a node.
+    #[arg(long)]
+    cleanup: bool,
 }
 
 fn main() -> std::process::ExitCode {
+    // A service manager's descriptors (a datapath handed over by the previous run) are taken
+    // before anything else runs or opens a file.
+    let listen = fdstore::take_listen_fds();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -170,6 +196,17 @@ fn main() -> std::process::ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
+    let listen = listen.unwrap_or_else(|e| {
+        warn!(error = %e, "cannot take the descriptors the service manager passed");
+        Vec::new()
+    });
+    let notifier = match Notifier::from_env() {
+        Ok(n) => n,
+        Err(e) => {
+            warn!(error = %e, "NOTIFY_SOCKET is unusable; running without the service manager's store");
+            None
+        }
+    };
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -177,7 +214,13 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(args)) {
+    let result = if args.cleanup {
+        drop(listen);
+        rt.block_on(cleanup(args))
+    } else {
+        rt.block_on(run(args, listen, notifier))
+    };
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             error!("{e:#}");
@@ -421,7 +464,132 @@ async fn next_hop_macs(kernel: &Kernel, mode: &Mode) -> Vec<Option<[u8; 6]>> {
     }
 }
 
-async fn run(mut args: Args) -> Result<(), BoxError> {
+/// Releases a hand-over that cannot be used: removes every descriptor from the store (the
+/// description first, the TAP queues last), closes this process's copies, and waits until the
+/// old `linen.1` is gone — the store has then closed its copies too, so the program is off
+/// the underlay and the VXLAN port is free again.
+async fn release(store: Option<&Store>, h: Handover, kernel: &Kernel) {
+    let names = h.names();
+    drop(h);
+    release_names(store, names, kernel).await;
+}
+
+/// Removes the descriptors `names` from the store, in reverse order (see [`release`]), and waits
+/// for the old `linen.1` to go.
+async fn release_names(store: Option<&Store>, mut names: Vec<String>, kernel: &Kernel) {
+    names.reverse();
+    if let Some(s) = store {
+        s.remove_all(&names);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while tokio::time::Instant::now() < deadline {
+        match kernel.link_by_name(OVERLAY_DEV).await {
+            Ok(None) | Err(_) => return,
+            Ok(Some(_)) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    warn!("the released {OVERLAY_DEV} is still there after 3 s; it is removed as a stale device");
+}
+
+/// Takes the AF_XDP datapath's descriptors out of `h` and takes them over.
+fn adopt_xdp(
+    h: &mut Handover,
+    xcfg: &XdpNodeConfig,
+) -> Result<(xdp_node::XdpDevices, Vec<XskQueue>), BoxError> {
+    let geometry = h.description().umem.ok_or("the hand-over has no UMEM geometry")?;
+    let mut queues = Vec::new();
+    for i in 0..xcfg.queues {
+        queues.push(HandedQueue {
+            tap: h.take(&handover::tap_name(i))?,
+            xsk: h.take(&handover::xsk_name(i))?,
+            umem: h.take(&handover::umem_name(i))?,
+        });
+    }
+    let link = h.take(handover::XDP_LINK)?;
+    Ok(xdp_node::adopt(xcfg, link, queues, &geometry)?)
+}
+
+/// Takes the TAP datapath's descriptors out of `h` and takes them over.
+fn adopt_tap(h: &mut Handover, cfg: &TapConfig) -> Result<TapQueue, BoxError> {
+    let tun = TunQueue::adopt(h.take(&handover::tap_name(0))?, OVERLAY_DEV)?;
+    Ok(TapQueue::adopt(cfg, tun, h.take(handover::UDP)?)?)
+}
+
+/// Stores a new datapath's descriptors, then the peer list and the description (last: it
+/// makes the hand-over complete). `None` when the state files cannot be made.
+fn store_datapath(
+    store: &mut Store,
+    description: &Description,
+    fds: &[(String, std::os::fd::BorrowedFd<'_>)],
+) -> Option<StateFiles> {
+    let state = match StateFiles::new().and_then(|st| st.write_description(description).map(|()| st)) {
+        Ok(st) => st,
+        Err(e) => {
+            warn!(error = %e, "cannot create the hand-over's memory files; a restart rebuilds the datapath");
+            store.set_intact(false);
+            return None;
+        }
+    };
+    for (name, fd) in fds {
+        store.push(name, *fd);
+    }
+    store.push(handover::PEERS, state.peers_fd());
+    store.push(handover::DESCRIPTION, state.description_fd());
+    info!(
+        descriptors = fds.len() + 2,
+        complete = store.intact(),
+        "datapath stored with the service manager for the next start"
+    );
+    Some(state)
+}
+
+/// Rewrites the stored peer list (the next start routes with it until etcd answers).
+fn store_peers(state: &StateFiles, peers: &[RemoteNode]) {
+    if let Err(e) = state.write_peers(peers) {
+        warn!(error = %e, "cannot store the peer list; a restart waits for etcd's listing to route");
+    }
+}
+
+/// `linend --cleanup`: removes `linen.1` (with its routes and neighbours), the masquerade
+/// table and the direct routes into the network of `--subnet-file`, whatever is there.
+async fn cleanup(args: Args) -> Result<(), BoxError> {
+    let kernel = Kernel::connect()?;
+    if kernel.link_by_name(OVERLAY_DEV).await?.is_some() {
+        kernel.delete_link(OVERLAY_DEV).await?;
+        info!("{OVERLAY_DEV} removed");
+    }
+    match Masquerade::new(NftCommand::default()).remove_stale() {
+        Ok(true) => info!("masquerade table ip {} removed", masq::TABLE),
+        Ok(false) | Err(masq::MasqError::NftMissing { .. }) => {}
+        Err(e) => warn!("cannot remove the masquerade table: {e}"),
+    }
+    match linen_controlplane::subnet_env::SubnetEnv::read(&args.subnet_file) {
+        Ok(env) => {
+            let underlay = kernel.underlay(args.iface.as_deref(), args.public_ip).await?;
+            kernel
+                .remove_direct_routes(underlay.link.index, &underlay.link.name, env.network, &[], None)
+                .await?;
+            info!(network = %env.network, underlay = %underlay.link.name, "direct routes removed");
+        }
+        Err(e) => info!("no subnet file ({e}); no direct routes to look for"),
+    }
+    Ok(())
+}
+
+async fn run(
+    mut args: Args,
+    listen: Vec<(String, OwnedFd)>,
+    notifier: Option<Notifier>,
+) -> Result<(), BoxError> {
+    let mut store = notifier.map(Store::new);
+    let received = Handover::receive(listen);
+    handover::log_received(&received);
+    let (mut handed, unusable) = match received {
+        Received::Complete(h) => (Some(h), Vec::new()),
+        // This process's copies were closed by `receive`; the store's go below.
+        Received::Unusable { names, .. } => (None, names),
+        Received::Nothing => (None, Vec::new()),
+    };
     // --ip-masq: a missing nft is an error before anything is created.
     let masq = if args.ip_masq {
         let mut m = Masquerade::new(NftCommand::default());
@@ -459,6 +627,9 @@ async fn run(mut args: Args) -> Result<(), BoxError> {
     };
 
     let kernel = Kernel::connect()?;
+    if !unusable.is_empty() {
+        release_names(store.as_ref(), unusable, &kernel).await;
+    }
     let static_ip = match &mode {
         Mode::Static { node, .. } => node.public_ip,
         Mode::Etcd { .. } => None,
@@ -497,15 +668,45 @@ async fn run(mut args: Args) -> Result<(), BoxError> {
     let overlay_mtu = u16::try_from(mtu).map_err(|_| format!("overlay MTU {mtu} is too large"))?;
     info!(underlay = %underlay.link.name, public_ip = %underlay.ip, mtu = overlay_mtu, "starting");
 
-    // A leftover overlay device (a veth of an older release, or a device someone made) goes first.
-    if kernel.link_by_name(OVERLAY_DEV).await?.is_some() {
+    // A datapath handed over by the previous run is taken over when it fits this configuration.
+    let want = Wanted {
+        datapath: match datapath {
+            Datapath::Xdp => Some(DatapathKind::Xdp),
+            Datapath::Tap => Some(DatapathKind::Tap),
+            Datapath::Auto => None,
+        },
+        device: OVERLAY_DEV.to_string(),
+        underlay: underlay.link.name.clone(),
+        underlay_ifindex: underlay.link.index,
+        vtep: underlay.ip,
+        port: args.port,
+        queues: args.queues,
+    };
+    if let Some(h) = handed.take() {
+        match h.check(&want) {
+            Ok(()) => handed = Some(h),
+            Err(why) => {
+                warn!("the handed-over datapath does not fit this configuration ({why}); releasing it and building afresh (forwarding pauses meanwhile)");
+                release(store.as_ref(), h, &kernel).await;
+            }
+        }
+    }
+    // Only the kernel can say that the previous run's peers are still routed: read them before
+    // the hand-over's files are kept for this run.
+    let stored_peers = handed.as_ref().and_then(Handover::peers);
+
+    // A leftover overlay device (a veth of an older release, a device someone made, or one a
+    // store that was just cleared did not close in time) goes first.
+    if handed.is_none() && kernel.link_by_name(OVERLAY_DEV).await?.is_some() {
         warn!(dev = OVERLAY_DEV, "removing a stale overlay device");
         kernel.delete_link(OVERLAY_DEV).await?;
     }
 
-    // AF_XDP when asked for (or auto): veth pair, programs, sockets.
+    let handed_kind = handed.as_ref().map(|h| h.description().datapath);
+    // AF_XDP when asked for (or auto, unless a TAP datapath was handed over): TAP queues,
+    // program, sockets; taken over when handed over.
     let mut xdp = None;
-    if datapath != Datapath::Tap {
+    if datapath != Datapath::Tap && handed_kind != Some(DatapathKind::Tap) {
         let xcfg = XdpNodeConfig {
             underlay: underlay.link.name.clone(),
             vtep: underlay.ip,
@@ -513,7 +714,25 @@ async fn run(mut args: Args) -> Result<(), BoxError> {
             queues: args.queues,
             overlay_mtu: mtu,
         };
-        match xdp_node::setup(&xcfg) {
+        if let Some(h) = handed.as_mut() {
+            match adopt_xdp(h, &xcfg) {
+                Ok(x) => {
+                    info!(datapath = "xdp", queues = args.queues, "AF_XDP datapath taken over from the previous run");
+                    xdp = Some(x);
+                }
+                Err(e) => {
+                    warn!("cannot take the AF_XDP datapath over ({e}); releasing it and building afresh");
+                    if let Some(h) = handed.take() {
+                        release(store.as_ref(), h, &kernel).await;
+                    }
+                }
+            }
+        }
+        let setup = match xdp.take() {
+            Some(x) => Ok(x),
+            None => xdp_node::setup(&xcfg),
+        };
+        match setup {
             Ok(x) => {
                 if datapath == Datapath::Auto {
                     info!(
@@ -539,18 +758,39 @@ async fn run(mut args: Args) -> Result<(), BoxError> {
         None => (None, Vec::new()),
     };
 
+    let tap_cfg = TapConfig {
+        device: OVERLAY_DEV.to_string(),
+        local_ip: underlay.ip,
+        port: args.port,
+        mtu,
+        send: match args.tap_send {
+            TapSend::Raw => UnderlaySend::RawIp,
+            TapSend::Udp => UnderlaySend::Udp,
+        },
+    };
     let tap = match xdp_devices {
         Some(_) => None,
-        None => Some(TapQueue::new(&TapConfig {
-            device: OVERLAY_DEV.to_string(),
-            local_ip: underlay.ip,
-            port: args.port,
-            mtu,
-            send: match args.tap_send {
-                TapSend::Raw => UnderlaySend::RawIp,
-                TapSend::Udp => UnderlaySend::Udp,
-            },
-        })?),
+        None => {
+            let mut adopted = None;
+            if let Some(h) = handed.as_mut() {
+                match adopt_tap(h, &tap_cfg) {
+                    Ok(q) => {
+                        info!(datapath = "tap", "TAP datapath taken over from the previous run");
+                        adopted = Some(q);
+                    }
+                    Err(e) => {
+                        warn!("cannot take the TAP datapath over ({e}); releasing it and building afresh");
+                        if let Some(h) = handed.take() {
+                            release(store.as_ref(), h, &kernel).await;
+                        }
+                    }
+                }
+            }
+            match adopted {
+                Some(q) => Some(q),
+                None => Some(TapQueue::new(&tap_cfg)?),
+            }
+        }
     };
     let send_mode = match tap.as_ref().map(TapQueue::send_mode) {
         Some(UnderlaySend::RawIp) => "raw",
@@ -558,12 +798,78 @@ async fn run(mut args: Args) -> Result<(), BoxError> {
         None => "none",
     };
 
-    // From here on the overlay device exists; any failure drops the TAP queues, which removes it.
-    if let Mode::Static { node, .. } = &mode {
-        if let Some(mac) = node.vtep_mac {
-            kernel.set_mac(OVERLAY_DEV, mac).await?;
-        }
+    // From here on the overlay device exists; any failure drops the TAP queues, which removes it
+    // (unless the store holds them: then the next start takes them over).
+    let adopted = handed.is_some();
+    let static_mac = match &mode {
+        Mode::Static { node, .. } => node.vtep_mac,
+        Mode::Etcd { .. } => None,
+    };
+    let vtep_mac = match static_mac {
+        Some(m) => Some(m),
+        None => match vtep_mac::for_node(underlay.ip) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                warn!("no machine ID ({e}): {OVERLAY_DEV} keeps the kernel's random MAC, which a reboot changes (and with it this node's lease); provide /etc/machine-id");
+                None
+            }
+        },
+    };
+    if let Some(mac) = vtep_mac {
+        kernel.set_mac(OVERLAY_DEV, mac).await?;
     }
+
+    // The service manager's store: what a new datapath carries is stored right away, so that a
+    // crash from here on leaves it to the next start too.
+    let state: Option<StateFiles> = match (handed.take(), store.as_mut()) {
+        (Some(h), _) => match h.into_state() {
+            Ok(st) => Some(st),
+            Err(e) => {
+                warn!("{e}; a restart rebuilds the datapath");
+                if let Some(s) = store.as_mut() {
+                    s.set_intact(false);
+                }
+                None
+            }
+        },
+        (None, Some(st)) => {
+            let mut fds = Vec::new();
+            let kind = match (&xdp_devices, &tap) {
+                (Some(d), _) => {
+                    for (i, q) in xdp_queues.iter().enumerate() {
+                        let (t, x, u) = xdp_node::queue_fds(q);
+                        let i = i as u32;
+                        fds.extend([(handover::tap_name(i), t), (handover::xsk_name(i), x), (handover::umem_name(i), u)]);
+                    }
+                    if let Some(link) = d.link_fd() {
+                        fds.push((handover::XDP_LINK.to_string(), link));
+                    }
+                    DatapathKind::Xdp
+                }
+                (None, Some(q)) => {
+                    let (t, u) = q.handover_fds();
+                    fds.extend([(handover::tap_name(0), t), (handover::UDP.to_string(), u)]);
+                    DatapathKind::Tap
+                }
+                (None, None) => DatapathKind::Tap,
+            };
+            let description = Description {
+                format: handover::FORMAT,
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                datapath: kind,
+                device: OVERLAY_DEV.to_string(),
+                underlay: underlay.link.name.clone(),
+                underlay_ifindex: underlay.link.index,
+                vtep: underlay.ip,
+                port: args.port,
+                queues: if kind == DatapathKind::Xdp { args.queues } else { 1 },
+                umem: (kind == DatapathKind::Xdp).then(xdp_node::geometry),
+                fds: Description::expected_fds(kind, if kind == DatapathKind::Xdp { args.queues } else { 1 }),
+            };
+            store_datapath(st, &description, &fds)
+        }
+        (None, None) => None,
+    };
     if let Mode::Static { node, .. } = &mode {
         kernel.apply_overlay(OVERLAY_DEV, &overlay_state(node, mtu)).await?;
     }
@@ -579,9 +885,22 @@ async fn run(mut args: Args) -> Result<(), BoxError> {
     cfg.udp_checksum = args.udp_checksum;
     cfg.overlay_mtu = overlay_mtu;
     cfg.validate()?;
-    let routes = Arc::new(Published::new(match &mode {
-        Mode::Static { node, .. } => build_routes(&kernel, &cfg, underlay.link.index, node).await,
-        Mode::Etcd { .. } => RoutesBuilder::new().build(),
+    // etcd mode after a hand-over: the stored peers route until etcd's listing replaces them,
+    // so the workers forward what waited in the queues at once.
+    let seeded = match (&mode, &stored_peers) {
+        (Mode::Etcd { .. }, Some(peers)) if adopted => {
+            let mut cache = linen_controlplane::node::NextHopCache::new();
+            Some(
+                linen_controlplane::node::build_routes(&kernel, &cfg, underlay.link.index, peers, &mut cache)
+                    .await,
+            )
+        }
+        _ => None,
+    };
+    let routes = Arc::new(Published::new(match (&mode, seeded) {
+        (Mode::Static { node, .. }, _) => build_routes(&kernel, &cfg, underlay.link.index, node).await,
+        (Mode::Etcd { .. }, Some(r)) => r,
+        (Mode::Etcd { .. }, None) => RoutesBuilder::new().build(),
     }));
     let mut hop_macs = next_hop_macs(&kernel, &mode).await;
 
@@ -647,8 +966,14 @@ async fn run(mut args: Args) -> Result<(), BoxError> {
                 mtu,
                 state: node_state.clone(),
             };
+            let start_peers = match (adopted, stored_peers.clone()) {
+                (false, _) => StartPeers::New,
+                (true, Some(p)) => StartPeers::Known(p),
+                (true, None) => StartPeers::Kept,
+            };
             // Claiming waits for etcd; SIGTERM/SIGINT still end the daemon cleanly meanwhile.
-            let start = EtcdNode::start((**registry).clone(), config, opts, kernel.clone(), dp);
+            let start =
+                EtcdNode::start((**registry).clone(), config, opts, kernel.clone(), dp, start_peers);
             let mut term =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
             let mut int =
@@ -754,6 +1079,13 @@ async fn run(mut args: Args) -> Result<(), BoxError> {
     // once a second and republish the routes when one changed (an unresolved one falls back to
     // the kernel path meanwhile, which also resolves it).
     let mut hops = tokio::time::interval(Duration::from_secs(1));
+    let mut stored = etcd_node.as_ref().map(EtcdNode::peers);
+    if let (Some(st), Some(rx)) = (&state, stored.as_mut()) {
+        store_peers(st, &rx.borrow_and_update());
+    }
+    if let Some(s) = &store {
+        s.notify("READY=1\nSTATUS=forwarding");
+    }
     info!("forwarding");
     loop {
         tokio::select! {
@@ -781,6 +1113,11 @@ async fn run(mut args: Args) -> Result<(), BoxError> {
                 if workers.iter().any(|w| w.thread.is_finished()) {
                     break;
                 }
+                if let (Some(st), Some(rx)) = (&state, stored.as_mut()) {
+                    if rx.has_changed().unwrap_or(false) {
+                        store_peers(st, &rx.borrow_and_update());
+                    }
+                }
                 if let Some(n) = &etcd_node {
                     node_state.set_lease(n.lease().as_ref().map(LeaseInfo::from));
                     if let Some(k) = &masq {
@@ -800,6 +1137,14 @@ async fn run(mut args: Args) -> Result<(), BoxError> {
         }
     }
 
+    // With the whole datapath in the service manager's store, the next start takes it over:
+    // leave the device, program, sockets, masquerade table and direct routes in place.
+    let keep = state.is_some() && store.as_ref().is_some_and(Store::intact);
+    if keep {
+        if let Some(s) = &store {
+            s.notify("STOPPING=1\nSTATUS=leaving the datapath to the next start");
+        }
+    }
     node_state.set_datapath_up(false);
     if let Some(t) = api_task {
         t.abort();
@@ -811,16 +1156,24 @@ async fn run(mut args: Args) -> Result<(), BoxError> {
         t.abort();
     }
     if let Some(k) = masq {
-        match k.shutdown().await {
-            Ok(()) => info!("masquerade table ip {} removed", masq::TABLE),
-            Err(e) => error!(
-                "cannot remove the masquerade table: {e}; remove it with `nft delete table ip {}`",
-                masq::TABLE
-            ),
+        if keep {
+            k.leave().await;
+        } else {
+            match k.shutdown().await {
+                Ok(()) => info!("masquerade table ip {} removed", masq::TABLE),
+                Err(e) => error!(
+                    "cannot remove the masquerade table: {e}; remove it with `nft delete table ip {}`",
+                    masq::TABLE
+                ),
+            }
         }
     }
     if let Some(n) = etcd_node {
-        n.shutdown().await;
+        if keep {
+            n.shutdown_for_restart().await;
+        } else {
+            n.shutdown().await;
+        }
     }
     for w in &workers {
         w.control.stop();
@@ -840,6 +1193,27 @@ async fn run(mut args: Args) -> Result<(), BoxError> {
     }
     if let Some(path) = &args.stats_file {
         let _ = write_atomic(path, stats_json(&sources).as_bytes());
+    }
+    if keep {
+        // Frames still being transmitted would look free to the next process: let them
+        // complete. Then only this process's descriptors close; the store keeps the rest.
+        for q in queues {
+            if let Ok(mut x) = q.downcast::<XskQueue>() {
+                if !x.drain_tx(Duration::from_millis(100)) {
+                    warn!("AF_XDP frames still in flight after 100 ms; the next start may reuse them early");
+                }
+            }
+        }
+        drop(xdp_devices);
+        drop(routes);
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        info!(
+            "stopped; {OVERLAY_DEV}, its routes and the datapath's queues stay with the service \
+             manager for the next start (stopping the service releases them)"
+        );
+        return Ok(());
     }
     // Programs off first (nothing is steered into closing sockets), then the sockets or the TAP;
     // closing a TAP removes linen.1 together with its address, routes and neighbours.

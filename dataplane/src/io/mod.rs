@@ -18,12 +18,18 @@
 //!   Underlay packets are whole Ethernet frames ([`UnderlayFormat::EthernetFrame`]).
 //! - [`tap`]: the fallback datapath for hosts without AF_XDP — UDP sockets for the underlay side.
 //!   Underlay packets are UDP payloads ([`UnderlayFormat::UdpPayload`]).
+//!
+//! Both backends can also be built from descriptors an earlier process handed over through the
+//! service manager's file-descriptor store ([`fdstore`]): the TAP queues, sockets and UMEMs keep
+//! their kernel state and their queued packets across a restart.
 
 use std::io;
 use std::net::Ipv4Addr;
 
 use crate::pipeline::VNET_HDR_LEN;
 
+#[allow(unsafe_code)]
+pub mod fdstore;
 #[allow(unsafe_code)]
 pub mod sys;
 pub mod tap;

@@ -199,8 +199,9 @@ fn udp_socket(addr: SocketAddrV4) -> io::Result<Socket> {
 }
 
 impl TapQueue {
-    /// Creates the TAP device and the sockets. The device exists as long as the queue does
-    /// (it is not persistent): dropping the queue removes `linen.1` with its routes.
+    /// Creates the TAP device and the sockets. The device exists as long as a descriptor of
+    /// the queue does (it is not persistent): dropping the queue removes `linen.1` with its
+    /// routes, unless a copy of [`TapQueue::handover_fds`] is kept elsewhere.
     ///
     /// # Errors
     /// [`TapError`] naming the device or address that failed.
@@ -213,6 +214,43 @@ impl TapQueue {
         if let Err(e) = sys::enable_udp_gro(udp.as_raw_fd()) {
             tracing::warn!(error = %e, "UDP_GRO unavailable: VXLAN datagrams are read one by one");
         }
+        TapQueue::with_parts(cfg, tun, udp)
+    }
+
+    /// Takes over the queue an earlier process ran ([`TapQueue::handover_fds`]): `tun`, taken
+    /// over with [`TunQueue::adopt`], and `udp`, the VXLAN socket, which must be a UDP socket
+    /// bound to `cfg.local_ip` and `cfg.port`. Datagrams that arrived while no process read it
+    /// are still queued in it. The send sockets are opened afresh (they hold no state).
+    ///
+    /// # Errors
+    /// [`TapError::Bind`] when `udp` is not bound to that address.
+    pub fn adopt(cfg: &TapConfig, tun: TunQueue, udp: std::os::fd::OwnedFd) -> Result<TapQueue, TapError> {
+        let addr = SocketAddrV4::new(cfg.local_ip, cfg.port);
+        let udp = Socket::from(udp);
+        let bound = udp.local_addr().ok().and_then(|a| a.as_socket_ipv4());
+        let is_udp = udp.r#type().ok() == Some(Type::DGRAM);
+        if bound != Some(addr) || !is_udp {
+            return Err(TapError::Bind {
+                addr,
+                source: io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("the handed-over VXLAN socket is bound to {bound:?}, not to {addr}"),
+                ),
+            });
+        }
+        udp.set_nonblocking(true).map_err(bind_error(addr))?;
+        TapQueue::with_parts(cfg, tun, udp)
+    }
+
+    /// The descriptors that carry the queue's kernel state across a restart: the TAP queue and
+    /// the bound VXLAN socket ([`TapQueue::adopt`] takes them back).
+    pub fn handover_fds(&self) -> (std::os::fd::BorrowedFd<'_>, std::os::fd::BorrowedFd<'_>) {
+        use std::os::fd::AsFd;
+        (self.tun.as_fd(), self.udp.as_fd())
+    }
+
+    fn with_parts(cfg: &TapConfig, tun: TunQueue, udp: Socket) -> Result<TapQueue, TapError> {
+        let addr = SocketAddrV4::new(cfg.local_ip, cfg.port);
 
         let raw = match cfg.send {
             UnderlaySend::Udp => None,

@@ -12,7 +12,11 @@
 //!
 //! One [`TunQueue`] per worker: every file descriptor opened on the same name is one more queue
 //! of the device, and the kernel steers each flow to one queue. The device lives as long as a
-//! queue is open (it is not persistent): when linend exits its routes and neighbours go with it.
+//! queue is open (it is not persistent): when the last descriptor of its last queue closes, its
+//! routes and neighbours go with it. A descriptor kept elsewhere (the service manager's
+//! file-descriptor store, see [`crate::io::fdstore`]) keeps the device, its address, routes,
+//! neighbours and MAC, and the packets the kernel queues for it, while no process reads it;
+//! [`TunQueue::adopt`] takes such a descriptor back.
 //!
 //! Every function has a safe signature: buffers are slices, and nothing the kernel returns is
 //! trusted beyond the lengths it reports.
@@ -24,6 +28,7 @@ use crate::pipeline::VNET_HDR_LEN;
 
 // linux/if_tun.h
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+const TUNGETIFF: libc::c_ulong = 0x8004_54d2;
 const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
 const TUNSETVNETHDRSZ: libc::c_ulong = 0x4004_54d8;
 const TUNSETVNETLE: libc::c_ulong = 0x4004_54dc;
@@ -63,6 +68,11 @@ struct IfreqFlags {
     name: [libc::c_char; libc::IFNAMSIZ],
     flags: libc::c_short,
     _pad: [u8; 22],
+}
+
+fn ifr_name(ifr: &IfreqFlags) -> String {
+    let len = ifr.name.iter().position(|&c| c == 0).unwrap_or(libc::IFNAMSIZ);
+    ifr.name[..len].iter().map(|&c| c as u8 as char).collect()
 }
 
 fn ioctl_int(fd: RawFd, req: libc::c_ulong, value: libc::c_int) -> io::Result<()> {
@@ -122,8 +132,51 @@ impl TunQueue {
         if rc < 0 {
             return Err(io::Error::last_os_error());
         }
-        let name_len = ifr.name.iter().position(|&c| c == 0).unwrap_or(libc::IFNAMSIZ);
-        let name: String = ifr.name[..name_len].iter().map(|&c| c as u8 as char).collect();
+        TunQueue::configure(fd, &ifr)
+    }
+
+    /// Takes over a queue of a TAP device that an earlier process opened with
+    /// [`TunQueue::open`] (a descriptor handed over through the service manager's store). It
+    /// must be a queue of the device `name`, with virtio-net headers and several queues; the
+    /// header size and offloads are set again, as `open` sets them (idempotent for the kernel).
+    ///
+    /// # Errors
+    /// `InvalidData` when the descriptor is no TAP queue of `name` in linen's mode; the kernel's
+    /// error when an ioctl fails (`EBADFD` for a queue whose device is gone).
+    pub fn adopt(fd: OwnedFd, name: &str) -> io::Result<TunQueue> {
+        let mut ifr = IfreqFlags { name: [0; libc::IFNAMSIZ], flags: 0, _pad: [0; 22] };
+        // SAFETY: TUNGETIFF writes a `struct ifreq` (40 bytes; ours is as large), which lives
+        // across the call.
+        let rc = unsafe { libc::ioctl(fd.as_raw_fd(), TUNGETIFF, &mut ifr as *mut IfreqFlags) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let want = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | IFF_MULTI_QUEUE;
+        let got = ifr_name(&ifr);
+        if got != name || ifr.flags & want != want {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the handed-over descriptor is a queue of {got:?} with flags {:#x}, not a \
+                     multi-queue TAP {name:?} with virtio-net headers",
+                    ifr.flags
+                ),
+            ));
+        }
+        // Non-blocking is a property of the open file, which the earlier process set; make sure.
+        // SAFETY: F_GETFL/F_SETFL only read and set the file's status flags.
+        unsafe {
+            let fl = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+            if fl >= 0 && fl & libc::O_NONBLOCK == 0 {
+                libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK);
+            }
+        }
+        TunQueue::configure(fd, &ifr)
+    }
+
+    /// Virtio-net header size and byte order, and the offloads linen handles, on a queue.
+    fn configure(fd: OwnedFd, ifr: &IfreqFlags) -> io::Result<TunQueue> {
+        let name = ifr_name(ifr);
         ioctl_int(fd.as_raw_fd(), TUNSETVNETHDRSZ, VNET_HDR_LEN as libc::c_int)?;
         // The header's fields are little-endian whatever the host (virtio 1.0). A no-op on
         // little-endian hosts; kernels without cross-endian support refuse it only on big-endian
@@ -220,5 +273,11 @@ impl TunQueue {
 impl AsRawFd for TunQueue {
     fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+}
+
+impl std::os::fd::AsFd for TunQueue {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 }

@@ -13,6 +13,11 @@
 //!   `inbound|outbound orig=IP:PORT peer=IP:PORT` to LOG, connects to the original destination —
 //!   inbound from 127.0.0.6, the address Istio's rules let through to the local application —
 //!   and relays bytes both ways.
+//! - `stream ADDR:PORT SECONDS`: one TCP connection that sends a known byte pattern (byte `i` of
+//!   the stream is `i % 251`) for SECONDS, then closes; prints the bytes sent.
+//! - `sink PORT`: accepts one connection, checks every byte against that pattern until the
+//!   sender closes, and prints `bytes=N ok=true|false max_gap_ms=G` — G the longest time between
+//!   two reads that returned data, what a restart of a router on the way costs the connection.
 //!
 //! Every failure of the process itself (bad arguments, a port in use) ends it with a message and
 //! exit status 1.
@@ -36,8 +41,10 @@ fn main() {
             get(to, rest.first().copied().unwrap_or("1"), rest.get(1).copied().unwrap_or("3000"))
         }
         ["sidecar", inbound, outbound, uid, log] => sidecar(inbound, outbound, uid, log),
+        ["stream", to, secs] => stream(to, secs),
+        ["sink", port] => sink(port),
         _ => Err("usage: linen-testpod serve PORT NAME | get ADDR:PORT [COUNT] [TIMEOUT-MS] | \
-                  sidecar INBOUND-PORT OUTBOUND-PORT UID LOG"
+                  sidecar INBOUND-PORT OUTBOUND-PORT UID LOG | stream ADDR:PORT SECONDS | sink PORT"
             .to_string()),
     };
     if let Err(e) = result {
@@ -79,6 +86,58 @@ fn get(to: &str, count: &str, timeout_ms: &str) -> Result<(), String> {
         };
         writeln!(out, "{line}").map_err(|e| e.to_string())?;
     }
+    Ok(())
+}
+
+/// Byte `i` of the pattern `stream` sends and `sink` checks.
+fn pattern(i: u64) -> u8 {
+    (i % 251) as u8
+}
+
+fn stream(to: &str, secs: &str) -> Result<(), String> {
+    let to: SocketAddr = parse("address", to)?;
+    let secs: f64 = parse("seconds", secs)?;
+    let mut conn = TcpStream::connect_timeout(&to, Duration::from_secs(5))
+        .map_err(|e| format!("connect {to}: {e}"))?;
+    let end = std::time::Instant::now() + Duration::from_secs_f64(secs);
+    let mut sent: u64 = 0;
+    let mut buf = vec![0u8; 64 << 10];
+    while std::time::Instant::now() < end {
+        for (k, b) in buf.iter_mut().enumerate() {
+            *b = pattern(sent + k as u64);
+        }
+        conn.write_all(&buf).map_err(|e| format!("send after {sent} bytes: {e}"))?;
+        sent += buf.len() as u64;
+    }
+    conn.shutdown(Shutdown::Write).map_err(|e| format!("shutdown: {e}"))?;
+    // Wait for the receiver to close, so every byte was taken.
+    let mut rest = [0u8; 16];
+    let _ = conn.read(&mut rest);
+    println!("sent={sent}");
+    Ok(())
+}
+
+fn sink(port: &str) -> Result<(), String> {
+    let listener = listen(port)?;
+    let (mut conn, _) = listener.accept().map_err(|e| format!("accept: {e}"))?;
+    let mut buf = vec![0u8; 256 << 10];
+    let (mut bytes, mut ok, mut max_gap) = (0u64, true, Duration::ZERO);
+    let mut last = std::time::Instant::now();
+    loop {
+        let n = conn.read(&mut buf).map_err(|e| format!("receive after {bytes} bytes: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        let now = std::time::Instant::now();
+        max_gap = max_gap.max(now - last);
+        last = now;
+        if ok {
+            ok = buf[..n].iter().enumerate().all(|(k, b)| *b == pattern(bytes + k as u64));
+        }
+        bytes += n as u64;
+    }
+    let _ = conn.shutdown(Shutdown::Both);
+    println!("bytes={bytes} ok={ok} max_gap_ms={}", max_gap.as_millis());
     Ok(())
 }
 

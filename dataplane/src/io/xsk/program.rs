@@ -1,18 +1,23 @@
 //! linen's XDP programs (`dataplane/bpf/linen_xdp.bpf.c`), embedded in the binary and attached
 //! with a bpf_link.
 //!
-//! An [`XdpAttachment`] owns one loaded copy of the object (its own maps) and the link that holds
-//! it on one device. Dropping it destroys the link, which detaches the program; if the process
-//! dies instead, the kernel closes the link's fd and detaches it just the same (the link is never
-//! pinned). libxdp's multi-program dispatcher is not used: it needs `BPF_PROG_TYPE_EXT`, which
-//! the kernels linen targets may lack.
+//! An [`XdpAttachment`] owns one loaded copy of the object (its own maps) and the descriptor of
+//! the link that holds it on one device. The link lives as long as a descriptor of it is open:
+//! dropping the attachment, or the process dying, closes this process's descriptor, and the
+//! kernel detaches the program once no other copy is open (the link is never pinned). A copy in
+//! the service manager's file-descriptor store ([`XdpAttachment::link_fd`]) keeps the program
+//! steering frames into the sockets across a restart; the next process loads the program again
+//! and puts it on that link in one step ([`XdpAttachment::underlay_on_link`], `BPF_LINK_UPDATE`),
+//! so an upgrade changes the program without a frame passing unsteered. libxdp's
+//! multi-program dispatcher is not used: it needs `BPF_PROG_TYPE_EXT`, which the kernels linen
+//! targets may lack.
 
 use std::ffi::CStr;
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 
-use super::sys::{self, bpf_link, bpf_object};
+use super::sys::{self, bpf_object};
 use super::{XskError, XskSocket};
 
 /// The compiled object, built by `build.rs` from `bpf/linen_xdp.bpf.c`.
@@ -96,7 +101,7 @@ pub struct ProgramCounters {
 #[derive(Debug)]
 pub struct XdpAttachment {
     obj: NonNull<bpf_object>,
-    link: NonNull<bpf_link>,
+    link: OwnedFd,
     prog_fd: RawFd,
     xsks_fd: RawFd,
     config_fd: RawFd,
@@ -144,57 +149,64 @@ impl XdpAttachment {
         Self::attach(ifname, ProgramKind::Overlay, max_queues, None)
     }
 
+    /// Loads the underlay program like [`XdpAttachment::underlay`] and puts it on `link`, an XDP
+    /// link an earlier process attached to `ifname` (handed over through the service manager's
+    /// store), in place of whatever program the link runs (`BPF_LINK_UPDATE`, atomic). The
+    /// `sockets` (taken over with [`XskSocket::adopt`]) are registered in the new program's
+    /// XSKMAP first, so the new program steers every frame the old one did. The old program
+    /// goes away with its last reference.
+    ///
+    /// # Errors
+    /// [`XskError::Config`] when `link` is no XDP link on `ifname` or a socket does not fit;
+    /// as [`XdpAttachment::underlay`] otherwise.
+    pub fn underlay_on_link(
+        link: OwnedFd,
+        ifname: &str,
+        config: UnderlayConfig,
+        max_queues: u32,
+        sockets: &[&XskSocket],
+    ) -> Result<XdpAttachment, XskError> {
+        if config.vtep_ipv4.is_none() && config.vtep_ipv6.is_none() || config.port == 0 {
+            return Err(XskError::Config("the underlay program needs a VTEP address and a port"));
+        }
+        let ifindex = sys::if_nametoindex(ifname)
+            .map_err(|e| XskError::NoDevice { name: ifname.to_string(), source: e })?;
+        let info = sys::link_info(link.as_raw_fd())?;
+        if info.xdp_ifindex != Some(ifindex) {
+            return Err(XskError::Config("the handed-over link is no XDP link on the underlay"));
+        }
+        let att = Loaded::new(ProgramKind::Underlay, max_queues, Some(config))?
+            .into_attachment(link, ifindex);
+        for s in sockets {
+            att.register(s.queue(), s)?;
+        }
+        sys::link_update(att.link.as_raw_fd(), att.prog_fd)
+            .map_err(|e| XskError::Attach { device: ifname.to_string(), source: e })?;
+        tracing::info!(
+            device = ifname,
+            link = info.id,
+            old_program = info.prog_id,
+            "XDP program loaded and swapped in on the handed-over link"
+        );
+        Ok(att)
+    }
+
     fn attach(
         ifname: &str,
         kind: ProgramKind,
         max_queues: u32,
         config: Option<UnderlayConfig>,
     ) -> Result<XdpAttachment, XskError> {
-        if max_queues == 0 {
-            return Err(XskError::Config("max_queues must be at least 1"));
-        }
         let ifindex = sys::if_nametoindex(ifname)
             .map_err(|e| XskError::NoDevice { name: ifname.to_string(), source: e })?;
-        let prog = match kind {
-            ProgramKind::Underlay => PROG_UNDERLAY,
-            ProgramKind::Overlay => PROG_OVERLAY,
-        };
-        let obj = sys::object_open(OBJECT, c"linen_xdp")?;
-        // From here on `Guard` closes the object (and destroys the link) on every error path.
-        let mut guard = Guard { obj: Some(obj) };
-        // SAFETY: `obj` was just opened, is not loaded yet and is used by this thread only.
-        unsafe {
-            sys::object_load(obj, &[PROG_UNDERLAY, PROG_OVERLAY], prog, (MAP_XSKS, max_queues))
-        }?;
-        // SAFETY: `obj` is loaded and live (owned by `guard`).
-        let xsks_fd = unsafe { sys::object_map_fd(obj, MAP_XSKS) }?;
-        // SAFETY: as above.
-        let config_fd = unsafe { sys::object_map_fd(obj, MAP_CONFIG) }?;
-        // SAFETY: as above.
-        let stats_fd = unsafe { sys::object_map_fd(obj, MAP_STATS) }?;
-        // SAFETY: as above.
-        let prog_fd = unsafe { sys::object_prog_fd(obj, prog) }?;
-        let cpus = sys::possible_cpus()?;
-        if let Some(cfg) = config {
-            sys::map_update(config_fd, 0, &cfg.raw())?;
-        }
-        // SAFETY: as above.
-        let link = unsafe { sys::attach_xdp(obj, prog, ifindex) }
+        let loaded = Loaded::new(kind, max_queues, config)?;
+        // SAFETY: the object is loaded and live (owned by `loaded`).
+        let link = unsafe { sys::attach_xdp(loaded.obj, kind.program(), ifindex) }
             .map_err(|e| XskError::Attach { device: ifname.to_string(), source: e })?;
-        guard.obj = None;
+        // SAFETY: `link` was just created and is not used again.
+        let link = unsafe { sys::link_into_fd(link) }?;
         tracing::info!(device = ifname, ifindex, ?kind, "XDP program attached with a bpf_link");
-        Ok(XdpAttachment {
-            obj,
-            link,
-            prog_fd,
-            xsks_fd,
-            config_fd,
-            stats_fd,
-            cpus,
-            ifindex,
-            kind,
-            max_queues,
-        })
+        Ok(loaded.into_attachment(link, ifindex))
     }
 
     /// Replaces the underlay program's configuration (for example after the VTEP address
@@ -277,32 +289,109 @@ impl XdpAttachment {
     /// # Errors
     /// [`XskError::Sys`] if the kernel cannot describe the link.
     pub fn ids(&self) -> Result<(u32, u32), XskError> {
-        // SAFETY: `self.link` is live until drop.
-        Ok(unsafe { sys::link_ids(self.link) }?)
+        let info = sys::link_info(self.link.as_raw_fd())?;
+        Ok((info.id, info.prog_id))
+    }
+
+    /// The link's descriptor: a copy kept elsewhere (the service manager's store) keeps the
+    /// program attached after this attachment is dropped.
+    pub fn link_fd(&self) -> BorrowedFd<'_> {
+        self.link.as_fd()
     }
 }
 
 impl Drop for XdpAttachment {
     fn drop(&mut self) {
-        // SAFETY: link and object are owned by `self` and not used after this.
-        unsafe {
-            sys::link_destroy(self.link);
-            sys::object_close(self.obj);
+        // SAFETY: the object is owned by `self` and not used after this. The link's descriptor
+        // closes after this body; the kernel detaches the program if it was the last one.
+        unsafe { sys::object_close(self.obj) };
+    }
+}
+
+impl ProgramKind {
+    fn program(self) -> &'static CStr {
+        match self {
+            ProgramKind::Underlay => PROG_UNDERLAY,
+            ProgramKind::Overlay => PROG_OVERLAY,
         }
     }
 }
 
-/// Closes a half-built attachment's object on error paths.
-struct Guard {
-    obj: Option<NonNull<bpf_object>>,
+/// A loaded copy of the object with one of its programs, not attached yet: its descriptors
+/// looked up and the underlay configuration written. Dropped unused (an error path), it closes
+/// the object.
+struct Loaded {
+    obj: NonNull<bpf_object>,
+    kind: ProgramKind,
+    max_queues: u32,
+    prog_fd: RawFd,
+    xsks_fd: RawFd,
+    config_fd: RawFd,
+    stats_fd: RawFd,
+    cpus: usize,
 }
 
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Some(obj) = self.obj.take() {
-            // SAFETY: the object was opened by this attach call and is not handed out.
-            unsafe { sys::object_close(obj) };
+impl Loaded {
+    fn new(
+        kind: ProgramKind,
+        max_queues: u32,
+        config: Option<UnderlayConfig>,
+    ) -> Result<Loaded, XskError> {
+        if max_queues == 0 {
+            return Err(XskError::Config("max_queues must be at least 1"));
         }
+        let obj = sys::object_open(OBJECT, c"linen_xdp")?;
+        let mut loaded = Loaded {
+            obj,
+            kind,
+            max_queues,
+            prog_fd: -1,
+            xsks_fd: -1,
+            config_fd: -1,
+            stats_fd: -1,
+            cpus: 0,
+        };
+        // SAFETY: `obj` was just opened, is not loaded yet and is used by this thread only.
+        unsafe {
+            sys::object_load(obj, &[PROG_UNDERLAY, PROG_OVERLAY], kind.program(), (MAP_XSKS, max_queues))
+        }?;
+        // SAFETY: `obj` is loaded and live (owned by `loaded`).
+        loaded.xsks_fd = unsafe { sys::object_map_fd(obj, MAP_XSKS) }?;
+        // SAFETY: as above.
+        loaded.config_fd = unsafe { sys::object_map_fd(obj, MAP_CONFIG) }?;
+        // SAFETY: as above.
+        loaded.stats_fd = unsafe { sys::object_map_fd(obj, MAP_STATS) }?;
+        // SAFETY: as above.
+        loaded.prog_fd = unsafe { sys::object_prog_fd(obj, kind.program()) }?;
+        loaded.cpus = sys::possible_cpus()?;
+        if let Some(cfg) = config {
+            sys::map_update(loaded.config_fd, 0, &cfg.raw())?;
+        }
+        Ok(loaded)
+    }
+
+    fn into_attachment(self, link: OwnedFd, ifindex: u32) -> XdpAttachment {
+        let this = std::mem::ManuallyDrop::new(self);
+        XdpAttachment {
+            obj: this.obj,
+            link,
+            prog_fd: this.prog_fd,
+            xsks_fd: this.xsks_fd,
+            config_fd: this.config_fd,
+            stats_fd: this.stats_fd,
+            cpus: this.cpus,
+            ifindex,
+            kind: this.kind,
+            max_queues: this.max_queues,
+        }
+    }
+}
+
+impl Drop for Loaded {
+    fn drop(&mut self) {
+        // SAFETY: the object was opened by `Loaded::new` and is not handed out (an attachment
+        // takes it over with `into_attachment`, which skips this).
+        unsafe { sys::object_close(self.obj) };
     }
 }
 

@@ -93,6 +93,30 @@ impl XskQueue {
     ) -> Result<XskQueue, XskError> {
         let nic = XskSocket::bind(umem, underlay, queue, config)?;
         let pool = umem.pool(umem.config().frame_count)?;
+        Ok(XskQueue::with_parts(umem, nic, tun, pool))
+    }
+
+    /// Takes over a queue an earlier process ran: `umem` and `nic` taken over with
+    /// [`Umem::adopt`] and [`XskSocket::adopt`], `tun` with [`TunQueue::adopt`]. The queue's pool
+    /// gets every frame none of the rings holds (the frames the earlier process had in hand,
+    /// whose packets are gone with it); frames received meanwhile wait on the RX ring and are
+    /// forwarded by the first bursts, and the fill ring is topped up as usual.
+    ///
+    /// # Errors
+    /// [`XskError`] when `nic` was not taken over or a ring's indices are out of range.
+    pub fn adopt(umem: &Umem, nic: XskSocket, tun: TunQueue) -> Result<XskQueue, XskError> {
+        let held = nic.held_frames()?;
+        let pool = umem.pool_except(&held)?;
+        tracing::info!(
+            queue = nic.queue(),
+            on_rings = held.len(),
+            free = pool.len(),
+            "AF_XDP frames accounted after the take-over"
+        );
+        Ok(XskQueue::with_parts(umem, nic, tun, pool))
+    }
+
+    fn with_parts(umem: &Umem, nic: XskSocket, tun: TunQueue, pool: FramePool) -> XskQueue {
         let kernel = match raw_socket() {
             Ok(s) => Some(s),
             Err(e) => {
@@ -118,7 +142,7 @@ impl XskQueue {
             tx_pending_spins: 0,
         };
         q.refill();
-        Ok(q)
+        q
     }
 
     /// The underlay NIC's socket (to register it in the underlay program's XSKMAP).
@@ -136,6 +160,30 @@ impl XskQueue {
         self.pool.len()
     }
 
+    /// The UMEM's memory file (with the underlay socket and the overlay queue, what a later
+    /// process takes the queue over from).
+    pub fn umem_memfd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.umem.memfd()
+    }
+
+    /// Before a hand-over: kicks the TX ring and reaps completions until every frame handed to
+    /// the kernel for transmission has completed, or `timeout` passes. Returns whether none is
+    /// left in flight. A frame still in flight when the next process takes over could be
+    /// counted free there while the kernel still reads it; this closes that window.
+    pub fn drain_tx(&mut self, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let _ = self.nic.flush();
+            self.nic.complete(&mut self.pool, COMPLETE_MAX);
+            if self.nic.in_flight() == 0 {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+    }
     fn refill(&mut self) {
         while self.nic.fill(&mut self.pool, FILL_STEP) > 0 {}
     }

@@ -1,13 +1,17 @@
 //! One AF_XDP socket bound to one (device, queue), with its RX/TX rings and the fill/completion
 //! rings of that (device, queue) — the batch API a worker loop drives.
+//!
+//! A socket is either bound here ([`XskSocket::bind`], through libxdp) or taken over from an
+//! earlier process that bound it ([`XskSocket::adopt`]: its rings are mapped again where the
+//! kernel keeps them, with every entry still on them). Both kinds run the same fast path.
 
 use std::ffi::CString;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
-use super::sys::{self, xsk_ring_cons, xsk_ring_prod, xsk_socket, XdpStatistics};
-use super::umem::{Frame, FramePool, RingPair, Umem};
+use super::sys::{self, xsk_ring_cons, xsk_ring_prod, xsk_socket, RingKind, RingMap, XdpStatistics};
+use super::umem::{Frame, FramePool, RingPair, Umem, UmemHandle};
 use super::{BindMode, XskError};
 
 /// Copy or zero-copy preference for the first socket of a UMEM.
@@ -56,7 +60,7 @@ impl Default for SocketConfig {
 /// XSKMAP first with [`super::XdpAttachment::unregister`], or drop the attachment first).
 #[derive(Debug)]
 pub struct XskSocket {
-    xsk: NonNull<xsk_socket>,
+    handle: SocketHandle,
     fd: RawFd,
     ifindex: u32,
     queue: u32,
@@ -70,6 +74,14 @@ pub struct XskSocket {
     tx: Box<xsk_ring_prod>,
     rings: Box<RingPair>,
     umem: Umem,
+}
+
+/// Who set the socket up: libxdp in this process, or an earlier process (then this one owns the
+/// descriptor and the RX/TX ring mappings).
+#[derive(Debug)]
+enum SocketHandle {
+    Libxdp(NonNull<xsk_socket>),
+    Adopted { _fd: OwnedFd, rx: RingMap, tx: RingMap },
 }
 
 // SAFETY: the socket's rings and libxdp handle are used only through `&mut self` (or, for reads
@@ -104,6 +116,9 @@ impl XskSocket {
             .map_err(|_| XskError::Config("device name contains a NUL byte"))?;
 
         let mut state = umem.lock();
+        let UmemHandle::Libxdp(umem_handle) = state.umem else {
+            return Err(XskError::Config("a UMEM taken over from an earlier process takes no new sockets"));
+        };
         if state.bound.contains(&(ifindex, queue)) {
             return Err(XskError::Config("this device queue already has a socket on this UMEM"));
         }
@@ -134,7 +149,7 @@ impl XskSocket {
                 sys::socket_create(
                     &cname,
                     queue,
-                    state.umem,
+                    umem_handle,
                     &mut *rx,
                     &mut *tx,
                     &mut rings.fill,
@@ -211,7 +226,7 @@ impl XskSocket {
             None => None,
         };
         Ok(XskSocket {
-            xsk,
+            handle: SocketHandle::Libxdp(xsk),
             fd,
             ifindex,
             queue,
@@ -225,6 +240,103 @@ impl XskSocket {
             rings,
             umem: umem.clone(),
         })
+    }
+
+    /// Takes over the socket `fd` that an earlier process bound to `ifname`/`queue` on the UMEM
+    /// now taken over as `umem` ([`Umem::adopt`]; the socket is the one the UMEM was registered
+    /// on). `config` must give the RX and TX ring sizes it was bound with. The RX ring keeps the
+    /// frames that arrived while no process read it, the TX ring what was submitted and not yet
+    /// sent; the next [`XskSocket::flush`] kicks it. The socket stays in whatever XSKMAP it is
+    /// in; register it in the current program's map as after a bind.
+    ///
+    /// # Errors
+    /// [`XskError::NoDevice`]; [`XskError::Config`] when `umem` was not taken over or already has
+    /// its socket; [`XskError::Sys`] when a ring cannot be mapped (wrong size).
+    pub fn adopt(
+        umem: &Umem,
+        fd: OwnedFd,
+        ifname: &str,
+        queue: u32,
+        config: &SocketConfig,
+    ) -> Result<XskSocket, XskError> {
+        let ifindex = sys::if_nametoindex(ifname)
+            .map_err(|e| XskError::NoDevice { name: ifname.to_string(), source: e })?;
+        let mut state = umem.lock();
+        if !matches!(state.umem, UmemHandle::Adopted { .. }) {
+            return Err(XskError::Config("XskSocket::adopt needs a UMEM from Umem::adopt"));
+        }
+        let Some(rings) = state.first_rings.take() else {
+            return Err(XskError::Config("the taken-over UMEM already has its socket"));
+        };
+        let raw = fd.as_raw_fd();
+        let mapped = sys::mmap_offsets(raw).and_then(|off| {
+            Ok((
+                RingMap::map(raw, &off, RingKind::Rx, config.rx_size)?,
+                RingMap::map(raw, &off, RingKind::Tx, config.tx_size)?,
+            ))
+        });
+        let (rx_map, tx_map) = match mapped {
+            Ok(m) => m,
+            Err(e) => {
+                state.first_rings = Some(rings);
+                return Err(e.into());
+            }
+        };
+        let mode = match sys::is_zero_copy(raw) {
+            Ok(true) => BindMode::ZeroCopy,
+            Ok(false) => BindMode::Copy,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the AF_XDP socket's mode; assuming copy");
+                BindMode::Copy
+            }
+        };
+        state.mode = Some(mode);
+        state.bound.push((ifindex, queue));
+        drop(state);
+        let rx = Box::new(rx_map.consumer_ring());
+        let tx = Box::new(tx_map.producer_ring());
+        // Descriptors on the TX ring are in flight as far as this process knows.
+        let mut pending = Vec::new();
+        let in_flight = tx_map.held_addrs(&mut pending).map_or(0, |()| pending.len() as u32);
+        let tx_skb_budget = config.tx_skb_budget.filter(|&b| sys::set_tx_skb_budget(raw, b).is_ok());
+        tracing::info!(device = ifname, queue, ?mode, "AF_XDP socket taken over");
+        Ok(XskSocket {
+            handle: SocketHandle::Adopted { _fd: fd, rx: rx_map, tx: tx_map },
+            fd: raw,
+            ifindex,
+            queue,
+            mode,
+            staged: 0,
+            in_flight,
+            invalid_rx: 0,
+            tx_skb_budget,
+            rx,
+            tx,
+            rings,
+            umem: umem.clone(),
+        })
+    }
+
+    /// The addresses of the frames the rings of a taken-over socket and its UMEM hold (fill, RX,
+    /// TX, completion; see [`Umem::pool_except`]).
+    ///
+    /// # Errors
+    /// [`XskError::Config`] for a socket bound in this process; [`XskError::Sys`] for a ring
+    /// whose indices are out of range.
+    pub(crate) fn held_frames(&self) -> Result<Vec<u64>, XskError> {
+        let SocketHandle::Adopted { rx, tx, .. } = &self.handle else {
+            return Err(XskError::Config("only a taken-over socket reports held frames"));
+        };
+        let state = self.umem.lock();
+        let UmemHandle::Adopted { _fill: fill, _comp: comp } = &state.umem else {
+            return Err(XskError::Config("only a taken-over UMEM reports held frames"));
+        };
+        let mut out = Vec::new();
+        fill.held_addrs(&mut out)?;
+        rx.held_addrs(&mut out)?;
+        tx.held_addrs(&mut out)?;
+        comp.held_addrs(&mut out)?;
+        Ok(out)
     }
 
     /// Moves up to `max` received frames into `out` (appending); returns how many. Never
@@ -472,9 +584,12 @@ impl AsFd for XskSocket {
 impl Drop for XskSocket {
     fn drop(&mut self) {
         let mut state = self.umem.lock();
-        // SAFETY: `xsk` is live and not used after this; its rings are fields of `self`, dropped
-        // only after this body; the UMEM lock serialises libxdp calls on the UMEM.
-        unsafe { sys::socket_delete(self.xsk) };
+        if let SocketHandle::Libxdp(xsk) = self.handle {
+            // SAFETY: `xsk` is live and not used after this; its rings are fields of `self`,
+            // dropped only after this body; the UMEM lock serialises libxdp calls on the UMEM.
+            unsafe { sys::socket_delete(xsk) };
+        }
+        // An adopted socket's mappings and descriptor go with `handle`, after this body.
         state.bound.retain(|&b| b != (self.ifindex, self.queue));
     }
 }

@@ -7,7 +7,7 @@
 
 use std::ffi::{c_void, CStr, CString};
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::ptr::{self, NonNull};
 
 pub(crate) use libxdp_sys::{bpf_link, bpf_object, xsk_ring_cons, xsk_ring_prod};
@@ -60,7 +60,8 @@ pub(crate) fn if_nametoindex(name: &str) -> Result<u32, SysError> {
 // ---------------------------------------------------------------------------------------------
 // Memory
 
-/// An anonymous, page-aligned, zeroed private mapping, unmapped on drop.
+/// A page-aligned mapping, unmapped on drop: the UMEM's frame area (a shared mapping of a
+/// memory file, so that a later process can map the same frames) or an AF_XDP ring.
 #[derive(Debug)]
 pub(crate) struct Mmap {
     ptr: NonNull<u8>,
@@ -71,28 +72,52 @@ pub(crate) struct Mmap {
 // nothing thread-bound.
 unsafe impl Send for Mmap {}
 // SAFETY: `Mmap` hands out only raw pointers; synchronising access to the bytes is the users' job
-// (the UMEM's frame-ownership rules, see `umem.rs`).
+// (the UMEM's frame-ownership rules, see `umem.rs`; the rings' producer/consumer protocol).
 unsafe impl Sync for Mmap {}
 
 impl Mmap {
-    pub(crate) fn anonymous(len: usize) -> Result<Mmap, SysError> {
-        // SAFETY: a fresh anonymous mapping aliases nothing; the arguments are valid.
+    /// Maps `len` bytes of the file `fd` from page offset `pgoff`, shared and populated.
+    fn shared(call: &'static str, fd: RawFd, len: usize, pgoff: u64) -> Result<Mmap, SysError> {
+        // SAFETY: a fresh mapping of a file the caller owns aliases no Rust object; the
+        // arguments are valid (a bad fd, length or offset only yields an error).
         let p = unsafe {
             libc::mmap(
                 ptr::null_mut(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
-                -1,
-                0,
+                libc::MAP_SHARED | libc::MAP_POPULATE,
+                fd,
+                pgoff as libc::off_t,
             )
         };
         if p == libc::MAP_FAILED {
-            return Err(SysError::last("mmap(UMEM)"));
+            return Err(SysError::last(call));
         }
-        let ptr =
-            NonNull::new(p.cast::<u8>()).ok_or(SysError::errno("mmap(UMEM)", libc::ENOMEM))?;
+        let ptr = NonNull::new(p.cast::<u8>()).ok_or(SysError::errno(call, libc::ENOMEM))?;
         Ok(Mmap { ptr, len })
+    }
+
+    /// A new memory file of `len` zero bytes, mapped shared: a UMEM's frame area. The file
+    /// outlives the mapping (and the process) wherever its descriptor is kept.
+    pub(crate) fn memfd(len: usize) -> Result<(OwnedFd, Mmap), SysError> {
+        let fd = crate::io::fdstore::memfd("linen-umem")
+            .map_err(|e| SysError { call: "memfd_create(UMEM)", source: e })?;
+        // SAFETY: ftruncate on a descriptor we own; no memory is involved.
+        if unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) } < 0 {
+            return Err(SysError::last("ftruncate(UMEM)"));
+        }
+        let map = Mmap::shared("mmap(UMEM)", fd.as_raw_fd(), len, 0)?;
+        Ok((fd, map))
+    }
+
+    /// Maps an existing UMEM memory file of exactly `len` bytes.
+    pub(crate) fn adopt_memfd(fd: BorrowedFd<'_>, len: usize) -> Result<Mmap, SysError> {
+        let size = crate::io::fdstore::file_size(fd)
+            .map_err(|e| SysError { call: "fstat(UMEM)", source: e })?;
+        if size != len as u64 {
+            return Err(SysError::errno("fstat(UMEM): size differs from the geometry", libc::EINVAL));
+        }
+        Mmap::shared("mmap(UMEM)", fd.as_raw_fd(), len, 0)
     }
 
     pub(crate) fn as_ptr(&self) -> *mut u8 {
@@ -417,6 +442,205 @@ pub(crate) fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> Result<usize, S
 }
 
 // ---------------------------------------------------------------------------------------------
+// Adopting a bound socket: the rings of a socket and UMEM that an earlier process set up
+
+/// `getsockopt(SOL_XDP, XDP_MMAP_OFFSETS)`: where producer, consumer, flags and descriptors lie
+/// in each ring's mapping (kernels since 5.4 report the flags word; older ones are refused).
+pub(crate) fn mmap_offsets(fd: RawFd) -> Result<libxdp_sys::xdp_mmap_offsets, SysError> {
+    // SAFETY: an all-zero offsets struct is a valid out-buffer.
+    let mut off: libxdp_sys::xdp_mmap_offsets = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libxdp_sys::xdp_mmap_offsets>() as libc::socklen_t;
+    // SAFETY: `off` and `len` are valid for writes of the sizes passed.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_XDP,
+            libxdp_sys::XDP_MMAP_OFFSETS as i32,
+            (&mut off as *mut libxdp_sys::xdp_mmap_offsets).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(SysError::last("getsockopt(XDP_MMAP_OFFSETS)"));
+    }
+    if len as usize != std::mem::size_of::<libxdp_sys::xdp_mmap_offsets>() {
+        return Err(SysError::errno("getsockopt(XDP_MMAP_OFFSETS): pre-5.4 layout", libc::ENOTSUP));
+    }
+    Ok(off)
+}
+
+/// Which ring of a socket to map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RingKind {
+    Rx,
+    Tx,
+    Fill,
+    Completion,
+}
+
+impl RingKind {
+    fn pgoff(self) -> u64 {
+        match self {
+            RingKind::Rx => u64::from(libxdp_sys::XDP_PGOFF_RX_RING),
+            RingKind::Tx => u64::from(libxdp_sys::XDP_PGOFF_TX_RING),
+            RingKind::Fill => libxdp_sys::XDP_UMEM_PGOFF_FILL_RING,
+            RingKind::Completion => libxdp_sys::XDP_UMEM_PGOFF_COMPLETION_RING,
+        }
+    }
+
+    fn offsets(self, off: &libxdp_sys::xdp_mmap_offsets) -> libxdp_sys::xdp_ring_offset {
+        match self {
+            RingKind::Rx => off.rx,
+            RingKind::Tx => off.tx,
+            RingKind::Fill => off.fr,
+            RingKind::Completion => off.cr,
+        }
+    }
+
+    fn entry_size(self) -> usize {
+        match self {
+            RingKind::Rx | RingKind::Tx => std::mem::size_of::<libxdp_sys::xdp_desc>(),
+            RingKind::Fill | RingKind::Completion => std::mem::size_of::<u64>(),
+        }
+    }
+}
+
+/// One ring of an adopted socket: its mapping and the pointers into it.
+#[derive(Debug)]
+pub(crate) struct RingMap {
+    _map: Mmap,
+    producer: *mut u32,
+    consumer: *mut u32,
+    flags: *mut u32,
+    ring: *mut c_void,
+    size: u32,
+    kind: RingKind,
+}
+
+// SAFETY: the pointers point into `map`, owned by this value; moving it moves nothing
+// thread-bound.
+unsafe impl Send for RingMap {}
+
+impl RingMap {
+    /// Maps ring `kind` of the bound socket `fd`, which has `size` entries (the size it was set
+    /// up with: the kernel does not report it).
+    pub(crate) fn map(
+        fd: RawFd,
+        off: &libxdp_sys::xdp_mmap_offsets,
+        kind: RingKind,
+        size: u32,
+    ) -> Result<RingMap, SysError> {
+        if !size.is_power_of_two() {
+            return Err(SysError::errno("adopt AF_XDP ring: size not a power of two", libc::EINVAL));
+        }
+        let o = kind.offsets(off);
+        let len = o.desc as usize + size as usize * kind.entry_size();
+        // The kernel refuses a mapping longer than the ring it holds (EINVAL): a wrong size in
+        // the hand-over shows up here rather than as ring corruption.
+        let map = Mmap::shared("mmap(AF_XDP ring)", fd, len, kind.pgoff())?;
+        let base = map.as_ptr();
+        // SAFETY: the offsets come from the kernel for this socket and lie inside the mapping.
+        let at = |x: u64| unsafe { base.add(x as usize) };
+        Ok(RingMap {
+            producer: at(o.producer).cast(),
+            consumer: at(o.consumer).cast(),
+            flags: at(o.flags).cast(),
+            ring: at(o.desc).cast(),
+            size,
+            kind,
+            _map: map,
+        })
+    }
+
+    fn load(p: *mut u32) -> u32 {
+        // SAFETY: `p` points at an aligned u32 index word of a live ring mapping, which the
+        // kernel updates concurrently: read it atomically.
+        unsafe { std::sync::atomic::AtomicU32::from_ptr(p) }.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// A producer-ring descriptor (fill, TX) over this mapping, positioned where the kernel's
+    /// indices are: everything the earlier process submitted stays submitted.
+    pub(crate) fn producer_ring(&self) -> xsk_ring_prod {
+        xsk_ring_prod {
+            cached_prod: Self::load(self.producer),
+            // libxdp keeps the cached consumer one ring size ahead (see xsk_prod_nb_free).
+            cached_cons: Self::load(self.consumer).wrapping_add(self.size),
+            mask: self.size - 1,
+            size: self.size,
+            producer: self.producer,
+            consumer: self.consumer,
+            ring: self.ring,
+            flags: self.flags,
+        }
+    }
+
+    /// A consumer-ring descriptor (RX, completion) over this mapping: entries the kernel
+    /// published and the earlier process had not consumed are still there to consume.
+    pub(crate) fn consumer_ring(&self) -> xsk_ring_cons {
+        xsk_ring_cons {
+            cached_prod: Self::load(self.producer),
+            cached_cons: Self::load(self.consumer),
+            mask: self.size - 1,
+            size: self.size,
+            producer: self.producer,
+            consumer: self.consumer,
+            ring: self.ring,
+            flags: self.flags,
+        }
+    }
+
+    /// The frame addresses between the consumer and the producer index: frames the ring holds
+    /// (fill: not yet taken by the kernel; RX: received, not yet consumed; TX: not yet sent;
+    /// completion: sent, not yet reaped). Appends them to `out`.
+    ///
+    /// # Errors
+    /// `EUCLEAN` when the indices are further apart than the ring is long (a ring this process
+    /// must not trust).
+    pub(crate) fn held_addrs(&self, out: &mut Vec<u64>) -> Result<(), SysError> {
+        let (cons, prod) = (Self::load(self.consumer), Self::load(self.producer));
+        let n = prod.wrapping_sub(cons);
+        if n > self.size {
+            return Err(SysError::errno("adopt AF_XDP ring: indices out of range", libc::EUCLEAN));
+        }
+        let mask = self.size - 1;
+        for i in 0..n {
+            let slot = (cons.wrapping_add(i) & mask) as usize;
+            // SAFETY: `slot` < size, and the ring area holds `size` entries of the kind's size
+            // (mapped above); entries between consumer and producer are published, so reading
+            // them races with no writer.
+            let addr = unsafe {
+                match self.kind {
+                    RingKind::Rx | RingKind::Tx => (*self.ring.cast::<libxdp_sys::xdp_desc>().add(slot)).addr,
+                    RingKind::Fill | RingKind::Completion => *self.ring.cast::<u64>().add(slot),
+                }
+            };
+            out.push(addr);
+        }
+        Ok(())
+    }
+}
+
+/// Whether `fd` is an AF_XDP socket (`SO_DOMAIN`).
+pub(crate) fn is_xdp_socket(fd: RawFd) -> Result<bool, SysError> {
+    let mut domain: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `domain` and `len` are valid for writes of the sizes passed.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_DOMAIN,
+            (&mut domain as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(SysError::last("getsockopt(SO_DOMAIN)"));
+    }
+    Ok(domain == libc::AF_XDP)
+}
+
+// ---------------------------------------------------------------------------------------------
 // libxdp: ring access (the fast path)
 
 /// Reserves up to `n` slots on a producer ring; returns how many and the first index.
@@ -647,31 +871,69 @@ pub(crate) unsafe fn attach_xdp(
     Ok(unsafe { NonNull::new_unchecked(link) })
 }
 
-/// The kernel ids of a link and of its program.
+/// Takes the descriptor of a libbpf link and frees libbpf's own record of it without closing
+/// the descriptor (`bpf_link__disconnect`, then `bpf_link__destroy`): the link then lives as
+/// long as that descriptor or a duplicate of it (the service manager's store) is open.
 ///
 /// # Safety
-/// `link` is live.
-pub(crate) unsafe fn link_ids(link: NonNull<bpf_link>) -> Result<(u32, u32), SysError> {
+/// `link` came from [`attach_xdp`] and is not used again.
+pub(crate) unsafe fn link_into_fd(link: NonNull<bpf_link>) -> Result<OwnedFd, SysError> {
     // SAFETY: `link` is live.
     let fd = unsafe { libxdp_sys::bpf_link__fd(link.as_ptr()) };
+    // SAFETY: per the contract above; after disconnect, destroy frees the record but leaves
+    // the descriptor open.
+    unsafe {
+        libxdp_sys::bpf_link__disconnect(link.as_ptr());
+        libxdp_sys::bpf_link__destroy(link.as_ptr());
+    }
+    if fd < 0 {
+        return Err(SysError::errno("bpf_link__fd", fd));
+    }
+    // SAFETY: libbpf no longer refers to `fd` (disconnected and destroyed), so this value is its
+    // only owner.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
+/// What the kernel says about a link: its id, its program's id, its type and, for an XDP link,
+/// the device it is attached to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LinkInfo {
+    pub id: u32,
+    pub prog_id: u32,
+    pub xdp_ifindex: Option<u32>,
+}
+
+/// `bpf_link_get_info_by_fd` on a link descriptor.
+pub(crate) fn link_info(fd: RawFd) -> Result<LinkInfo, SysError> {
     // SAFETY: an all-zero bpf_link_info is a valid out-buffer.
     let mut info: libxdp_sys::bpf_link_info = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libxdp_sys::bpf_link_info>() as u32;
-    // SAFETY: `info` and `len` are valid for writes.
+    // SAFETY: `info` and `len` are valid for writes; a descriptor that is no link only errs.
     let rc = unsafe { libxdp_sys::bpf_link_get_info_by_fd(fd, &mut info, &mut len) };
     if rc != 0 {
         return Err(SysError::errno("bpf_link_get_info_by_fd", rc));
     }
-    Ok((info.id, info.prog_id))
+    let xdp_ifindex = (info.type_ == libxdp_sys::bpf_link_type_BPF_LINK_TYPE_XDP)
+        // SAFETY: for an XDP link the kernel filled the union's `xdp` member.
+        .then(|| unsafe { info.__bindgen_anon_1.xdp.ifindex });
+    Ok(LinkInfo { id: info.id, prog_id: info.prog_id, xdp_ifindex })
 }
 
-/// Detaches and frees a link (`bpf_link__destroy`).
-///
-/// # Safety
-/// `link` came from [`attach_xdp`] and is not used again.
-pub(crate) unsafe fn link_destroy(link: NonNull<bpf_link>) {
-    // SAFETY: per the contract above.
-    unsafe { libxdp_sys::bpf_link__destroy(link.as_ptr()) };
+/// Replaces the program of a link atomically (`BPF_LINK_UPDATE`): the device runs the old
+/// program up to one frame and the new one from the next; no frame sees neither.
+pub(crate) fn link_update(link_fd: RawFd, prog_fd: RawFd) -> Result<(), SysError> {
+    let opts = libxdp_sys::bpf_link_update_opts {
+        sz: std::mem::size_of::<libxdp_sys::bpf_link_update_opts>(),
+        flags: 0,
+        old_prog_fd: 0,
+        old_map_fd: 0,
+    };
+    // SAFETY: `opts` is a valid options struct that outlives the call.
+    let rc = unsafe { libxdp_sys::bpf_link_update(link_fd, prog_fd, &opts) };
+    if rc != 0 {
+        return Err(SysError::errno("bpf_link_update", rc));
+    }
+    Ok(())
 }
 
 /// Frees an object, its programs and maps (`bpf_object__close`).

@@ -17,11 +17,18 @@
 //!
 //! The encap path grows a frame at the front ([`Umem::adjust_head`] with a negative delta) to
 //! prepend the 50-byte outer header in place; decap shrinks it from the front.
+//!
+//! The frame area is a memory file ([`Umem::memfd`]) mapped shared, not anonymous memory: a
+//! process that takes over the UMEM's socket after a restart ([`Umem::adopt`]) maps the same
+//! frames the kernel keeps registered, and finds every frame where the earlier process left it.
 
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::sys::{self, xsk_ring_cons, xsk_ring_prod, xsk_umem, Mmap, XDP_PACKET_HEADROOM};
+use super::sys::{
+    self, xsk_ring_cons, xsk_ring_prod, xsk_umem, Mmap, RingKind, RingMap, XDP_PACKET_HEADROOM,
+};
 use super::{BindMode, XskError};
 
 /// Headroom linen reserves in each frame beyond the kernel's `XDP_PACKET_HEADROOM`, at least:
@@ -85,9 +92,20 @@ pub(crate) struct RingPair {
     pub(crate) comp: xsk_ring_cons,
 }
 
+/// Who set the UMEM up: libxdp (this process registered it), or an earlier process whose socket
+/// this one took over (then the rings are mapped here and the socket owns the descriptor).
+#[derive(Debug)]
+pub(crate) enum UmemHandle {
+    Libxdp(std::ptr::NonNull<xsk_umem>),
+    Adopted {
+        _fill: RingMap,
+        _comp: RingMap,
+    },
+}
+
 #[derive(Debug)]
 pub(crate) struct UmemState {
-    pub(crate) umem: std::ptr::NonNull<xsk_umem>,
+    pub(crate) umem: UmemHandle,
     /// The rings created with the UMEM, for its first socket.
     pub(crate) first_rings: Option<Box<RingPair>>,
     /// Copy or zero-copy, fixed by the first bind; later sockets inherit it.
@@ -104,6 +122,7 @@ struct Inner {
     carved: AtomicU32,
     // Dropped after `state`'s UMEM is deleted (see `Drop`).
     area: Mmap,
+    memfd: OwnedFd,
 }
 
 // SAFETY: `UmemState` holds libxdp pointers used only under the mutex; the area is plain memory
@@ -115,10 +134,14 @@ unsafe impl Sync for Inner {}
 impl Drop for Inner {
     fn drop(&mut self) {
         let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        let UmemHandle::Libxdp(umem) = state.umem else {
+            // Adopted: the ring mappings go with the state; the socket closed the descriptor.
+            return;
+        };
         // SAFETY: every socket holds an `Arc<Inner>`, so all are deleted by now; the UMEM is not
         // used after this, and the rings it may still reference (`first_rings`) and the area
         // are dropped only after this body.
-        if let Err(e) = unsafe { sys::umem_delete(state.umem) } {
+        if let Err(e) = unsafe { sys::umem_delete(umem) } {
             tracing::warn!(error = %e, "deleting the AF_XDP UMEM failed; its memory is leaked");
             std::mem::forget(state.first_rings.take());
         }
@@ -184,7 +207,7 @@ impl Umem {
     pub fn new(config: UmemConfig) -> Result<Umem, XskError> {
         config.validate()?;
         let len = config.frame_count as usize * config.frame_size as usize;
-        let area = Mmap::anonymous(len)?;
+        let (memfd, area) = Mmap::memfd(len)?;
         let mut first = Box::new(RingPair { fill: sys::empty_prod(), comp: sys::empty_cons() });
         let geometry = sys::UmemGeometry {
             fill_size: config.fill_size,
@@ -200,15 +223,61 @@ impl Umem {
                 id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
                 config,
                 state: Mutex::new(UmemState {
-                    umem,
+                    umem: UmemHandle::Libxdp(umem),
                     first_rings: Some(first),
                     mode: None,
                     bound: Vec::new(),
                 }),
                 carved: AtomicU32::new(0),
                 area,
+                memfd,
             }),
         })
+    }
+
+    /// Takes over a UMEM that an earlier process registered with [`Umem::new`]: `memfd` is its
+    /// frame area ([`Umem::memfd`] of that process) and `socket` the AF_XDP socket it was
+    /// registered on, still bound. `config` must be the geometry it was made with (the kernel
+    /// does not report it; a ring size that does not match is refused by the kernel's mmap).
+    /// The fill and completion rings are mapped where the kernel has them, with every entry the
+    /// earlier process left; take the socket over next with [`super::XskSocket::adopt`]. No frame
+    /// belongs to a pool yet: see [`Umem::pool_except`].
+    ///
+    /// # Errors
+    /// [`XskError::Config`] for a bad geometry or a descriptor that is no AF_XDP socket;
+    /// [`XskError::Sys`] when a mapping fails (a frame area of another size, wrong ring sizes).
+    pub fn adopt(config: UmemConfig, memfd: OwnedFd, socket: BorrowedFd<'_>) -> Result<Umem, XskError> {
+        config.validate()?;
+        if !sys::is_xdp_socket(socket.as_raw_fd())? {
+            return Err(XskError::Config("the handed-over UMEM socket is no AF_XDP socket"));
+        }
+        let len = config.frame_count as usize * config.frame_size as usize;
+        let area = Mmap::adopt_memfd(memfd.as_fd(), len)?;
+        let off = sys::mmap_offsets(socket.as_raw_fd())?;
+        let fill = RingMap::map(socket.as_raw_fd(), &off, RingKind::Fill, config.fill_size)?;
+        let comp = RingMap::map(socket.as_raw_fd(), &off, RingKind::Completion, config.comp_size)?;
+        let first = Box::new(RingPair { fill: fill.producer_ring(), comp: comp.consumer_ring() });
+        Ok(Umem {
+            inner: Arc::new(Inner {
+                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+                config,
+                state: Mutex::new(UmemState {
+                    umem: UmemHandle::Adopted { _fill: fill, _comp: comp },
+                    first_rings: Some(first),
+                    mode: None,
+                    bound: Vec::new(),
+                }),
+                carved: AtomicU32::new(0),
+                area,
+                memfd,
+            }),
+        })
+    }
+
+    /// The memory file holding the frames: what a later process needs, with the socket, to take
+    /// the UMEM over ([`Umem::adopt`]).
+    pub fn memfd(&self) -> BorrowedFd<'_> {
+        self.inner.memfd.as_fd()
     }
 
     /// The configuration it was made with.
@@ -239,6 +308,37 @@ impl Umem {
         // make the fast path allocate.
         let mut free = Vec::with_capacity(total as usize);
         free.extend((first..first + count).map(|i| u64::from(i) * fs));
+        Ok(FramePool {
+            umem: self.inner.id,
+            frame_mask: !(fs - 1),
+            data_offset: u64::from(self.inner.config.headroom + XDP_PACKET_HEADROOM),
+            free,
+        })
+    }
+
+    /// Takes every frame of a UMEM that is on none of its rings — all frames but `held`, the
+    /// addresses (any offset inside a frame) the fill, RX, TX and completion rings hold — into a
+    /// new pool: after a take-over, that is exactly the frames the earlier process owned, in its
+    /// pools or in flight through its code, when it stopped. Frames on the rings come back the
+    /// usual way (RX, completion). Addresses outside the area are ignored.
+    ///
+    /// # Errors
+    /// [`XskError::Config`] when frames were already taken into a pool.
+    pub fn pool_except(&self, held: &[u64]) -> Result<FramePool, XskError> {
+        let total = self.inner.config.frame_count;
+        self.inner
+            .carved
+            .compare_exchange(0, total, Ordering::AcqRel, Ordering::Acquire)
+            .map_err(|_| XskError::Config("frames of this UMEM were already taken into a pool"))?;
+        let fs = u64::from(self.inner.config.frame_size);
+        let mut busy = vec![false; total as usize];
+        for a in held {
+            if let Some(b) = busy.get_mut((a / fs) as usize) {
+                *b = true;
+            }
+        }
+        let mut free = Vec::with_capacity(total as usize);
+        free.extend((0..total).filter(|&i| !busy[i as usize]).map(|i| u64::from(i) * fs));
         Ok(FramePool {
             umem: self.inner.id,
             frame_mask: !(fs - 1),
