@@ -138,7 +138,8 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
     let mut parts = s.split(':');
     for b in &mut mac {
         let p = parts.next()?;
-        if p.is_empty() || p.len() > 2 {
+        // Hex digits only: from_str_radix alone would also take a sign ("+a").
+        if p.is_empty() || p.len() > 2 || !p.bytes().all(|c| c.is_ascii_hexdigit()) {
             return None;
         }
         *b = u8::from_str_radix(p, 16).ok()?;
@@ -1088,5 +1089,6 @@ mod tests {
         assert_eq!(parse_mac("c6:d2:32:6f:8f:44:00"), None);
         assert_eq!(parse_mac("c6:d2:32:6f:8f:4g"), None);
         assert_eq!(parse_mac("c6::32:6f:8f:44"), None);
+        assert_eq!(parse_mac("c6:d2:32:6f:+f:44"), None);
     }
 }

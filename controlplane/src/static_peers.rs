@@ -220,6 +220,7 @@ mod tests {
     fn rejects_bad_files_with_a_reason() {
         let cases = [
             (GOOD.replace("26:69:c7:3a:5b:8c", "26:69:c7:3a:5b"), "not a MAC"),
+            (GOOD.replace("26:69:c7:3a:5b:8c", "26:69:c7:3a:+b:8c"), "not a MAC"),
             (GOOD.replace("10.244.2.0/24", "10.244.1.0/25"), "overlaps this node"),
             (GOOD.replace("10.244.2.0/24", "10.245.2.0/24"), "outside the network"),
             (GOOD.replace("10.244.2.0/24", "10.244.2.1/24"), "host bits"),
