@@ -6,6 +6,8 @@ set -euo pipefail
 PACKAGES=(
   # build: XDP program (clang/llvm, BTF), xsk-rs/libbpf, etcd-client's protobuf codegen
   clang llvm libelf-dev zlib1g-dev libpcap-dev libbpf-dev m4 pkg-config make gcc protobuf-compiler libprotobuf-dev
+  # fuzz crate: libfuzzer-sys compiles libFuzzer's C++ sources (even for a check build)
+  g++
   # testbed and traffic
   iproute2 iputils-ping ethtool tcpdump iperf3 nftables iptables socat netcat-openbsd procps
   # Kubernetes-path tests: Calico-style policy matches its allowed peers in an ipset

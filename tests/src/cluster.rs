@@ -10,8 +10,9 @@
 //!
 //! - Node `k` (1-based) has the pod subnet `10.244.k.0/24` (gateway `.1` on `cni0`, pods from `.2`)
 //!   and the underlay address `192.168.77.k/24` on `eth0`. Two nodes share one veth pair; three or
-//!   more hang off a bridge in a switch namespace. Underlay devices run with `tx off` by default
-//!   (a real wire completes no checksums), per DESIGN §6.
+//!   more hang off a bridge in a switch namespace. Underlay devices run with `tx off` by default:
+//!   a veth with transmit checksum offload hands its peer frames whose checksums are still
+//!   unfinished, which a real wire never does.
 //! - Pods get the overlay MTU (underlay MTU − 50) as the CNI plugin would give them, unless
 //!   [`ClusterBuilder::pod_mtu`] says otherwise.
 //! - [`Overlay::Linen`] runs `linend --static-peers` with every other node as a peer, a stats file

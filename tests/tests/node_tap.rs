@@ -1,5 +1,5 @@
-//! Two-node tests of linend's TAP/UDP datapath (`--datapath tap`), per DESIGN §6: every host is
-//! a network namespace. Two nodes share an underlay veth (`tx off` on both ends, as a real wire);
+//! Two-node tests of linend's TAP/UDP datapath (`--datapath tap`): every host is a network
+//! namespace. Two nodes share an underlay veth (`tx off` on both ends, as a real wire);
 //! each node has a `cni0` bridge with two pods (namespaces + veths, wired here with `ip`); each
 //! node runs `linend --static-peers` — or, for interop, the kernel's VXLAN device configured
 //! exactly as flannel's vxlan backend configures it.

@@ -1,7 +1,7 @@
 //! netbench, linen's macro benchmark: the same pod-to-pod traffic over the kernel's VXLAN device
 //! in flannel's configuration and over linen's datapaths (`xdp`, `tap`, and on request `direct`:
 //! `DirectRouting`, no encapsulation), measured in one run on fresh two-node network-namespace
-//! testbeds, side by side (DESIGN §7).
+//! testbeds, side by side; docs/benchmarks.md has the results and how to read them.
 //!
 //! Per datapath (module [`harness`]):
 //! - **64-byte UDP packets/s**: an AF_PACKET sender ([`traffic::send`], `sendmmsg` of one
