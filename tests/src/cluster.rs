@@ -800,6 +800,46 @@ fn tail(text: &str, lines: usize) -> String {
     v[v.len().saturating_sub(lines)..].join("\n")
 }
 
+/// Sends `count` datagrams of `size` bytes from `from` to `to_ip:port` (a process in `to`) in one
+/// `sendmsg` with UDP segmentation offload, so they leave `from` as one super-packet, and returns
+/// how many arrived and how many of those intact (`linen-testpod udp-gso-send` / `udp-recv`).
+pub fn udp_gso_through(
+    from: &Netns,
+    to: &Netns,
+    to_ip: Ipv4Addr,
+    port: u16,
+    size: usize,
+    count: usize,
+) -> (usize, usize) {
+    use std::io::BufRead;
+    let testpod = workspace_bin("linen-testpod");
+    let mut rx = to
+        .command(&testpod.display().to_string())
+        .args(["udp-recv", &port.to_string(), &count.to_string(), "5000"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn udp-recv");
+    let mut lines = std::io::BufReader::new(rx.stdout.take().expect("stdout")).lines();
+    assert_eq!(lines.next().and_then(Result::ok).as_deref(), Some("listening"));
+    let out = from
+        .command(&testpod.display().to_string())
+        .args(["udp-gso-send", &format!("{to_ip}:{port}"), &size.to_string(), &count.to_string()])
+        .output()
+        .expect("run udp-gso-send");
+    assert!(out.status.success(), "udp-gso-send: {}", String::from_utf8_lossy(&out.stderr));
+    let last = lines.next().and_then(Result::ok).unwrap_or_default();
+    let _ = rx.wait();
+    let field = |name: &str| -> usize {
+        let mut words = last.split_whitespace();
+        words
+            .find(|w| *w == name)
+            .and_then(|_| words.next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("got"), field("intact"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,7 @@ use std::os::fd::AsFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use linen_testbed::cluster::{Cluster, ClusterBuilder, Node, Overlay};
+use linen_testbed::cluster::{udp_gso_through, Cluster, ClusterBuilder, Node, Overlay};
 use linen_testbed::{wait_for, Netns};
 
 /// The VtepMAC of node 1 (the cluster's fixed MAC for `n1`), as bytes for crafted frames.
@@ -200,6 +200,22 @@ fn xdp_two_nodes_ping_udp_tcp_mtu_idle_shutdown() {
     a.host.sh("ip link set linen.1 mtu 1450");
 
     tcp_verified(&a.pods[0], &b.pods[0], b.pod_ip(0), 100, c.dir(), "ab");
+    // TCP crossed as super-packets: A read whole bursts from linen.1 and cut them, B merged the
+    // segments it decapsulated before writing them to linen.1.
+    let merged = wait_for(Duration::from_secs(3), || {
+        (counter(a, &["io", "super_rx"]) > 0 && counter(b, &["io", "coalesced_tx"]) > 0)
+            .then_some(())
+    });
+    assert!(merged.is_some(), "A: {}\nB: {}", stats(a), stats(b));
+    // UDP segmentation offload from a pod: 20 datagrams leave it as one super-packet and arrive
+    // as 20 intact datagrams.
+    let before = counter(a, &["io", "super_rx"]);
+    let got = udp_gso_through(&a.pods[1], &b.pods[1], b.pod_ip(1), 9200, 1000, 20);
+    assert_eq!(got, (20, 20), "datagrams (received, intact)");
+    let cut = wait_for(Duration::from_secs(3), || {
+        (counter(a, &["io", "super_rx"]) > before).then_some(())
+    });
+    assert!(cut.is_some(), "the UDP run did not reach linen as one super-packet: {}", stats(a));
 
     // Forwarded in both directions, nothing failed in I/O.
     let moved = wait_for(Duration::from_secs(2), || {
@@ -250,9 +266,20 @@ fn xdp_interop_with_kernel_vxlan_both_ways() {
     udp_once(&b.pods[0], &a.pods[1], a.pod_ip(1), "kernel-to-linen");
     tcp_verified(&a.pods[0], &b.pods[0], b.pod_ip(0), 100, c.dir(), "lk");
     tcp_verified(&b.pods[1], &a.pods[1], a.pod_ip(1), 100, c.dir(), "kl");
-    // Both transfers went through linen's worker (data packets encapsulated and decapsulated).
+    // Both transfers went through linen's worker (data packets encapsulated and decapsulated),
+    // as super-packets: linen cut its pod's bursts into segments the kernel's VXLAN device took,
+    // and merged the kernel's segments before handing them to its pod.
     let moved = wait_for(Duration::from_secs(2), || (counter(a, &["tx"]) > 140_000).then_some(()));
     assert!(moved.is_some(), "{}", stats(a));
+    // (The I/O counters reach the stats file when the worker goes idle.)
+    let both = wait_for(Duration::from_secs(3), || {
+        (counter(a, &["io", "super_rx"]) > 0 && counter(a, &["io", "coalesced_tx"]) > 0)
+            .then_some(())
+    });
+    assert!(both.is_some(), "{}", stats(a));
+    // UDP segmentation offload both ways across the mixed pair.
+    assert_eq!(udp_gso_through(&a.pods[0], &b.pods[0], b.pod_ip(0), 9200, 1000, 20), (20, 20));
+    assert_eq!(udp_gso_through(&b.pods[1], &a.pods[1], a.pod_ip(1), 9201, 1000, 20), (20, 20));
     // linen accepted every frame the kernel's VXLAN device sent.
     for r in ["unknown_vtep", "wrong_vni", "bad_vxlan_flags", "inner_mac_mismatch", "truncated"] {
         assert_eq!(counter(a, &["drops", r]), 0, "{r}: {}", stats(a));
