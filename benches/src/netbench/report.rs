@@ -763,6 +763,86 @@ mod tests {
         assert!(md.contains("![netbench chart](netbench.svg)"));
     }
 
+    /// `results()` with what the TCP runs, the placement and the underlays add.
+    fn full_results() -> Value {
+        let mut r = results();
+        let feats = |tx: &str, gro: &str| json!({"tx-checksumming": tx, "generic-receive-offload": gro, "tcp-segmentation-offload": "on [requested on]"});
+        let underlay = |dev: &str| {
+            json!({
+                "wire": {"features": {
+                    "n1": {"eth0": feats("off", "off"), dev: feats("on", "on")},
+                    "n2": {"eth0": feats("off", "off"), dev: feats("on", "on")}}},
+                "offloads": {"features": {
+                    "n1": {"eth0": feats("on", "on"), dev: feats("on", "on")},
+                    "n2": {"eth0": feats("on", "on"), dev: feats("on", "on")}}},
+            })
+        };
+        let per_cpu = json!([{"cpu": 0, "busy": 0.97, "softirq": 0.55}, {"cpu": 1, "busy": 0.4, "softirq": 0.02}]);
+        let placement = json!({"pin": "split", "sender": "0", "receiver": "1", "linend": "1"});
+        for (d, gbps, gb) in [("kernel", 4.0, 2.0), ("tap", 5.0, 1.5)] {
+            let o = r[d].as_object_mut().expect("object");
+            o.insert("tcp8_gbps".into(), json!(gbps * 2.0));
+            o.insert("tcp_cpu_s_per_gb".into(), json!(gb));
+            o.insert("tcp_cpu_s_per_gb_with_iperf3".into(), json!(gb + 1.0));
+            o.insert("tcp_gbps_underlay_offloads".into(), json!(gbps * 3.0));
+            o.insert("placement".into(), placement.clone());
+            o.insert("tcp_detail".into(), json!({"tcp": {"cpu": {"per_cpu": per_cpu.clone()}}}));
+            o.insert("cpu_detail".into(), json!({"per_cpu": per_cpu.clone()}));
+            let dev = if d == "kernel" { "flannel.1" } else { "linen.1" };
+            o.insert("underlay".into(), underlay(dev));
+        }
+        r["kernel"]["linend_cpus"] = json!({});
+        r["tap"]["linend_cpus"] =
+            json!({"n1": {"linen-tap-0": "1", "linend": "1"}, "n2": {"linen-tap-0": "1"}});
+        r
+    }
+
+    #[test]
+    fn table_has_the_tcp_rows_and_the_notes() {
+        let md = markdown(&full_results(), &dps(), &stamp(), None);
+        assert!(
+            md.contains("| TCP 8 streams (Gbit/s) | 8.00 | unavailable | 10.00 |  | 1.25× |"),
+            "{md}"
+        );
+        // Lower is better for CPU: the ratio is tap/kernel all the same.
+        assert!(
+            md.contains(
+                "| CPU per GB, TCP single stream (CPU-s/GB: softirq + linend) | 2.00 | unavailable | 1.50 |  | 0.75× |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("| CPU per GB, TCP single stream, with iperf3's own (CPU-s/GB) | 3.00 |")
+        );
+        assert!(md.contains(
+            "| TCP single stream, underlay offloads on (Gbit/s) | 12.00 | unavailable | 15.00 |  | 1.25× |"
+        ));
+        // Rows nobody measured are left out.
+        assert!(!md.contains("TCP 8 streams, underlay offloads on"), "{md}");
+        // The TCP rows come right after the single stream's.
+        let (one, eight) =
+            (md.find("| TCP single stream (Gbit/s)"), md.find("| TCP 8 streams (Gbit/s)"));
+        let p50 = md.find("| UDP request/response p50");
+        assert!(one < eight && eight < p50, "{md}");
+        assert!(md.contains(
+            "- CPUs (`--pin split`, every datapath alike): sender (AF_PACKET sender, `iperf3 -c`) on CPU 0; receiver (sink, `iperf3 -s`) on CPU 1; linend's threads on CPU 1."
+        ), "{md}");
+        assert!(md.contains(
+            "- `kernel` busy share per CPU in each window (all work on the machine): TCP single stream: CPU0 97 % (softirq 55 %), CPU1 40 % (softirq 2 %); 64 B: CPU0 97 % (softirq 55 %), CPU1 40 % (softirq 2 %)."
+        ), "{md}");
+        assert!(md.contains("- `tap` busy share per CPU in each window (all work on the machine): linend workers pinned to (read back) n1: linen-tap-0 1; n2: linen-tap-0 1; TCP single stream:"), "{md}");
+        assert!(md.contains(
+            "Read back on `eth0`: tx-csum off, tso on, gro off (every datapath, both nodes). Overlay devices: kernel `flannel.1`: tx-csum on, tso on, gro on; tap `linen.1`: tx-csum on, tso on, gro on."
+        ), "{md}");
+        assert!(md.contains("- Underlay `offloads` (the \"underlay offloads on\" rows): underlay veths with their transmit offloads on"), "{md}");
+        // Devices that differ are listed each with its datapath.
+        let mut r = full_results();
+        r["tap"]["underlay"]["wire"]["features"]["n1"]["eth0"]["tcp-segmentation-offload"] =
+            json!("off");
+        let md = markdown(&r, &dps(), &stamp(), None);
+        assert!(md.contains("Read back on `eth0`: kernel `eth0`: tx-csum off, tso on, gro off; tap `eth0`: tx-csum off, tso off, gro off; tap `eth0`: tx-csum off, tso on, gro off."), "{md}");
+    }
+
     #[test]
     fn svg_is_well_formed_enough() {
         let svg = svg(&results(), &dps(), &stamp());
@@ -770,6 +850,13 @@ mod tests {
         assert_eq!(svg.matches("<rect").count(), 1 + 2 * 5 + 3); // background, bars, legend
         assert!(svg.contains("n/a"));
         assert!(svg.contains(">150<")); // kpps label
+                                        // Panels without numbers are left out: 5 headline panels, TCP with a second bar slot.
+        assert_eq!(svg.matches("font-weight=\"bold\">").count(), 1 + 5);
+        let full = super::svg(&full_results(), &dps(), &stamp());
+        // + TCP 8 streams (2), offloads on (2; 8 streams n/a), CPU per GB (2; 8 streams n/a).
+        assert_eq!(full.matches("<rect").count(), 1 + 2 * 5 + 2 + 2 + 2 + 3);
+        assert_eq!(full.matches("font-weight=\"bold\">").count(), 1 + 7);
+        assert!(full.contains(">8<") && full.contains(">1<"), "stream tags under the TCP bars");
     }
 
     #[test]

@@ -303,12 +303,73 @@ pub fn measure(
 
 #[cfg(test)]
 mod tests {
+    use super::super::placement::Pin;
     use super::*;
 
     #[test]
     fn prefixes() {
         assert_eq!(prefix(1), "tcp");
         assert_eq!(prefix(8), "tcp8");
+    }
+
+    fn stat(cpus: &[(u64, u64, u64)]) -> ProcStat {
+        // (system, softirq, idle) per CPU.
+        let lines: Vec<cpu::CpuLine> = cpus
+            .iter()
+            .map(|&(system, softirq, idle)| cpu::CpuLine {
+                system,
+                softirq,
+                idle,
+                ..Default::default()
+            })
+            .collect();
+        let mut total = cpu::CpuLine::default();
+        for l in &lines {
+            total.system += l.system;
+            total.softirq += l.softirq;
+            total.idle += l.idle;
+        }
+        ProcStat { total, cpus: lines }
+    }
+
+    fn times(stime: u64, runtime_ns: u64) -> ProcTimes {
+        ProcTimes { utime: 0, stime, runtime_ns }
+    }
+
+    #[test]
+    fn window_cost_counts_softirq_once() {
+        let at = Instant::now();
+        let r0 = Reading {
+            at,
+            stat: stat(&[(0, 0, 0), (0, 0, 0)]),
+            client: times(0, 0),
+            server: times(0, 0),
+            linend: vec![times(0, 0), times(0, 0)],
+        };
+        // CPU 0: 100 softirq ticks, all inside the client (150 ticks of system time, 1.6 s on
+        // a CPU); CPU 1: 20 softirq ticks inside linend (n1 30, n2 10 ticks of system time) and
+        // the server (10).
+        let r1 = Reading {
+            at: at + Duration::from_secs(2),
+            stat: stat(&[(50, 100, 50), (60, 20, 120)]),
+            client: times(150, 1_600_000_000),
+            server: times(10, 200_000_000),
+            linend: vec![times(30, 500_000_000), times(10, 100_000_000)],
+        };
+        let place = Pin::Split.placement(2);
+        let k = cost(&r0, &r1, &place, &["n1".into(), "n2".into()]);
+        // Softirq 120 ticks; linend: 0.6 s − 20 × 40/50 ticks.
+        let linend = 600e6 - 16.0 * TICK_NS;
+        assert!((k.linend_ns - linend).abs() < 1.0);
+        assert!((k.path_ns - (120.0 * TICK_NS + linend)).abs() < 1.0);
+        // Client 1.6 s − 100 ticks; server 0.2 s − 4 ticks.
+        assert!((k.apps_ns - (600e6 + 160e6)).abs() < 1.0);
+        assert_eq!(k.detail["groups"]["linend n2"]["cpus"], "1");
+        assert_eq!(k.detail["per_cpu"][0]["busy"], 0.75);
+        assert_eq!(k.detail["per_cpu"][1]["softirq"], 0.1);
+        // Nothing pinned: one pool over both CPUs.
+        let k = cost(&r0, &r1, &Pin::None.placement(2), &["n1".into(), "n2".into()]);
+        assert!((k.path_ns + k.apps_ns - (120.0 * TICK_NS + 2.4e9 - 120.0 * TICK_NS)).abs() < 1.0);
     }
 
     #[test]
