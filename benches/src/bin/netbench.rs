@@ -10,8 +10,9 @@
 //! windows, the same way for every datapath (see `linen_benches::netbench::placement`).
 //!
 //! `--profile DIR` also samples every CPU with `perf` (package `linux-perf`) during each
-//! datapath's packet-rate window and writes the per-stage CPU cost per packet (see
-//! `linen_benches::netbench::profile`) into the JSON and `DIR/breakdown.md`.
+//! datapath's packet-rate window and its single-stream TCP window and writes the per-stage CPU
+//! cost per packet and per KB of TCP payload (see `linen_benches::netbench::profile`) into the
+//! JSON (`profile`, `tcp_profile`) and `DIR/breakdown.md`.
 //!
 //! The subcommands (`send`, `sink`, `rr-server`, `rr-client`) are the pod-side halves that
 //! netbench runs inside pods itself; they are not meant to be run by hand.
@@ -62,9 +63,10 @@ struct Cli {
     /// The linend binary (default: beside this binary, built first when run through cargo).
     #[arg(long)]
     linend: Option<PathBuf>,
-    /// Profile each datapath's packet-rate window with `perf record -a -g` and `perf stat`
-    /// (linend's system calls); write the perf files and `breakdown.md` (ns per packet per
-    /// stage) into this directory and the breakdown into the JSON (`profile`).
+    /// Profile each datapath's packet-rate and single-stream TCP windows with `perf record -a -g`
+    /// and `perf stat` (linend's system calls); write the perf files and `breakdown.md` (ns per
+    /// packet and per KB per stage) into this directory and the breakdown into the JSON
+    /// (`profile`, `tcp_profile`).
     #[arg(long)]
     profile: Option<PathBuf>,
     /// Where the sender, the receiver and linend's threads run during the TCP and packet-rate
@@ -255,7 +257,17 @@ fn bench(cli: Cli) -> Result<(), String> {
             .map(|d| (d.clone(), results[d]["profile"].clone()))
             .filter(|(_, v)| !v.is_null())
             .collect();
-        let md = profile::markdown(&cols);
+        let mut md = profile::markdown(&cols);
+        let tcp_cols: Vec<(String, Value)> = cli
+            .datapaths
+            .iter()
+            .map(|d| (d.clone(), results[d]["tcp_profile"].clone()))
+            .filter(|(_, v)| !v.is_null())
+            .collect();
+        if !tcp_cols.is_empty() {
+            md.push_str("\nTCP, single stream:\n\n");
+            md.push_str(&profile::markdown(&tcp_cols));
+        }
         println!("{md}");
         let path = dir.join("breakdown.md");
         std::fs::write(&path, md).map_err(|e| format!("{}: {e}", path.display()))?;

@@ -138,10 +138,14 @@ pub fn measure(datapath: &str, plan: &Plan) -> Value {
                 json!({"settings": u.describe(), "features": underlay::read_features(c)}),
             );
             for streams in TCP_STREAMS {
-                let r = tcp::measure(c, plan, &place, streams, u).map(|run| {
+                let r = tcp::measure(c, plan, &place, streams, u, datapath).map(|run| {
                     tcp_detail
                         .insert(format!("{}{}", tcp::prefix(streams), u.suffix()), run.detail);
-                    run.keys
+                    let mut keys = run.keys;
+                    if let Some(p) = run.profile {
+                        keys.insert("tcp_profile".into(), p);
+                    }
+                    keys
                 });
                 note(&format!("{}{}", tcp::prefix(streams), u.suffix()), r);
             }
@@ -525,9 +529,13 @@ fn pps(
         let roles = profile::Roles {
             sender: [sender].into_iter().collect(),
             linend: linend.iter().copied().collect(),
+            ..Default::default()
         };
         let pps = delivered as f64 / secs_window;
-        m.insert("profile".into(), profile_finish(p, &roles, pps, delivered)?);
+        m.insert(
+            "profile".into(),
+            profile_finish(p, &roles, pps, profile::Unit::Packet, delivered)?,
+        );
     }
     m.insert(
         "cpu_detail".into(),
@@ -614,8 +622,8 @@ fn loop_delta(a: &[Option<[u64; 5]>], b: &[Option<[u64; 5]>]) -> Option<Value> {
     (!m.is_empty()).then_some(Value::Object(m))
 }
 
-/// A running profile of the packet-rate window.
-struct PerfRun {
+/// A running profile of a measurement window (packet rate, TCP).
+pub(super) struct PerfRun {
     record: std::process::Child,
     stat: Option<std::process::Child>,
     data: PathBuf,
@@ -626,22 +634,38 @@ struct PerfRun {
 /// Sampling period of `perf record`: one sample per 250 µs of CPU (4 kHz per CPU).
 const PERF_PERIOD_NS: u64 = 250_000;
 
-/// System calls counted in linend's threads while profiling.
-const PERF_SYSCALLS: [&str; 7] =
-    ["sendto", "recvfrom", "epoll_wait", "epoll_pwait", "poll", "ppoll", "sched_yield"];
+/// System calls counted in linend's threads while profiling (the XSK kicks, the TAP's reads
+/// and writes, the UDP socket's batches, the idle loop's waits).
+const PERF_SYSCALLS: [&str; 15] = [
+    "sendto",
+    "recvfrom",
+    "read",
+    "readv",
+    "write",
+    "writev",
+    "sendmsg",
+    "recvmsg",
+    "sendmmsg",
+    "recvmmsg",
+    "epoll_wait",
+    "epoll_pwait",
+    "poll",
+    "ppoll",
+    "sched_yield",
+];
 
 /// Starts `perf record -a -g` (every CPU, call chains) and `perf stat` of linend's system
-/// calls for a little longer than `window`, and waits until they run.
-fn profile_start(
+/// calls for a little longer than `window`, and waits until they run. `name` names the files.
+pub(super) fn profile_start(
     dir: &std::path::Path,
-    datapath: &str,
+    name: &str,
     window: Duration,
     linend: &[u32],
 ) -> Result<PerfRun, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let data = dir.join(format!("{datapath}.perf.data"));
-    let script = dir.join(format!("{datapath}.perf-script.txt"));
-    let syscalls = dir.join(format!("{datapath}.syscalls.csv"));
+    let data = dir.join(format!("{name}.perf.data"));
+    let script = dir.join(format!("{name}.perf-script.txt"));
+    let syscalls = dir.join(format!("{name}.syscalls.csv"));
     let length = format!("{:.3}", (window + Duration::from_millis(400)).as_secs_f64());
     let record = Command::new("perf")
         .args(["record", "-q", "-a", "-g", "-e", "cpu-clock", "-c"])
@@ -677,11 +701,12 @@ fn profile_start(
 }
 
 /// Waits for the profile, runs `perf script`, classifies the samples and reads the syscall
-/// counts: the `profile` JSON of one datapath.
-fn profile_finish(
+/// counts: the `profile` JSON of one window, per `unit` delivered at `rate` units per second.
+pub(super) fn profile_finish(
     mut p: PerfRun,
     roles: &profile::Roles,
-    pps: f64,
+    rate: f64,
+    unit: profile::Unit,
     delivered: u64,
 ) -> Result<Value, String> {
     let st = p.record.wait().map_err(|e| format!("perf record: {e}"))?;
@@ -708,15 +733,15 @@ fn profile_finish(
         .map_err(|e| format!("{}: {e}", p.script.display()))?;
     let samples = profile::parse_script(&text);
     let b = profile::Breakdown::of(&samples, roles);
-    let mut v = b.to_json(PERF_PERIOD_NS as f64, pps);
-    // System calls per delivered packet (the stat ran over the same span as the samples).
-    let packets = (pps * b.span_s).max(1.0);
-    let per_pkt: Map<String, Value> = syscalls
+    let mut v = b.to_json(PERF_PERIOD_NS as f64, rate, unit);
+    // System calls per delivered unit (the stat ran over the same span as the samples).
+    let units = (rate * b.span_s).max(1.0);
+    let per_unit: Map<String, Value> = syscalls
         .iter()
-        .map(|(k, n)| (k.clone(), json!(n.as_f64().unwrap_or(0.0) / packets)))
+        .map(|(k, n)| (k.clone(), json!(n.as_f64().unwrap_or(0.0) / units)))
         .collect();
     v["linend_syscalls"] = Value::Object(syscalls);
-    v["linend_syscalls_per_pkt"] = Value::Object(per_pkt);
+    v[format!("linend_syscalls_per_{}", unit.key())] = Value::Object(per_unit);
     v["delivered_in_window"] = json!(delivered);
     v["files"] = json!({"perf_data": p.data, "perf_script": p.script});
     Ok(v)

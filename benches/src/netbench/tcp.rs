@@ -16,6 +16,10 @@
 //! softirq that ran inside them: for the kernel's VXLAN most of the path runs in softirq at the
 //! end of the client's `sendmsg`) is reported apart and added in the `with_iperf3` figure.
 //! Figures are CPU-seconds per GB of TCP payload delivered (10⁹ bytes), i.e. ns per byte.
+//!
+//! With `--profile DIR`, the single-stream window over the default underlay is also sampled with
+//! `perf` like the packet-rate window (files `DIR/<datapath>-tcp.*`) and broken down into stages
+//! per KB delivered ([`super::profile`]).
 
 use std::fs::File;
 use std::process::Stdio;
@@ -26,8 +30,9 @@ use linen_testbed::Netns;
 use serde_json::{json, Map, Value};
 
 use super::cpu::{self, Group, ProcStat, ProcTimes, TICK_NS};
-use super::harness::Plan;
+use super::harness::{profile_finish, profile_start, Plan};
 use super::placement::{self, Placement};
+use super::profile;
 use super::underlay::Underlay;
 
 /// TCP port of iperf3.
@@ -93,6 +98,8 @@ pub struct TcpRun {
     pub keys: Map<String, Value>,
     /// Everything else: iperf3's figures, the window, the CPU split, per-CPU busy shares.
     pub detail: Value,
+    /// The window's per-stage breakdown, when it was profiled.
+    pub profile: Option<Value>,
 }
 
 /// The CPU side of a finished window, as figures per GB and the detail object.
@@ -173,17 +180,19 @@ fn cost(r0: &Reading, r1: &Reading, place: &Placement, linend_nodes: &[String]) 
 /// cluster's `underlay` and measures the CPU window (see the module docs). The flat keys:
 /// `{p}_gbps{s}` (iperf3), `{p}_cpu_s_per_gb{s}` (softirq + linend), `{p}_cpu_s_per_gb_with_iperf3{s}`,
 /// and on linen `{p}_linend_cpu_s_per_gb{s}`, where `p` is [`prefix`] and `s` the underlay's
-/// [`Underlay::suffix`].
+/// [`Underlay::suffix`]. With `plan.profile`, the single stream over the default underlay is
+/// profiled as `<datapath>-tcp`.
 ///
 /// # Errors
 /// iperf3 did not start, failed or printed no result; no byte arrived in the window; a `/proc`
-/// file did not read.
+/// file did not read; the profile failed.
 pub fn measure(
     c: &Cluster,
     plan: &Plan,
     place: &Placement,
     streams: u32,
     underlay: Underlay,
+    datapath: &str,
 ) -> Result<TcpRun, String> {
     let (a, b) = (&c.nodes()[0], &c.nodes()[1]);
     let linend: Vec<u32> =
@@ -223,16 +232,21 @@ pub fn measure(
     let started = Instant::now();
     let cpid = c.testbed().spawn(client);
     std::thread::sleep(open_at);
+    let profile_dir = plan.profile.as_ref().filter(|_| streams == 1 && underlay == Underlay::Wire);
     let window_result = (|| {
         if !running(cpid) {
             return Err("iperf3 client exited before the window opened".to_string());
         }
+        let perf = match profile_dir {
+            Some(dir) => Some(profile_start(dir, &format!("{datapath}-tcp"), window, &linend)?),
+            None => None,
+        };
         let b0 = received(&b.pods[0])?;
         let r0 = reading(cpid, spid, &linend)?;
         std::thread::sleep(window);
         let r1 = reading(cpid, spid, &linend)?;
         let b1 = received(&b.pods[0])?;
-        Ok((b0, r0, r1, b1))
+        Ok((b0, r0, r1, b1, perf))
     })();
     // The client stops on its own after `secs`; wait for its result (bounded).
     let deadline = started + Duration::from_secs(secs + 10);
@@ -241,7 +255,7 @@ pub fn measure(
     }
     let timed_out = running(cpid);
     kill(&[cpid, spid]);
-    let ((bytes0, t0), r0, r1, (bytes1, t1)) = window_result?;
+    let ((bytes0, t0), r0, r1, (bytes1, t1), perf) = window_result?;
     if timed_out {
         return Err(format!("iperf3 client still running {} s after it should have ended", 10));
     }
@@ -262,6 +276,17 @@ pub fn measure(
         return Err(format!("no TCP payload reached {} in the window", b.pod_ip(0)));
     }
     let k = cost(&r0, &r1, place, &linend_nodes);
+    let profile = match perf {
+        Some(p) => {
+            let roles = profile::Roles {
+                sender: [cpid].into_iter().collect(),
+                receiver: [spid].into_iter().collect(),
+                linend: linend.iter().copied().collect(),
+            };
+            Some(profile_finish(p, &roles, rate / 1e3, profile::Unit::Kb, bytes as u64)?)
+        }
+        None => None,
+    };
     // ns per byte = CPU-seconds per 10⁹ bytes.
     let per_gb = |ns: f64| ns / bytes;
     let s = underlay.suffix();
@@ -298,7 +323,7 @@ pub fn measure(
         },
         "cpu": k.detail,
     });
-    Ok(TcpRun { keys, detail })
+    Ok(TcpRun { keys, detail, profile })
 }
 
 #[cfg(test)]
