@@ -93,6 +93,9 @@ pub fn overlay_for(datapath: &str) -> Overlay {
     }
 }
 
+/// What one measurement step adds to a datapath's object, or why it failed.
+type Measured = Result<Map<String, Value>, String>;
+
 /// Measures one datapath and returns its JSON object: the five headline keys (numbers, or
 /// `null` with the reason under `errors`), extra keys, or `unavailable` when the cluster could
 /// not be built (e.g. linend refuses the datapath).
@@ -117,7 +120,7 @@ pub fn measure(datapath: &str, plan: &Plan) -> Value {
             json!("linend still sent packets through the kernel (next hop unresolved) after 5 s"),
         );
     }
-    let mut note = |key: &str, r: Result<Map<String, Value>, String>| match r {
+    let mut note = |key: &str, r: Measured| match r {
         Ok(m) => out.extend(m),
         Err(e) => {
             eprintln!("netbench: {datapath}: {key}: {e}");
@@ -129,27 +132,23 @@ pub fn measure(datapath: &str, plan: &Plan) -> Value {
     let rr_loop = loop_delta(&loop0, &loop_counters(&cluster));
     let mut tcp_detail = Map::new();
     let mut underlays = Map::new();
-    let mut run_tcp =
-        |c: &Cluster,
-         u: Underlay,
-         note: &mut dyn FnMut(&str, Result<Map<String, Value>, String>)| {
-            underlays.insert(
-                u.name().into(),
-                json!({"settings": u.describe(), "features": underlay::read_features(c)}),
-            );
-            for streams in TCP_STREAMS {
-                let r = tcp::measure(c, plan, &place, streams, u, datapath).map(|run| {
-                    tcp_detail
-                        .insert(format!("{}{}", tcp::prefix(streams), u.suffix()), run.detail);
-                    let mut keys = run.keys;
-                    if let Some(p) = run.profile {
-                        keys.insert("tcp_profile".into(), p);
-                    }
-                    keys
-                });
-                note(&format!("{}{}", tcp::prefix(streams), u.suffix()), r);
-            }
-        };
+    let mut run_tcp = |c: &Cluster, u: Underlay, note: &mut dyn FnMut(&str, Measured)| {
+        underlays.insert(
+            u.name().into(),
+            json!({"settings": u.describe(), "features": underlay::read_features(c)}),
+        );
+        for streams in TCP_STREAMS {
+            let r = tcp::measure(c, plan, &place, streams, u, datapath).map(|run| {
+                tcp_detail.insert(format!("{}{}", tcp::prefix(streams), u.suffix()), run.detail);
+                let mut keys = run.keys;
+                if let Some(p) = run.profile {
+                    keys.insert("tcp_profile".into(), p);
+                }
+                keys
+            });
+            note(&format!("{}{}", tcp::prefix(streams), u.suffix()), r);
+        }
+    };
     note("pin", pin_linend(&cluster, &place).map(|m| Map::from_iter([("linend_cpus".into(), m)])));
     run_tcp(&cluster, Underlay::Wire, &mut note);
     note("pps", pps(&cluster, plan, datapath, &place));
@@ -177,11 +176,10 @@ pub fn measure(datapath: &str, plan: &Plan) -> Value {
                         Err("linend still sent packets through the kernel after 5 s".into()),
                     );
                 }
-                let pinned = pin_linend(&c, &place);
-                match pinned {
-                    Ok(_) => run_tcp(&c, u, &mut note),
-                    Err(e) => note("pin_underlay_offloads", Err(e)),
-                }
+                // As on the first cluster: a failed pinning is reported, the runs go on.
+                let pinned = pin_linend(&c, &place).map(|_| Map::new());
+                note("pin_underlay_offloads", pinned);
+                run_tcp(&c, u, &mut note);
                 let stuck = c.stop_linend(Duration::from_secs(3));
                 if !stuck.is_empty() {
                     note(

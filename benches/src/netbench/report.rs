@@ -439,8 +439,10 @@ fn notes(results: &Value, datapaths: &[String]) -> String {
                     format!("{n}: {}", w.join(", "))
                 })
                 .collect();
-            parts.push(format!("linend workers pinned to (read back) {}", t.join("; ")));
+            parts.push(format!("linend's workers may run on (read back) {}", t.join("; ")));
         }
+        parts.push("busy share per CPU (all work on the machine, softirq part in brackets)".into());
+        let fixed = parts.len();
         let windows = TCP_STREAMS
             .iter()
             .map(|n| {
@@ -455,12 +457,9 @@ fn notes(results: &Value, datapaths: &[String]) -> String {
                 parts.push(format!("{name}: {l}"));
             }
         }
-        if !parts.is_empty() {
-            let _ = writeln!(
-                s,
-                "- `{d}` busy share per CPU in each window (all work on the machine): {}.",
-                parts.join("; ")
-            );
+        if parts.len() > fixed {
+            let (head, windows) = parts.split_at(fixed);
+            let _ = writeln!(s, "- `{d}`: {}: {}.", head.join("; "), windows.join("; "));
         }
     }
     for u in [Underlay::Wire, Underlay::Offloads] {
@@ -828,9 +827,9 @@ mod tests {
             "- CPUs (`--pin split`, every datapath alike): sender (AF_PACKET sender, `iperf3 -c`) on CPU 0; receiver (sink, `iperf3 -s`) on CPU 1; linend's threads on CPU 1."
         ), "{md}");
         assert!(md.contains(
-            "- `kernel` busy share per CPU in each window (all work on the machine): TCP single stream: CPU0 97 % (softirq 55 %), CPU1 40 % (softirq 2 %); 64 B: CPU0 97 % (softirq 55 %), CPU1 40 % (softirq 2 %)."
+            "- `kernel`: busy share per CPU (all work on the machine, softirq part in brackets): TCP single stream: CPU0 97 % (softirq 55 %), CPU1 40 % (softirq 2 %); 64 B: CPU0 97 % (softirq 55 %), CPU1 40 % (softirq 2 %)."
         ), "{md}");
-        assert!(md.contains("- `tap` busy share per CPU in each window (all work on the machine): linend workers pinned to (read back) n1: linen-tap-0 1; n2: linen-tap-0 1; TCP single stream:"), "{md}");
+        assert!(md.contains("- `tap`: linend's workers may run on (read back) n1: linen-tap-0 1; n2: linen-tap-0 1; busy share per CPU (all work on the machine, softirq part in brackets): TCP single stream:"), "{md}");
         assert!(md.contains(
             "Read back on `eth0`: tx-csum off, tso on, gro off (every datapath, both nodes). Overlay devices: kernel `flannel.1`: tx-csum on, tso on, gro on; tap `linen.1`: tx-csum on, tso on, gro on."
         ), "{md}");
