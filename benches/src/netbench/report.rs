@@ -653,7 +653,7 @@ pub fn svg(results: &Value, datapaths: &[String], stamp: &Stamp) -> String {
     }
     let _ = writeln!(
         s,
-        r#"<text x="{left}" y="{}" fill="dimgray">↑ higher is better, ↓ lower is better; n/a: datapath unavailable or measurement failed (see the table).</text>"#,
+        r#"<text x="{left}" y="{}" fill="dimgray">↑ higher is better, ↓ lower is better; 1 and 8 under the TCP bars: streams; n/a: datapath unavailable or measurement failed (see the table).</text>"#,
         ly + 34.0
     );
     s.push_str("</svg>\n");
