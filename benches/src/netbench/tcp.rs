@@ -55,9 +55,29 @@ pub fn parse_bytes_received(ss: &str) -> u64 {
         .sum()
 }
 
-/// TCP payload bytes the established sockets on the iperf3 port in `ns` have received, and
-/// when (the middle of the `ss` call).
-fn received(ns: &Netns) -> Result<(u64, Instant), String> {
+/// The connections `ss -Htin` lists: one line each whose local address ends in the iperf3
+/// port (the `-i` details follow on indented lines).
+pub fn count_connections(ss: &str) -> usize {
+    let port = format!(":{IPERF_PORT}");
+    ss.lines()
+        .filter(|l| !l.starts_with(char::is_whitespace))
+        .filter(|l| l.split_whitespace().nth(2).is_some_and(|local| local.ends_with(&port)))
+        .count()
+}
+
+/// What the receiving pod's sockets on the iperf3 port had taken in at one moment.
+#[derive(Debug, Clone, Copy)]
+struct Received {
+    /// TCP payload bytes, summed over the connections.
+    bytes: u64,
+    /// Established connections (iperf3's control connection and one per stream).
+    conns: usize,
+    /// When (the middle of the `ss` call).
+    at: Instant,
+}
+
+/// Reads [`Received`] in `ns`.
+fn received(ns: &Netns) -> Result<Received, String> {
     let before = Instant::now();
     let out = ns
         .command("ss")
@@ -68,8 +88,12 @@ fn received(ns: &Netns) -> Result<(u64, Instant), String> {
     if !out.status.success() {
         return Err(format!("ss failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
     }
-    let bytes = parse_bytes_received(&String::from_utf8_lossy(&out.stdout));
-    Ok((bytes, before + (after - before) / 2))
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(Received {
+        bytes: parse_bytes_received(&text),
+        conns: count_connections(&text),
+        at: before + (after - before) / 2,
+    })
 }
 
 /// One reading of the CPU side of the window.
@@ -200,9 +224,10 @@ pub fn measure(
     let linend_nodes: Vec<String> =
         c.nodes().iter().filter(|n| n.linend.is_some()).map(|n| n.name.clone()).collect();
     let window = plan.duration;
-    // Whole seconds: iperf3 takes -t and -O as integers.
+    // Whole seconds: iperf3 takes -t and -O as integers. Two seconds past the window leave room
+    // for a slow connection set-up and the readings at the window's edges on a busy machine.
     let omit = plan.warmup.as_secs_f64().floor() as u64;
-    let secs = omit + window.as_secs_f64().ceil() as u64 + 1;
+    let secs = omit + window.as_secs_f64().ceil() as u64 + 2;
     let open_at = Duration::from_secs(omit).max(plan.warmup) + Duration::from_millis(300);
 
     let mut server = placement::command(&b.pods[0], "iperf3", place.receiver.as_deref());
@@ -241,6 +266,14 @@ pub fn measure(
             Some(dir) => Some(profile_start(dir, &format!("{datapath}-tcp"), window, &linend)?),
             None => None,
         };
+        // Open the window once every stream carries data (a lost SYN costs a second).
+        let flowing = linen_testbed::wait_for(Duration::from_secs(3), || {
+            let r = received(&b.pods[0]).ok()?;
+            (r.conns > streams as usize && r.bytes > 0).then_some(())
+        });
+        if flowing.is_none() {
+            return Err(format!("iperf3's {streams} stream(s) carried no data within 3 s"));
+        }
         let b0 = received(&b.pods[0])?;
         let r0 = reading(cpid, spid, &linend)?;
         std::thread::sleep(window);
@@ -255,9 +288,15 @@ pub fn measure(
     }
     let timed_out = running(cpid);
     kill(&[cpid, spid]);
-    let ((bytes0, t0), r0, r1, (bytes1, t1), perf) = window_result?;
+    let (b0, r0, r1, b1, perf) = window_result?;
     if timed_out {
         return Err(format!("iperf3 client still running {} s after it should have ended", 10));
+    }
+    if b1.conns < b0.conns {
+        return Err(format!(
+            "the transfer ended inside the window ({} of {} connections left)",
+            b1.conns, b0.conns
+        ));
     }
     let text = std::fs::read_to_string(&out_path).unwrap_or_default();
     let v: Value = serde_json::from_str(&text).map_err(|e| format!("iperf3 output: {e}"))?;
@@ -269,7 +308,8 @@ pub fn measure(
         .map(|bps| bps / 1e9)
         .ok_or("iperf3 JSON without end.sum_received.bits_per_second")?;
 
-    let rate = (bytes1.saturating_sub(bytes0)) as f64 / t1.duration_since(t0).as_secs_f64();
+    let rate =
+        (b1.bytes.saturating_sub(b0.bytes)) as f64 / b1.at.duration_since(b0.at).as_secs_f64();
     let window_s = r1.at.duration_since(r0.at).as_secs_f64();
     let bytes = rate * window_s;
     if bytes <= 0.0 {
@@ -408,6 +448,9 @@ mod tests {
             bytes_acked:1 bytes_received:1234567890 segs_out:9 segs_in:88\n\
             0      0      10.244.2.2:5201 10.244.1.2:40124\n\t cubic bytes_received:10\n";
         assert_eq!(parse_bytes_received(text), 37 + 1_234_567_890 + 10);
+        assert_eq!(count_connections(text), 3);
+        assert_eq!(count_connections(""), 0);
+        assert_eq!(count_connections("0 0 10.244.2.2:52010 10.244.1.2:5201\n"), 0);
         assert_eq!(parse_bytes_received(""), 0);
         assert_eq!(parse_bytes_received("bytes_received:x bytes_received:5"), 5);
     }
