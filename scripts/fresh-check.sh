@@ -189,13 +189,17 @@ main() {
     exit 1
   fi
   # Keyrings named by Signed-By in the sources but not part of the minimal root.
-  grep -rhoE '^Signed-By:\s*/\S+|signed-by=/[^] ]+' "$root/etc/apt/sources.list" \
-    "$root/etc/apt/sources.list.d" 2>/dev/null | sed -E 's/^Signed-By:\s*//; s/^signed-by=//' |
-    sort -u | while read -r f; do
-      if [ ! -e "$root$f" ] && [ -e "$f" ]; then
-        install -D -m 0644 "$f" "$root$f"
-      fi
-    done
+  local keyring
+  for keyring in $(cat "${sources[@]}" | sed -nE 's/^Signed-By:\s*(\/\S+).*/\1/p; s/.*signed-by=(\/[^] ]+).*/\1/p' | sort -u); do
+    if [ ! -e "$root$keyring" ] && [ -e "$keyring" ]; then
+      install -D -m 0644 "$keyring" "$root$keyring"
+    fi
+  done
+  # CAs this machine added locally: ca-certificates (installed by deps.sh) takes them in, so
+  # HTTPS (cargo's downloads) works in the root as it does here.
+  if [ -d /usr/local/share/ca-certificates ]; then
+    cp -a /usr/local/share/ca-certificates/. "$root/usr/local/share/ca-certificates/"
+  fi
   echo "root 0 $((SECONDS - t0))" >>"$work/phases"
   echo "=== fresh-check: root passed in $((SECONDS - t0)) s"
 
