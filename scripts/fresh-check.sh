@@ -77,6 +77,7 @@ inside() {
 # ---------------------------------------------------------------------------------------------
 work=""
 keep=0
+inner=""
 
 summary() {
   [ -s "$work/phases" ] || return 0
@@ -97,6 +98,21 @@ cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   [ -n "$work" ] || exit "$rc"
+  if [ -n "$inner" ] && kill -0 "$inner" 2>/dev/null; then
+    echo "fresh-check: interrupted; stopping the check (PID $inner and its namespace)" >&2
+    kill -KILL "$inner" 2>/dev/null || true
+    wait "$inner" 2>/dev/null || true
+    # The namespace's processes die with its init; wait until none is left in the root.
+    local i p left
+    for i in $(seq 50); do
+      left=""
+      for p in /proc/[0-9]*; do
+        [ "$(readlink "$p/root" 2>/dev/null)" = "$work/root" ] && left="$left ${p#/proc/}"
+      done
+      [ -z "$left" ] && break
+      sleep 0.2
+    done
+  fi
   # The unshare child (and with it every process of the check) has exited by now: the PID
   # namespace's init took the rest with it, and its mount namespace went with them. Nothing
   # must be mounted under the root in this namespace; if something is, do not delete through it.
@@ -110,8 +126,12 @@ cleanup() {
     rm -f "$work/phases"
     echo "fresh-check: root kept at $work/root (remove with: rm -rf $work)"
   else
-    rm -rf --one-file-system "$work"
-    echo "fresh-check: removed $work"
+    if rm -rf --one-file-system "$work"; then
+      echo "fresh-check: removed $work"
+    else
+      echo "fresh-check: could not remove all of $work" >&2
+      rc=1
+    fi
   fi
   if [ "$rc" -eq 0 ]; then
     echo "fresh-check: PASS ($mode)"
@@ -198,6 +218,7 @@ main() {
   # CAs this machine added locally: ca-certificates (installed by deps.sh) takes them in, so
   # HTTPS (cargo's downloads) works in the root as it does here.
   if [ -d /usr/local/share/ca-certificates ]; then
+    mkdir -p "$root/usr/local/share/ca-certificates"
     cp -a /usr/local/share/ca-certificates/. "$root/usr/local/share/ca-certificates/"
   fi
   echo "root 0 $((SECONDS - t0))" >>"$work/phases"
@@ -218,9 +239,13 @@ main() {
   echo "clone 0 $((SECONDS - t0))" >>"$work/phases"
   echo "=== fresh-check: clone passed in $((SECONDS - t0)) s"
 
-  unshare --mount --propagation private --pid --fork -- \
+  # In the background, so that Ctrl-C or a TERM reaches `cleanup` at once: it kills unshare,
+  # whose death (--kill-child) kills the namespace's init and with it every process inside.
+  unshare --mount --propagation private --pid --fork --kill-child -- \
     bash -c "set -euo pipefail; $(declare -f inside); inside \"\$@\"" fresh-check \
-    "$work" "$mode" "$rustup_home" "$cargo_home"
+    "$work" "$mode" "$rustup_home" "$cargo_home" &
+  inner=$!
+  wait "$inner"
 }
 
-main "$@"
+main "$@"; exit
