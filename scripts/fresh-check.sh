@@ -59,6 +59,7 @@ inside() {
     echo
     echo "=== fresh-check: $phase: $cmd"
     t0=$SECONDS
+    echo "$phase $t0" >"$work/current"
     rc=0
     env -i HOME=/root USER=root LOGNAME=root TERM="${TERM:-dumb}" LANG=C.UTF-8 \
       PATH=/root/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
@@ -91,6 +92,11 @@ summary() {
       printf '  %-6s FAILED %6d s   (exit %s)\n' "$phase" "$secs" "$rc"
     fi
   done <"$work/phases"
+  # A phase cut short by Ctrl-C or TERM wrote no result.
+  if [ -s "$work/current" ] && read -r phase _ <"$work/current" &&
+    ! grep -q "^$phase " "$work/phases"; then
+    printf '  %-6s INTERRUPTED\n' "$phase"
+  fi
   printf '  %-6s        %6d s\n' total "$SECONDS"
 }
 
@@ -123,7 +129,7 @@ cleanup() {
   fi
   summary
   if [ "$keep" -eq 1 ]; then
-    rm -f "$work/phases"
+    rm -f "$work/phases" "$work/current"
     echo "fresh-check: root kept at $work/root (remove with: rm -rf $work)"
   else
     if rm -rf --one-file-system "$work"; then
