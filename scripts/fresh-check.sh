@@ -103,6 +103,8 @@ summary() {
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
+  # Keep going whatever fails here (a full disk makes even the messages fail): the root must go.
+  set +e
   [ -n "$work" ] || exit "$rc"
   if [ -n "$inner" ] && kill -0 "$inner" 2>/dev/null; then
     echo "fresh-check: interrupted; stopping the check (PID $inner and its namespace)" >&2
