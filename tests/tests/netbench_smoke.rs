@@ -33,9 +33,12 @@ fn netbench_quick_measures_kernel_and_tap() {
     .expect("markdown");
 
     let t = Instant::now();
-    // `timeout` bounds the whole run; netbench bounds each step itself well inside it.
+    // `timeout` bounds the whole run; netbench bounds each step itself well inside it. The shell
+    // records its PID and execs netbench, whose namespaces carry that PID in their names.
+    let pid_file = dir.join("netbench.pid");
     let out = Command::new("timeout")
-        .args(["-k", "5", "150"])
+        .args(["-k", "5", "150", "sh", "-c", "echo $$ >\"$0\" && exec \"$@\""])
+        .arg(&pid_file)
         .arg(&netbench)
         .args(["--quick", "--datapaths", "kernel,tap,direct", "--json"])
         .arg(&json)
@@ -114,8 +117,15 @@ fn netbench_quick_measures_kernel_and_tap() {
     assert!(chart.contains("linen DirectRouting") && doc.contains("direct/kernel"), "{doc}");
     assert!(stdout.contains("| metric |"), "no table on stdout: {stdout}");
 
-    // Every namespace netbench made is gone.
-    let left = linen_testbed::run("ip", &["netns", "list"]);
-    assert!(!left.contains("lt-nb"), "netbench left namespaces behind: {left}");
+    // Every namespace this netbench made (`lt-<tag>-<its PID>-…`) is gone; other runs on the
+    // machine may have theirs.
+    let pid = std::fs::read_to_string(&pid_file).expect("netbench PID");
+    let listing = linen_testbed::run("ip", &["netns", "list"]);
+    let left: Vec<&str> = listing
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with("lt-nb") && n.split('-').nth(2) == Some(pid.trim()))
+        .collect();
+    assert!(left.is_empty(), "netbench left namespaces behind: {left:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
