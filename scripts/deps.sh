@@ -5,7 +5,12 @@ set -euo pipefail
 
 PACKAGES=(
   # build: XDP program (clang/llvm, BTF), xsk-rs/libbpf, etcd-client's protobuf codegen
+  # (protoc's well-known .proto files are in libprotobuf-dev, which protoc only recommends),
+  # and a CA store for cargo's HTTPS downloads (libcurl and python3 only recommend ca-certificates)
   clang llvm libelf-dev zlib1g-dev libpcap-dev libbpf-dev m4 pkg-config make gcc protobuf-compiler libprotobuf-dev
+  ca-certificates
+  # fuzz crate: libfuzzer-sys compiles libFuzzer's C++ sources (even for a check build)
+  g++
   # testbed and traffic
   iproute2 iputils-ping ethtool tcpdump iperf3 nftables iptables socat netcat-openbsd procps
   # Kubernetes-path tests: Calico-style policy matches its allowed peers in an ipset

@@ -13,6 +13,15 @@ cargo fmt --all --check
 echo "==> cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+echo "==> fuzz crate (its own workspace): format, lints and a check build of every target, seeds"
+# Stable toolchain, no sanitizers: this keeps every fuzz target compiling against the current
+# code and checks each committed seed still reaches the parser path it was written for. Running
+# the fuzzers needs cargo-fuzz (docs/fuzzing.md). Built in the workspace's target directory, so
+# dependencies both lockfiles share at the same version and features are compiled once.
+cargo fmt --manifest-path fuzz/Cargo.toml --check
+cargo clippy --manifest-path fuzz/Cargo.toml --target-dir target --locked --all-targets -- -D warnings
+cargo test --manifest-path fuzz/Cargo.toml --target-dir target --locked --lib
+
 echo "==> build binaries used by the integration tests"
 cargo build --workspace --bins --locked
 

@@ -475,6 +475,11 @@ impl RawConfig {
                 )));
             }
         }
+        if subnet_min > subnet_max {
+            return Err(ConfigError::Invalid(format!(
+                "IPv6SubnetMin {subnet_min} is above IPv6SubnetMax {subnet_max}"
+            )));
+        }
         Ok(Ipv6Config { network, subnet_len, subnet_min, subnet_max })
     }
 
@@ -740,6 +745,10 @@ mod tests {
         .is_err());
         assert!(NetworkConfig::from_json(br#"{"EnableIPv4":false,"Backend":{"Type":"vxlan"}}"#)
             .is_err());
+        // A range that leaves no subnet is refused, as for IPv4 (found by the flannel_config
+        // fuzz target's SubnetMin <= SubnetMax check).
+        let e = NetworkConfig::from_json(br#"{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00:10:42::/56","IPv6SubnetMin":"fd00:10:42:ff::","IPv6SubnetMax":"fd00:10:42:1::","Backend":{"Type":"vxlan"}}"#).unwrap_err();
+        assert!(e.to_string().contains("IPv6SubnetMin fd00:10:42:ff:: is above"), "{e}");
     }
 
     #[test]

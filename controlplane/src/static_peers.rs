@@ -221,6 +221,7 @@ mod tests {
         let cases = [
             (GOOD.replace("26:69:c7:3a:5b:8c", "26:69:c7:3a:5b"), "not a MAC"),
             (GOOD.replace("26:69:c7:3a:5b:8c", "26:69:c7:3a:5b:+c"), "not a MAC"),
+            (GOOD.replace("26:69:c7:3a:5b:8c", "26:69:c7:3a:+b:8c"), "not a MAC"),
             (GOOD.replace("10.244.2.0/24", "10.244.1.0/25"), "overlaps this node"),
             (GOOD.replace("10.244.2.0/24", "10.245.2.0/24"), "outside the network"),
             (GOOD.replace("10.244.2.0/24", "10.244.2.1/24"), "host bits"),

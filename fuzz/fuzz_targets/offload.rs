@@ -16,19 +16,23 @@
 //! super-packets linen's coalescer makes of them, with their headers.
 #![no_main]
 
+use libfuzzer_sys::fuzz_target;
 use linen_dataplane::pipeline::{complete_checksum, Coalescer, Gso, Offload, Segmenter};
 use linen_dataplane::wire::checksum;
-use libfuzzer_sys::fuzz_target;
 
 /// Whether the transport checksum of an untagged IPv4/IPv6 frame whose transport header starts
 /// at `l4` verifies.
 fn transport_verifies(frame: &[u8], l4: usize, proto: u8) -> bool {
     let len = frame.len() - l4;
     let pseudo = if frame[12] == 0x08 {
-        let a = |at: usize| std::net::Ipv4Addr::new(frame[at], frame[at + 1], frame[at + 2], frame[at + 3]);
+        let a = |at: usize| {
+            std::net::Ipv4Addr::new(frame[at], frame[at + 1], frame[at + 2], frame[at + 3])
+        };
         checksum::pseudo_header_v4(a(26), a(30), proto.into(), len as u16)
     } else {
-        let a = |at: usize| std::net::Ipv6Addr::from(<[u8; 16]>::try_from(&frame[at..at + 16]).unwrap());
+        let a = |at: usize| {
+            std::net::Ipv6Addr::from(<[u8; 16]>::try_from(&frame[at..at + 16]).unwrap())
+        };
         checksum::pseudo_header_v6(a(22), a(38), proto.into(), len as u32)
     };
     checksum::verifies(checksum::add(pseudo, checksum::sum(&frame[l4..])))

@@ -5,6 +5,10 @@
 //!
 //! The functions return `Err` when the bytes are rejected; rejection is the expected outcome
 //! for most inputs and is not a finding.
+//!
+//! The targets for the control plane's and the CNI plugin's inputs are in [`control`].
+
+pub mod control;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 

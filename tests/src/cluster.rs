@@ -10,8 +10,9 @@
 //!
 //! - Node `k` (1-based) has the pod subnet `10.244.k.0/24` (gateway `.1` on `cni0`, pods from `.2`)
 //!   and the underlay address `192.168.77.k/24` on `eth0`. Two nodes share one veth pair; three or
-//!   more hang off a bridge in a switch namespace. Underlay devices run with `tx off` by default
-//!   (a real wire completes no checksums), per DESIGN §6.
+//!   more hang off a bridge in a switch namespace. Underlay devices run with `tx off` by default:
+//!   a veth with transmit checksum offload hands its peer frames whose checksums are still
+//!   unfinished, which a real wire never does.
 //! - Pods get the overlay MTU (underlay MTU − 50) as the CNI plugin would give them, unless
 //!   [`ClusterBuilder::pod_mtu`] says otherwise.
 //! - [`Overlay::Linen`] runs `linend --static-peers` with every other node as a peer, a stats file
@@ -923,6 +924,46 @@ fn last_error(log: &str) -> Option<String> {
 fn tail(text: &str, lines: usize) -> String {
     let v: Vec<&str> = text.lines().collect();
     v[v.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Sends `count` datagrams of `size` bytes from `from` to `to_ip:port` (a process in `to`) in one
+/// `sendmsg` with UDP segmentation offload, so they leave `from` as one super-packet, and returns
+/// how many arrived and how many of those intact (`linen-testpod udp-gso-send` / `udp-recv`).
+pub fn udp_gso_through(
+    from: &Netns,
+    to: &Netns,
+    to_ip: Ipv4Addr,
+    port: u16,
+    size: usize,
+    count: usize,
+) -> (usize, usize) {
+    use std::io::BufRead;
+    let testpod = workspace_bin("linen-testpod");
+    let mut rx = to
+        .command(&testpod.display().to_string())
+        .args(["udp-recv", &port.to_string(), &count.to_string(), "5000"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn udp-recv");
+    let mut lines = std::io::BufReader::new(rx.stdout.take().expect("stdout")).lines();
+    assert_eq!(lines.next().and_then(Result::ok).as_deref(), Some("listening"));
+    let out = from
+        .command(&testpod.display().to_string())
+        .args(["udp-gso-send", &format!("{to_ip}:{port}"), &size.to_string(), &count.to_string()])
+        .output()
+        .expect("run udp-gso-send");
+    assert!(out.status.success(), "udp-gso-send: {}", String::from_utf8_lossy(&out.stderr));
+    let last = lines.next().and_then(Result::ok).unwrap_or_default();
+    let _ = rx.wait();
+    let field = |name: &str| -> usize {
+        let mut words = last.split_whitespace();
+        words
+            .find(|w| *w == name)
+            .and_then(|_| words.next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("got"), field("intact"))
 }
 
 #[cfg(test)]

@@ -115,7 +115,10 @@ fn ctlbench_small_run_has_every_key_and_sane_facts() {
     assert_eq!(int(churn, "lost"), 0, "packets lost during churn: {churn:#}");
     assert_eq!(int(churn, "received"), 4000, "{churn:#}");
     assert_eq!(int(churn, "lease_change_errors"), 0, "{churn:#}");
-    assert!(int(churn, "lease_changes") >= 300, "{churn:#}");
+    // How many changes the churner gets through in 2 s is etcd's speed on this machine at this
+    // moment (it was 258 of the 400 asked for on a loaded two-core machine): a benchmark figure,
+    // not a pass/fail one. That it churned at all, and linend followed, is.
+    assert!(int(churn, "lease_changes") > 0, "{churn:#}");
     assert!(int(churn, "linend_updates") > 0, "{churn:#}");
 
     let text = std::fs::read_to_string(&md).expect("markdown");

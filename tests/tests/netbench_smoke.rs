@@ -1,7 +1,9 @@
 //! Smoke test of the macro benchmark: `netbench --quick --datapaths kernel,tap,direct` builds its
-//! testbeds, measures, and writes a JSON document with every headline key as a positive number
-//! for every datapath. It checks that each measurement measured something, never how fast:
-//! timings belong to the benchmark, not to pass/fail tests.
+//! testbeds, measures, and writes a JSON document with every headline key — and every TCP figure
+//! (one and eight streams, CPU per GB, the underlay with offloads on) — as a positive number for
+//! every datapath, with the placement and the underlay settings it used. It checks that each
+//! measurement measured something, never how fast: timings belong to the benchmark, not to
+//! pass/fail tests.
 
 use std::process::Command;
 use std::time::Instant;
@@ -9,6 +11,10 @@ use std::time::Instant;
 use linen_testbed::{require_root, workspace_bin};
 
 const KEYS: [&str; 5] = ["pps_64", "tcp_gbps", "rr_p50_us", "rr_p99_us", "cpu_ns_per_pkt"];
+
+/// The TCP figures every datapath gets, per stream count (`tcp`, `tcp8`) and underlay (`""`,
+/// `_underlay_offloads`).
+const TCP_KEYS: [&str; 3] = ["gbps", "cpu_s_per_gb", "cpu_s_per_gb_with_iperf3"];
 
 #[test]
 fn netbench_quick_measures_kernel_and_tap() {
@@ -27,9 +33,12 @@ fn netbench_quick_measures_kernel_and_tap() {
     .expect("markdown");
 
     let t = Instant::now();
-    // `timeout` bounds the whole run; netbench bounds each step itself well inside it.
+    // `timeout` bounds the whole run; netbench bounds each step itself well inside it. The shell
+    // records its PID and execs netbench, whose namespaces carry that PID in their names.
+    let pid_file = dir.join("netbench.pid");
     let out = Command::new("timeout")
-        .args(["-k", "5", "150"])
+        .args(["-k", "5", "150", "sh", "-c", "echo $$ >\"$0\" && exec \"$@\""])
+        .arg(&pid_file)
         .arg(&netbench)
         .args(["--quick", "--datapaths", "kernel,tap,direct", "--json"])
         .arg(&json)
@@ -58,7 +67,40 @@ fn netbench_quick_measures_kernel_and_tap() {
             );
         }
         assert!(v[dp]["offered_pps"].as_f64().is_some_and(|x| x > 0.0), "{dp}: no offered rate");
+        for p in ["tcp", "tcp8"] {
+            for u in ["", "_underlay_offloads"] {
+                for k in TCP_KEYS {
+                    let key = format!("{p}_{k}{u}");
+                    let x = v[dp][&key].as_f64();
+                    assert!(
+                        x.is_some_and(|x| x > 0.0 && x.is_finite()),
+                        "{dp}.{key} is {:?}, not a positive number:\n{text}\n{stderr}",
+                        v[dp][&key]
+                    );
+                }
+                // iperf3's own time only adds.
+                let with = v[dp][format!("{p}_cpu_s_per_gb_with_iperf3{u}")].as_f64().unwrap();
+                assert!(with >= v[dp][format!("{p}_cpu_s_per_gb{u}")].as_f64().unwrap());
+                let run = &v[dp]["tcp_detail"][format!("{p}{u}")];
+                assert!(run["bytes"].as_f64().is_some_and(|b| b > 0.0), "{dp} {p}{u}: {run}");
+                assert!(run["cpu"]["per_cpu"].as_array().is_some_and(|c| !c.is_empty()));
+            }
+        }
+        // Where things ran, for every datapath alike, and each window's per-CPU shares.
+        assert_eq!(v[dp]["placement"]["pin"], "split", "{dp}");
+        assert!(v[dp]["cpu_detail"]["per_cpu"].as_array().is_some_and(|c| !c.is_empty()));
+        // The underlay settings were read back: GRO on with the offloads, transmit checksums
+        // off without.
+        for n in ["n1", "n2"] {
+            let eth0 = |u: &str| v[dp]["underlay"][u]["features"][n]["eth0"].clone();
+            assert_eq!(eth0("wire")["tx-checksumming"], "off", "{dp} {n}");
+            assert_eq!(eth0("offloads")["tx-checksumming"], "on", "{dp} {n}");
+            assert_eq!(eth0("offloads")["generic-receive-offload"], "on", "{dp} {n}");
+        }
     }
+    // linend's threads were pinned where the placement says, and read back.
+    assert_eq!(v["tap"]["linend_cpus"]["n1"]["linen-tap-0"], v["tap"]["placement"]["linend"]);
+    assert!(v["tap"]["tcp_linend_cpu_s_per_gb"].as_f64().is_some_and(|x| x > 0.0));
     assert!(v.get("xdp").is_none(), "xdp was not asked for");
     assert!(v["meta"]["stamp"]["kernel"].as_str().is_some_and(|k| !k.is_empty()));
 
@@ -67,13 +109,23 @@ fn netbench_quick_measures_kernel_and_tap() {
     assert!(doc.starts_with("# Benchmarks\n<!-- netbench:begin -->\n"), "{doc}");
     assert!(doc.ends_with("<!-- netbench:end -->\nrest\n"), "{doc}");
     assert!(!doc.contains("\nold\n") && doc.contains("tap/kernel"), "{doc}");
+    assert!(doc.contains("| TCP 8 streams (Gbit/s) |"), "{doc}");
+    assert!(doc.contains("- CPUs (`--pin split`"), "{doc}");
+    assert!(doc.contains("- Underlay `offloads`"), "{doc}");
     let chart = std::fs::read_to_string(&svg).expect("svg");
     assert!(chart.starts_with("<svg") && chart.contains("linen tap"));
     assert!(chart.contains("linen DirectRouting") && doc.contains("direct/kernel"), "{doc}");
     assert!(stdout.contains("| metric |"), "no table on stdout: {stdout}");
 
-    // Every namespace netbench made is gone.
-    let left = linen_testbed::run("ip", &["netns", "list"]);
-    assert!(!left.contains("lt-nb"), "netbench left namespaces behind: {left}");
+    // Every namespace this netbench made (`lt-<tag>-<its PID>-…`) is gone; other runs on the
+    // machine may have theirs.
+    let pid = std::fs::read_to_string(&pid_file).expect("netbench PID");
+    let listing = linen_testbed::run("ip", &["netns", "list"]);
+    let left: Vec<&str> = listing
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with("lt-nb") && n.split('-').nth(2) == Some(pid.trim()))
+        .collect();
+    assert!(left.is_empty(), "netbench left namespaces behind: {left:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,5 +1,5 @@
-//! Two-node tests of linend's TAP/UDP datapath (`--datapath tap`), per DESIGN §6: every host is
-//! a network namespace. Two nodes share an underlay veth (`tx off` on both ends, as a real wire);
+//! Two-node tests of linend's TAP/UDP datapath (`--datapath tap`): every host is a network
+//! namespace. Two nodes share an underlay veth (`tx off` on both ends, as a real wire);
 //! each node has a `cni0` bridge with two pods (namespaces + veths, wired here with `ip`); each
 //! node runs `linend --static-peers` — or, for interop, the kernel's VXLAN device configured
 //! exactly as flannel's vxlan backend configures it.
@@ -356,6 +356,29 @@ fn tap_two_nodes_ping_udp_tcp_mtu_idle() {
     );
 
     tcp_transfer(&a.pods[0], &b.pods[0], &b.pod_ip(0), &c._dir.0);
+    // TCP crossed as super-packets: A read whole bursts from linen.1 and cut them, B merged the
+    // segments it decapsulated before writing them to linen.1.
+    let merged = wait_for(Duration::from_secs(3), || {
+        (counter(a, &["io", "super_rx"]) > 0 && counter(b, &["io", "coalesced_tx"]) > 0)
+            .then_some(())
+    });
+    assert!(merged.is_some(), "A: {}\nB: {}", stats(a), stats(b));
+    // UDP segmentation offload from a pod: 20 datagrams leave it as one super-packet, go out as
+    // one UDP_SEGMENT message and arrive as 20 intact datagrams.
+    let before = counter(a, &["io", "super_rx"]);
+    let got = linen_testbed::cluster::udp_gso_through(
+        &a.pods[1],
+        &b.pods[1],
+        b.pod_ip(1).parse().expect("pod address"),
+        9200,
+        1000,
+        20,
+    );
+    assert_eq!(got, (20, 20), "datagrams (received, intact)");
+    let cut = wait_for(Duration::from_secs(3), || {
+        (counter(a, &["io", "super_rx"]) > before).then_some(())
+    });
+    assert!(cut.is_some(), "the UDP run did not reach linen as one super-packet: {}", stats(a));
 
     // Counters moved on both nodes, and nothing was lost to I/O failures.
     // 100 MiB is ≥ 72,000 segments of ≤ 1450 bytes: A encapsulated them, B decapsulated them.
@@ -439,6 +462,20 @@ fn tap_interop_with_kernel_vxlan() {
         assert_eq!(drops[reason], 0, "kernel frames dropped as {reason}: {drops}");
     }
     assert!(counter(a, &["tx"]) >= 20);
+    // linen cut its pod's TCP bursts into segments the kernel's VXLAN device took, and merged the
+    // kernel's segments before handing them to its pod; UDP segmentation offload both ways.
+    // (The I/O counters reach the stats file when the worker goes idle.)
+    let both = wait_for(Duration::from_secs(3), || {
+        (counter(a, &["io", "super_rx"]) > 0 && counter(a, &["io", "coalesced_tx"]) > 0)
+            .then_some(())
+    });
+    assert!(both.is_some(), "{}", stats(a));
+    let gso = |from: &Netns, to: &Netns, ip: &str, port| {
+        let ip = ip.parse().expect("pod address");
+        linen_testbed::cluster::udp_gso_through(from, to, ip, port, 1000, 20)
+    };
+    assert_eq!(gso(&a.pods[0], &b.pods[0], &b.pod_ip(0), 9200), (20, 20));
+    assert_eq!(gso(&b.pods[1], &a.pods[1], &a.pod_ip(1), 9201), (20, 20));
     assert_alive(a);
 }
 

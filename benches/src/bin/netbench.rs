@@ -3,12 +3,16 @@
 //! ```text
 //! cargo run --release -p linen-benches --bin netbench -- --json netbench.json \
 //!     [--duration 5] [--datapaths kernel,xdp,tap[,direct]] [--markdown docs/benchmarks.md] \
-//!     [--svg docs/netbench.svg] [--quick] [--linend PATH] [--profile DIR]
+//!     [--svg docs/netbench.svg] [--quick] [--linend PATH] [--profile DIR] [--pin split|same|none]
 //! ```
 //!
+//! `--pin` places the sender, the receiver and linend's threads for the TCP and packet-rate
+//! windows, the same way for every datapath (see `linen_benches::netbench::placement`).
+//!
 //! `--profile DIR` also samples every CPU with `perf` (package `linux-perf`) during each
-//! datapath's packet-rate window and writes the per-stage CPU cost per packet (see
-//! `linen_benches::netbench::profile`) into the JSON and `DIR/breakdown.md`.
+//! datapath's packet-rate window and its single-stream TCP window and writes the per-stage CPU
+//! cost per packet and per KB of TCP payload (see `linen_benches::netbench::profile`) into the
+//! JSON (`profile`, `tcp_profile`) and `DIR/breakdown.md`.
 //!
 //! The subcommands (`send`, `sink`, `rr-server`, `rr-client`) are the pod-side halves that
 //! netbench runs inside pods itself; they are not meant to be run by hand.
@@ -19,8 +23,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use linen_benches::netbench::placement::Pin;
+use linen_benches::netbench::underlay::Underlay;
 use linen_benches::netbench::{
-    harness, profile, report, traffic, DATAPATHS, MD_BEGIN, MD_END, MD_GENERATED_END,
+    harness, profile, report, traffic, DATAPATHS, MD_BEGIN, MD_END, MD_GENERATED_END, TCP_STREAMS,
 };
 use linen_benches::tool::{find_linend, is_root};
 use linen_dataplane::wire::MacAddr;
@@ -57,11 +63,17 @@ struct Cli {
     /// The linend binary (default: beside this binary, built first when run through cargo).
     #[arg(long)]
     linend: Option<PathBuf>,
-    /// Profile each datapath's packet-rate window with `perf record -a -g` and `perf stat`
-    /// (linend's system calls); write the perf files and `breakdown.md` (ns per packet per
-    /// stage) into this directory and the breakdown into the JSON (`profile`).
+    /// Profile each datapath's packet-rate and single-stream TCP windows with `perf record -a -g`
+    /// and `perf stat` (linend's system calls); write the perf files and `breakdown.md` (ns per
+    /// packet and per KB per stage) into this directory and the breakdown into the JSON
+    /// (`profile`, `tcp_profile`).
     #[arg(long)]
     profile: Option<PathBuf>,
+    /// Where the sender, the receiver and linend's threads run during the TCP and packet-rate
+    /// windows, for every datapath alike: `split` (sender on CPU 0, receiver and linend on the
+    /// others), `same` (all on CPU 0) or `none` (not pinned).
+    #[arg(long, default_value = "split")]
+    pin: Pin,
 }
 
 #[derive(Subcommand, Debug)]
@@ -175,6 +187,7 @@ fn bench(cli: Cli) -> Result<(), String> {
         harness::Plan::full(dur(cli.duration)?, linend, me)
     };
     plan.profile = cli.profile.clone();
+    plan.pin = cli.pin;
     // The stamp names the binary, not the path it happened to run from.
     let command = std::iter::once("netbench".to_string())
         .chain(std::env::args().skip(1))
@@ -191,6 +204,13 @@ fn bench(cli: Cli) -> Result<(), String> {
             "duration_s": plan.duration.as_secs_f64(),
             "frame_len": 60,
             "frame_len_on_wire": 64,
+            "pin": plan.pin.name(),
+            "placement": plan.pin.placement(harness::cpu_count()).to_json(),
+            "tcp_streams": TCP_STREAMS,
+            "underlays": {
+                "wire": Underlay::Wire.describe(),
+                "offloads": if plan.underlay_offloads { Value::from(Underlay::Offloads.describe()) } else { Value::Null },
+            },
         }),
     );
     for d in &cli.datapaths {
@@ -237,7 +257,17 @@ fn bench(cli: Cli) -> Result<(), String> {
             .map(|d| (d.clone(), results[d]["profile"].clone()))
             .filter(|(_, v)| !v.is_null())
             .collect();
-        let md = profile::markdown(&cols);
+        let mut md = profile::markdown(&cols);
+        let tcp_cols: Vec<(String, Value)> = cli
+            .datapaths
+            .iter()
+            .map(|d| (d.clone(), results[d]["tcp_profile"].clone()))
+            .filter(|(_, v)| !v.is_null())
+            .collect();
+        if !tcp_cols.is_empty() {
+            md.push_str("\nTCP, single stream:\n\n");
+            md.push_str(&profile::markdown(&tcp_cols));
+        }
         println!("{md}");
         let path = dir.join("breakdown.md");
         std::fs::write(&path, md).map_err(|e| format!("{}: {e}", path.display()))?;

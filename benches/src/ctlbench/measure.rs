@@ -152,12 +152,31 @@ fn field(line: &str, key: &str) -> Option<f64> {
     rest[..end].parse().ok()
 }
 
-/// linend's per-update log lines: (peers, publish_us, total_us).
+/// linend's per-update log lines for updates from the etcd watch: (peers, publish_us, total_us).
+/// linend also publishes when the underlay's neighbours change (the next hops are looked up
+/// again), at moments the kernel's neighbour table decides; those are not lease changes and are
+/// left out: a publication counts only when the line before it of the two kinds is a watch
+/// update ("peer update").
 fn applied_updates(log: &str) -> Vec<(f64, f64, f64)> {
-    log.lines()
-        .filter(|l| l.contains("routes published and"))
-        .filter_map(|l| Some((field(l, "peers")?, field(l, "publish_us")?, field(l, "total_us")?)))
-        .collect()
+    let mut from_watch = false;
+    let mut updates = Vec::new();
+    for l in log.lines() {
+        if l.contains("peer update") {
+            from_watch = true;
+        } else if l.contains("underlay neighbours changed") {
+            from_watch = false;
+        } else if l.contains("routes published and") {
+            if from_watch {
+                if let (Some(p), Some(pu), Some(t)) =
+                    (field(l, "peers"), field(l, "publish_us"), field(l, "total_us"))
+                {
+                    updates.push((p, pu, t));
+                }
+            }
+            from_watch = false;
+        }
+    }
+    updates
 }
 
 fn ms(d: Duration) -> f64 {
@@ -620,6 +639,12 @@ mod tests {
         let log = "2026-11-22T05:00:00.000001Z  INFO linen_controlplane::node: peer update revision=9 resync=false changes=1 peers=3\n\
                    2026-11-22T05:00:00.000002Z  INFO linen_controlplane::node: routes published and linen.1 programmed peers=3 publish_us=120 total_us=480\n";
         assert_eq!(applied_updates(log), vec![(3.0, 120.0, 480.0)]);
+        // A neighbour refresh publishes too, but is no lease change.
+        let refresh = format!(
+            "{log}2026-11-22T05:00:00.100000Z  INFO linen_controlplane::node: underlay neighbours changed; next hops looked up again\n\
+             2026-11-22T05:00:00.100002Z  INFO linen_controlplane::node: routes published and linen.1 programmed peers=3 publish_us=90 total_us=95\n"
+        );
+        assert_eq!(applied_updates(&refresh), vec![(3.0, 120.0, 480.0)]);
         assert_eq!(field(log.lines().next().unwrap(), "changes"), Some(1.0));
         assert_eq!(field("x peers=", "peers"), None);
     }

@@ -192,6 +192,105 @@ pub fn pid_times(pid: u32) -> Result<ProcTimes, ProcError> {
     Ok(t)
 }
 
+/// Path processes whose time is reported apart (linend, a sender, a receiver), with their CPU
+/// time over a window and the CPUs they were allowed to run on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    /// What the processes are (`linend`, `sender`, `iperf3 client`, …).
+    pub name: String,
+    /// The CPUs they may run on (all of the machine's when they are not pinned).
+    pub cpus: Vec<usize>,
+    /// Their CPU time over the window (a difference of two readings).
+    pub times: ProcTimes,
+}
+
+/// A [`Group`]'s time split into the softirq work that ran inside it and its own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attributed {
+    /// [`Group::name`].
+    pub name: String,
+    /// Time on a CPU, ns (scheduler clock, includes softirq run in its context).
+    pub runtime_ns: u64,
+    /// Softirq and hard-irq ticks taken to have landed inside the group.
+    pub inline_ticks: f64,
+    /// `runtime_ns` without them: the group's own work, ns.
+    pub own_ns: f64,
+}
+
+/// Splits the softirq and hard-irq ticks of a window between the groups that ran where they
+/// were taken, so that a path's CPU time can be summed without counting them twice.
+///
+/// Tick accounting charges a softirq tick both to `/proc/stat`'s `softirq` and to the system time
+/// of the task that was current. Groups whose CPU sets overlap share one pool: the softirq and
+/// irq ticks of those CPUs, taken to have landed inside them up to their system time, in
+/// proportion to each group's system time. (Ticks that landed in an idle CPU or a foreign task
+/// are thereby charged to the groups instead; the error is bounded by the groups' system time
+/// and makes their own time lower, never the path total higher.)
+///
+/// `per_cpu` holds each CPU's ticks over the window.
+pub fn attribute(per_cpu: &[CpuLine], groups: &[Group]) -> Vec<Attributed> {
+    // Pools: groups joined while their CPU sets overlap.
+    let mut pool_of: Vec<usize> = (0..groups.len()).collect();
+    loop {
+        let mut merged = false;
+        for i in 0..groups.len() {
+            for j in 0..groups.len() {
+                let overlap = groups[i].cpus.iter().any(|c| groups[j].cpus.contains(c));
+                if overlap && pool_of[i] != pool_of[j] {
+                    let (keep, drop) = (pool_of[i].min(pool_of[j]), pool_of[i].max(pool_of[j]));
+                    pool_of.iter_mut().filter(|p| **p == drop).for_each(|p| *p = keep);
+                    merged = true;
+                }
+            }
+        }
+        if !merged {
+            break;
+        }
+    }
+    let mut out = Vec::with_capacity(groups.len());
+    for (i, g) in groups.iter().enumerate() {
+        let members: Vec<&Group> = groups
+            .iter()
+            .zip(&pool_of)
+            .filter(|(_, p)| **p == pool_of[i])
+            .map(|(g, _)| g)
+            .collect();
+        let mut cpus: Vec<usize> = members.iter().flat_map(|m| m.cpus.iter().copied()).collect();
+        cpus.sort_unstable();
+        cpus.dedup();
+        let softirq: u64 =
+            cpus.iter().filter_map(|c| per_cpu.get(*c)).map(|l| l.softirq + l.irq).sum();
+        let stime: u64 = members.iter().map(|m| m.times.stime).sum();
+        let inline_pool = softirq.min(stime) as f64;
+        let inline_ticks =
+            if stime > 0 { inline_pool * g.times.stime as f64 / stime as f64 } else { 0.0 };
+        out.push(Attributed {
+            name: g.name.clone(),
+            runtime_ns: g.times.runtime_ns,
+            inline_ticks,
+            own_ns: (g.times.runtime_ns as f64 - inline_ticks * TICK_NS).max(0.0),
+        });
+    }
+    out
+}
+
+/// Each CPU's share of the window spent busy (anything but idle and iowait) and in softirq
+/// and hard-irq context: `(busy, softirq)` as fractions of its ticks.
+pub fn shares(per_cpu: &[CpuLine]) -> Vec<(f64, f64)> {
+    per_cpu
+        .iter()
+        .map(|l| {
+            let all = (l.busy() + l.idle).max(1) as f64;
+            (l.busy() as f64 / all, (l.softirq + l.irq) as f64 / all)
+        })
+        .collect()
+}
+
+/// The per-CPU differences between two readings of `/proc/stat`.
+pub fn per_cpu_since(later: &ProcStat, earlier: &ProcStat) -> Vec<CpuLine> {
+    later.cpus.iter().zip(&earlier.cpus).map(|(a, b)| a.since(b)).collect()
+}
+
 /// Packet counters of one interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct IfCounters {
@@ -261,6 +360,65 @@ mod tests {
         assert_eq!(parse_schedstat("123456789 2000 17\n"), Some(123456789));
         assert_eq!(parse_schedstat(""), None);
         assert!(parse_pid_stat("4242 (x) R 1").is_err());
+    }
+
+    fn line(softirq: u64, irq: u64, busy: u64, idle: u64) -> CpuLine {
+        CpuLine { system: busy - softirq - irq, softirq, irq, idle, ..CpuLine::default() }
+    }
+
+    fn group(name: &str, cpus: &[usize], stime: u64, runtime_ns: u64) -> Group {
+        Group {
+            name: name.into(),
+            cpus: cpus.to_vec(),
+            times: ProcTimes { utime: 0, stime, runtime_ns },
+        }
+    }
+
+    #[test]
+    fn softirq_is_charged_to_the_groups_where_it_ran() {
+        // CPU 0: 40 softirq ticks; CPU 1: 30 softirq + 2 irq ticks.
+        let cpus = [line(40, 0, 90, 10), line(30, 2, 60, 40)];
+        // Split placement: the sender alone on CPU 0, linend and a receiver on CPU 1.
+        let a = attribute(
+            &cpus,
+            &[
+                group("sender", &[0], 80, 900_000_000),
+                group("linend", &[1], 24, 400_000_000),
+                group("receiver", &[1], 8, 100_000_000),
+            ],
+        );
+        assert_eq!(a[0].inline_ticks, 40.0);
+        assert_eq!(a[0].own_ns, 900e6 - 40.0 * TICK_NS);
+        // CPU 1's 32 ticks, split 24:8.
+        assert_eq!(a[1].inline_ticks, 24.0);
+        assert_eq!(a[2].inline_ticks, 8.0);
+        assert_eq!(a[1].own_ns, 400e6 - 24.0 * TICK_NS);
+        // Not more than a group's system time is taken as softirq.
+        let b = attribute(&cpus, &[group("sender", &[0], 10, 200_000_000)]);
+        assert_eq!(b[0].inline_ticks, 10.0);
+        // Unpinned groups (every CPU) share one pool; own time never goes below zero.
+        let c = attribute(
+            &cpus,
+            &[group("linend", &[0, 1], 60, 100_000_000), group("sender", &[0, 1], 20, 0)],
+        );
+        assert_eq!(c[0].inline_ticks + c[1].inline_ticks, 72.0);
+        assert_eq!(c[0].inline_ticks, 54.0);
+        assert_eq!(c[0].own_ns, 0.0);
+        assert_eq!(c[1].own_ns, 0.0);
+        // Overlapping sets join one pool: {0} and {0,1} share both CPUs' ticks.
+        let d = attribute(&cpus, &[group("a", &[0], 50, 0), group("b", &[0, 1], 50, 0)]);
+        assert_eq!(d[0].inline_ticks, 36.0);
+        assert_eq!(d[1].inline_ticks, 36.0);
+        // A group without system time takes none.
+        let e = attribute(&cpus, &[group("idle", &[1], 0, 5)]);
+        assert_eq!((e[0].inline_ticks, e[0].own_ns), (0.0, 5.0));
+    }
+
+    #[test]
+    fn busy_shares_per_cpu() {
+        let s = shares(&[line(40, 0, 90, 10), line(0, 0, 0, 0)]);
+        assert_eq!(s[0], (0.9, 0.4));
+        assert_eq!(s[1], (0.0, 0.0));
     }
 
     #[test]

@@ -1,9 +1,12 @@
 //! Runs one datapath's measurements on a fresh two-node cluster (see
 //! `linen_testbed::cluster`): pod `n1p0` on node 1 sends, pod `n2p0` on node 2 receives.
 //!
-//! Order per datapath: reachability, request/response latency, TCP, then the 64-byte packet
-//! rate with CPU accounting. Every step is bounded in time; every process runs inside the
-//! cluster's namespaces and dies with it (the cluster is dropped at the end, also on panic).
+//! Order per datapath: reachability, request/response latency (nothing pinned yet), then with
+//! the placement of `--pin` ([`super::placement`]) TCP with one and with eight streams and the
+//! 64-byte packet rate, each with CPU accounting; then, on a second cluster whose underlay runs
+//! with its offloads on ([`super::underlay`]), TCP again. Every step is bounded in time; every
+//! process runs inside the cluster's namespaces and dies with it (each cluster is dropped when
+//! its measurements end, also on panic).
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -14,16 +17,16 @@ use linen_testbed::cluster::{running, Cluster, ClusterBuilder, Node, Overlay};
 use linen_testbed::Netns;
 use serde_json::{json, Map, Value};
 
-use super::cpu::{self, CpuLine, IfCounters, ProcTimes, TICK_NS};
+use super::cpu::{self, CpuLine, Group, IfCounters, ProcTimes, TICK_NS};
 use super::frame::FRAME_LEN_64;
-use super::profile;
+use super::placement::{self, Pin, Placement};
+use super::underlay::{self, Underlay};
+use super::{profile, tcp, TCP_STREAMS};
 
 /// UDP port of the packet-rate sink.
 const SINK_PORT: u16 = 9;
 /// UDP port of the ping-pong server.
 const RR_PORT: u16 = 7007;
-/// TCP port of iperf3.
-const IPERF_PORT: u16 = 5201;
 
 /// How long and how hard to measure.
 #[derive(Debug, Clone)]
@@ -38,8 +41,11 @@ pub struct Plan {
     pub linend: PathBuf,
     /// This binary (its pod-side modes run in the pods).
     pub netbench: PathBuf,
-    /// Also measure TCP over kernel VXLAN with the underlay's offloads on.
-    pub kernel_offload_tcp: bool,
+    /// Also measure TCP on a second cluster whose underlay runs with its offloads on
+    /// ([`Underlay::Offloads`]), for every datapath.
+    pub underlay_offloads: bool,
+    /// Where the sender, the receiver and linend run during the TCP and packet-rate windows.
+    pub pin: Pin,
     /// Profile the packet-rate window with `perf` and write the files and the per-stage
     /// breakdown here (see [`super::profile`]).
     pub profile: Option<PathBuf>,
@@ -54,7 +60,8 @@ impl Plan {
             rr_count: 2000,
             linend,
             netbench,
-            kernel_offload_tcp: false,
+            underlay_offloads: true,
+            pin: Pin::default(),
             profile: None,
         }
     }
@@ -67,7 +74,8 @@ impl Plan {
             rr_count: 20_000,
             linend,
             netbench,
-            kernel_offload_tcp: true,
+            underlay_offloads: true,
+            pin: Pin::default(),
             profile: None,
         }
     }
@@ -85,6 +93,9 @@ pub fn overlay_for(datapath: &str) -> Overlay {
     }
 }
 
+/// What one measurement step adds to a datapath's object, or why it failed.
+type Measured = Result<Map<String, Value>, String>;
+
 /// Measures one datapath and returns its JSON object: the five headline keys (numbers, or
 /// `null` with the reason under `errors`), extra keys, or `unavailable` when the cluster could
 /// not be built (e.g. linend refuses the datapath).
@@ -93,41 +104,23 @@ pub fn measure(datapath: &str, plan: &Plan) -> Value {
     for k in super::KEYS {
         out.insert(k.to_string(), Value::Null);
     }
-    let cluster = match build(datapath, plan, true) {
+    let mut errors = Map::new();
+    let place = plan.pin.placement(cpu_count());
+    out.insert("placement".into(), place.to_json());
+    let cluster = match up(datapath, plan, Underlay::Wire) {
         Ok(c) => c,
         Err(reason) => {
             out.insert("unavailable".into(), Value::String(reason));
             return Value::Object(out);
         }
     };
-    let mut errors = Map::new();
-    let (a, b) = (&cluster.nodes()[0], &cluster.nodes()[1]);
-    if datapath == "direct" {
-        if let Err(reason) = wait_direct(&cluster) {
-            out.insert("unavailable".into(), Value::String(reason));
-            return Value::Object(out);
-        }
-    }
-    if !cluster.wait_reachable(&a.pods[0], b.pod_ip(0), Duration::from_secs(10))
-        || !cluster.wait_reachable(&b.pods[0], a.pod_ip(0), Duration::from_secs(5))
-    {
-        out.insert(
-            "unavailable".into(),
-            Value::String(format!(
-                "pods cannot reach each other across nodes ({} ↔ {})",
-                a.pod_ip(0),
-                b.pod_ip(0)
-            )),
-        );
-        return Value::Object(out);
-    }
     if !settle_linend(&cluster) {
         errors.insert(
             "settle".into(),
             json!("linend still sent packets through the kernel (next hop unresolved) after 5 s"),
         );
     }
-    let mut note = |key: &str, r: Result<Map<String, Value>, String>| match r {
+    let mut note = |key: &str, r: Measured| match r {
         Ok(m) => out.extend(m),
         Err(e) => {
             eprintln!("netbench: {datapath}: {key}: {e}");
@@ -137,49 +130,108 @@ pub fn measure(datapath: &str, plan: &Plan) -> Value {
     let loop0 = loop_counters(&cluster);
     note("rr", rr(&cluster, plan));
     let rr_loop = loop_delta(&loop0, &loop_counters(&cluster));
-    note(
-        "tcp",
-        tcp(&cluster, plan).map(|g| {
-            let mut m = Map::new();
-            m.insert("tcp_gbps".into(), json!(g));
-            m
-        }),
-    );
-    note("pps", pps(&cluster, plan, datapath));
+    let mut tcp_detail = Map::new();
+    let mut underlays = Map::new();
+    let mut run_tcp = |c: &Cluster, u: Underlay, note: &mut dyn FnMut(&str, Measured)| {
+        underlays.insert(
+            u.name().into(),
+            json!({"settings": u.describe(), "features": underlay::read_features(c)}),
+        );
+        for streams in TCP_STREAMS {
+            let r = tcp::measure(c, plan, &place, streams, u, datapath).map(|run| {
+                tcp_detail.insert(format!("{}{}", tcp::prefix(streams), u.suffix()), run.detail);
+                let mut keys = run.keys;
+                if let Some(p) = run.profile {
+                    keys.insert("tcp_profile".into(), p);
+                }
+                keys
+            });
+            note(&format!("{}{}", tcp::prefix(streams), u.suffix()), r);
+        }
+    };
+    note("pin", pin_linend(&cluster, &place).map(|m| Map::from_iter([("linend_cpus".into(), m)])));
+    run_tcp(&cluster, Underlay::Wire, &mut note);
+    note("pps", pps(&cluster, plan, datapath, &place));
     if let Some(d) = rr_loop {
-        out.insert("rr_linend_loop".into(), d);
+        note("rr_loop", Ok(Map::from_iter([("rr_linend_loop".into(), d)])));
     }
+    let (a, b) = (&cluster.nodes()[0], &cluster.nodes()[1]);
     if let Some(l) = &a.linend {
         let s = l.worker_stats().unwrap_or(Value::Null);
         let stats_note = json!({"n1": s, "n2": b.linend.as_ref().and_then(|l| l.worker_stats())});
-        out.insert("linend_stats".into(), stats_note);
+        note("linend_stats", Ok(Map::from_iter([("linend_stats".into(), stats_note)])));
     }
     let stuck = cluster.stop_linend(Duration::from_secs(3));
     if !stuck.is_empty() {
-        errors.insert("shutdown".into(), json!(format!("linend did not stop on {stuck:?}")));
+        note("shutdown", Err(format!("linend did not stop on {stuck:?}")));
     }
     drop(cluster);
-    if datapath == "kernel" && plan.kernel_offload_tcp {
-        let r = build(datapath, plan, false).and_then(|c| {
-            let (a, b) = (&c.nodes()[0], &c.nodes()[1]);
-            if !c.wait_reachable(&a.pods[0], b.pod_ip(0), Duration::from_secs(10)) {
-                return Err("pods unreachable".to_string());
+    if plan.underlay_offloads {
+        let u = Underlay::Offloads;
+        match up(datapath, plan, u) {
+            Ok(c) => {
+                if !settle_linend(&c) {
+                    note(
+                        "settle_underlay_offloads",
+                        Err("linend still sent packets through the kernel after 5 s".into()),
+                    );
+                }
+                // As on the first cluster: a failed pinning is reported, the runs go on.
+                let pinned = pin_linend(&c, &place).map(|_| Map::new());
+                note("pin_underlay_offloads", pinned);
+                run_tcp(&c, u, &mut note);
+                let stuck = c.stop_linend(Duration::from_secs(3));
+                if !stuck.is_empty() {
+                    note(
+                        "shutdown_underlay_offloads",
+                        Err(format!("linend did not stop on {stuck:?}")),
+                    );
+                }
             }
-            tcp(&c, plan)
-        });
-        match r {
-            Ok(g) => {
-                out.insert("tcp_gbps_underlay_offloads".into(), json!(g));
-            }
-            Err(e) => {
-                errors.insert("tcp_underlay_offloads".into(), json!(e));
-            }
+            Err(e) => note("underlay_offloads", Err(e)),
         }
     }
+    out.insert("tcp_detail".into(), Value::Object(tcp_detail));
+    out.insert("underlay".into(), Value::Object(underlays));
     if !errors.is_empty() {
         out.insert("errors".into(), Value::Object(errors));
     }
     Value::Object(out)
+}
+
+/// Builds the datapath's cluster over `underlay`, applies the underlay's settings and waits
+/// until the pods reach each other both ways.
+fn up(datapath: &str, plan: &Plan, underlay: Underlay) -> Result<Cluster, String> {
+    let c = build(datapath, plan, underlay.tx_off())?;
+    if datapath == "direct" {
+        wait_direct(&c)?;
+    }
+    underlay.apply(&c)?;
+    let (a, b) = (&c.nodes()[0], &c.nodes()[1]);
+    if !c.wait_reachable(&a.pods[0], b.pod_ip(0), Duration::from_secs(10))
+        || !c.wait_reachable(&b.pods[0], a.pod_ip(0), Duration::from_secs(5))
+    {
+        return Err(format!(
+            "pods cannot reach each other across nodes ({} ↔ {})",
+            a.pod_ip(0),
+            b.pod_ip(0)
+        ));
+    }
+    Ok(c)
+}
+
+/// Moves every thread of every linend onto the placement's linend CPUs (when it has some) and
+/// returns the CPUs each thread may then use, per node (`{"n1": {"linen-xdp-0": "1", …}}`).
+fn pin_linend(c: &Cluster, place: &Placement) -> Result<Value, String> {
+    let mut m = Map::new();
+    for n in c.nodes() {
+        let Some(l) = &n.linend else { continue };
+        if let Some(cpus) = &place.linend {
+            pin_all_threads(l.pid, &placement::cpu_list(cpus))?;
+        }
+        m.insert(n.name.clone(), placement::thread_affinity(l.pid));
+    }
+    Ok(Value::Object(m))
 }
 
 fn build(datapath: &str, plan: &Plan, underlay_tx_off: bool) -> Result<Cluster, String> {
@@ -255,7 +307,18 @@ fn pod_run(plan: &Plan, ns: &Netns, args: &[String], limit: Duration) -> Result<
 
 /// Spawns this binary's `args` inside `ns` as a cluster process; returns its PID.
 fn pod_spawn(c: &Cluster, plan: &Plan, ns: &Netns, args: &[String]) -> u32 {
-    let mut cmd = ns.command(&plan.netbench.to_string_lossy());
+    pod_spawn_on(c, plan, ns, args, None)
+}
+
+/// [`pod_spawn`] on `cpus` when given.
+fn pod_spawn_on(
+    c: &Cluster,
+    plan: &Plan,
+    ns: &Netns,
+    args: &[String],
+    cpus: Option<&[usize]>,
+) -> u32 {
+    let mut cmd = placement::command(ns, &plan.netbench.to_string_lossy(), cpus);
     cmd.args(args).stdout(Stdio::null());
     c.testbed().spawn(cmd)
 }
@@ -316,43 +379,6 @@ fn rr(c: &Cluster, plan: &Plan) -> Result<Map<String, Value>, String> {
     Ok(m)
 }
 
-fn tcp(c: &Cluster, plan: &Plan) -> Result<f64, String> {
-    let (a, b) = (&c.nodes()[0], &c.nodes()[1]);
-    let t = plan.duration.as_secs().max(1);
-    let mut server = b.pods[0].command("timeout");
-    server
-        .args([&format!("{}", t + 15), "iperf3", "-s", "-1", "-p", &IPERF_PORT.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let spid = c.testbed().spawn(server);
-    let listening = linen_testbed::wait_for(Duration::from_secs(5), || {
-        let out = b.pods[0].sh_output(&format!("ss -Hltn sport = :{IPERF_PORT}"));
-        (!out.stdout.is_empty()).then_some(())
-    });
-    if listening.is_none() {
-        return Err("iperf3 server did not start".into());
-    }
-    // Omit the first second (slow start) when the run is long enough to afford it.
-    let omit = if t >= 3 { "1" } else { "0" };
-    let out = a.pods[0]
-        .command("timeout")
-        .args([&format!("{}", t + 10), "iperf3", "-c", &b.pod_ip(0).to_string()])
-        .args(["-p", &IPERF_PORT.to_string(), "-t", &t.to_string(), "-O", omit, "-J"])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("spawn iperf3: {e}"))?;
-    c.testbed().kill(spid);
-    let v: Value = serde_json::from_slice(&out.stdout)
-        .map_err(|e| format!("iperf3 output ({}): {e}", out.status))?;
-    if let Some(err) = v["error"].as_str() {
-        return Err(format!("iperf3: {err}"));
-    }
-    v["end"]["sum_received"]["bits_per_second"]
-        .as_f64()
-        .map(|bps| bps / 1e9)
-        .ok_or_else(|| "iperf3 JSON without end.sum_received.bits_per_second".to_string())
-}
-
 /// One reading of everything the packet-rate window compares.
 struct Snapshot {
     at: Instant,
@@ -386,53 +412,51 @@ fn pod_mac_of_gateway(node: &Node) -> Result<[u8; 6], String> {
     mac.parse::<MacAddr>().map(<[u8; 6]>::from).map_err(|e| format!("cni0's MAC {mac:?} is {e}"))
 }
 
-fn pps(c: &Cluster, plan: &Plan, datapath: &str) -> Result<Map<String, Value>, String> {
+fn pps(
+    c: &Cluster,
+    plan: &Plan,
+    datapath: &str,
+    place: &Placement,
+) -> Result<Map<String, Value>, String> {
     let (a, b) = (&c.nodes()[0], &c.nodes()[1]);
     let gw_mac = pod_mac_of_gateway(a)?;
     let linend: Vec<u32> =
         c.nodes().iter().filter_map(|n| n.linend.as_ref().map(|l| l.pid)).collect();
-    // For the CPU split below: linend on CPUs 1.., the sender on CPU 0 (for this phase only;
-    // latency and TCP run wherever the scheduler puts them).
-    let ncpu = cpu_count();
-    if ncpu >= 2 {
-        for pid in &linend {
-            pin_all_threads(*pid, &format!("1-{}", ncpu - 1))?;
-        }
-    }
+    // linend is already where the placement puts it (see `pin_linend`); the sender pins
+    // itself, the sink goes to the receiver's CPUs.
     let total_time = plan.warmup + plan.duration + Duration::from_secs(3);
-    let sink = pod_spawn(
+    let sink = pod_spawn_on(
         c,
         plan,
         &b.pods[0],
         &["sink".into(), "--port".into(), SINK_PORT.to_string(), "--secs".into(), secs(total_time)],
+        place.receiver.as_deref(),
     );
     if !wait_udp_bound(&b.pods[0], SINK_PORT) {
         return Err("sink did not start".into());
     }
 
     let send_time = plan.warmup + plan.duration + Duration::from_millis(500);
-    let sender = pod_spawn(
-        c,
-        plan,
-        &a.pods[0],
-        &[
-            "send".into(),
-            "--iface".into(),
-            "eth0".into(),
-            "--gw-mac".into(),
-            MacAddr(gw_mac).to_string(),
-            "--src".into(),
-            a.pod_ip(0).to_string(),
-            "--to".into(),
-            format!("{}:{SINK_PORT}", b.pod_ip(0)),
-            "--len".into(),
-            FRAME_LEN_64.to_string(),
-            "--secs".into(),
-            secs(send_time),
-            "--cpu".into(),
-            "0".into(),
-        ],
-    );
+    let mut send_args: Vec<String> = vec![
+        "send".into(),
+        "--iface".into(),
+        "eth0".into(),
+        "--gw-mac".into(),
+        MacAddr(gw_mac).to_string(),
+        "--src".into(),
+        a.pod_ip(0).to_string(),
+        "--to".into(),
+        format!("{}:{SINK_PORT}", b.pod_ip(0)),
+        "--len".into(),
+        FRAME_LEN_64.to_string(),
+        "--secs".into(),
+        secs(send_time),
+    ];
+    // The sender pins its sending thread to one CPU (the first of its role's).
+    if let Some(cpu) = place.sender.as_ref().and_then(|c| c.first()) {
+        send_args.extend(["--cpu".into(), cpu.to_string()]);
+    }
+    let sender = pod_spawn(c, plan, &a.pods[0], &send_args);
     std::thread::sleep(plan.warmup);
     if !running(sender) {
         return Err("the sender exited early (see stderr above)".into());
@@ -457,27 +481,36 @@ fn pps(c: &Cluster, plan: &Plan, datapath: &str) -> Result<Map<String, Value>, S
         return Err(format!("no packet reached {} ({} offered)", b.pod_ip(0), offered));
     }
     let machine: CpuLine = s1.stat.total.since(&s0.stat.total);
+    let per_cpu = cpu::per_cpu_since(&s1.stat, &s0.stat);
     let sender_t = s1.sender.since(&s0.sender);
-    let per_cpu = |range: std::ops::Range<usize>| -> u64 {
-        range
-            .filter_map(|i| Some(s1.stat.cpus.get(i)?.since(s0.stat.cpus.get(i)?)))
-            .map(|d| d.softirq + d.irq)
-            .sum()
-    };
-    let ncpu = s1.stat.cpus.len();
-    // Tick accounting charges a softirq tick both to /proc/stat's softirq and to the system time
-    // of the task that was current. The sender spins on CPU 0, so softirq there is path work the
-    // kernel ran inline at the end of its sends; linend's processes are pinned to the other CPUs,
-    // so softirq there mostly ran inside linend's own system calls.
-    let sender_inline = per_cpu(0..1).min(sender_t.stime);
-    let sender_own_ns = (sender_t.runtime_ns as f64 - sender_inline as f64 * TICK_NS).max(0.0);
     let linend_d: Vec<ProcTimes> =
         s1.linend.iter().zip(&s0.linend).map(|(x, y)| x.since(y)).collect();
+    // Tick accounting charges a softirq tick both to /proc/stat's softirq and to the system time
+    // of the task that was current (see `cpu::attribute`): with the default placement the
+    // sender spins alone on CPU 0, so softirq there is path work the kernel ran inline at the
+    // end of its sends; linend's processes run on the other CPUs, so softirq there mostly ran
+    // inside linend's own system calls.
+    let mut groups =
+        vec![Group { name: "sender".into(), cpus: place.or_all(&place.sender), times: sender_t }];
+    groups.extend(linend_d.iter().map(|t| Group {
+        name: "linend".into(),
+        cpus: place.or_all(&place.linend),
+        times: *t,
+    }));
+    let att = cpu::attribute(&per_cpu, &groups);
+    let sender_inline = att[0].inline_ticks;
+    let sender_own_ns = att[0].own_ns;
     let linend_ns: u64 = linend_d.iter().map(|t| t.runtime_ns).sum();
-    let linend_stime: u64 = linend_d.iter().map(|t| t.stime).sum();
-    let linend_inline = if linend.is_empty() { 0 } else { per_cpu(1..ncpu).min(linend_stime) };
+    // (Folded from +0.0: a float `sum` of nothing is -0.0.)
+    let linend_inline = att[1..].iter().fold(0.0, |s, a| s + a.inline_ticks);
+    let linend_own_ns = att[1..].iter().fold(0.0, |s, a| s + a.own_ns);
     let softirq_all = machine.softirq + machine.irq;
-    let path_ns = (softirq_all.saturating_sub(linend_inline)) as f64 * TICK_NS + linend_ns as f64;
+    let path_ns = softirq_all as f64 * TICK_NS + linend_own_ns;
+    let shares: Vec<Value> = cpu::shares(&per_cpu)
+        .into_iter()
+        .enumerate()
+        .map(|(i, (busy, softirq))| json!({"cpu": i, "busy": busy, "softirq": softirq}))
+        .collect();
 
     let mut m = Map::new();
     m.insert("pps_64".into(), json!(delivered as f64 / secs_window));
@@ -494,9 +527,13 @@ fn pps(c: &Cluster, plan: &Plan, datapath: &str) -> Result<Map<String, Value>, S
         let roles = profile::Roles {
             sender: [sender].into_iter().collect(),
             linend: linend.iter().copied().collect(),
+            ..Default::default()
         };
         let pps = delivered as f64 / secs_window;
-        m.insert("profile".into(), profile_finish(p, &roles, pps, delivered)?);
+        m.insert(
+            "profile".into(),
+            profile_finish(p, &roles, pps, profile::Unit::Packet, delivered)?,
+        );
     }
     m.insert(
         "cpu_detail".into(),
@@ -513,6 +550,8 @@ fn pps(c: &Cluster, plan: &Plan, datapath: &str) -> Result<Map<String, Value>, S
             "linend_ticks": linend_d.iter().map(ProcTimes::total).sum::<u64>(),
             "linend_runtime_ns": linend_ns,
             "linend_inline_softirq_ticks": linend_inline,
+            "per_cpu": shares,
+            "sender_cpus": place.sender.as_deref().map(placement::cpu_list),
             "tick_ns": TICK_NS,
         }),
     );
@@ -581,8 +620,8 @@ fn loop_delta(a: &[Option<[u64; 5]>], b: &[Option<[u64; 5]>]) -> Option<Value> {
     (!m.is_empty()).then_some(Value::Object(m))
 }
 
-/// A running profile of the packet-rate window.
-struct PerfRun {
+/// A running profile of a measurement window (packet rate, TCP).
+pub(super) struct PerfRun {
     record: std::process::Child,
     stat: Option<std::process::Child>,
     data: PathBuf,
@@ -593,22 +632,38 @@ struct PerfRun {
 /// Sampling period of `perf record`: one sample per 250 µs of CPU (4 kHz per CPU).
 const PERF_PERIOD_NS: u64 = 250_000;
 
-/// System calls counted in linend's threads while profiling.
-const PERF_SYSCALLS: [&str; 7] =
-    ["sendto", "recvfrom", "epoll_wait", "epoll_pwait", "poll", "ppoll", "sched_yield"];
+/// System calls counted in linend's threads while profiling (the XSK kicks, the TAP's reads
+/// and writes, the UDP socket's batches, the idle loop's waits).
+const PERF_SYSCALLS: [&str; 15] = [
+    "sendto",
+    "recvfrom",
+    "read",
+    "readv",
+    "write",
+    "writev",
+    "sendmsg",
+    "recvmsg",
+    "sendmmsg",
+    "recvmmsg",
+    "epoll_wait",
+    "epoll_pwait",
+    "poll",
+    "ppoll",
+    "sched_yield",
+];
 
 /// Starts `perf record -a -g` (every CPU, call chains) and `perf stat` of linend's system
-/// calls for a little longer than `window`, and waits until they run.
-fn profile_start(
+/// calls for a little longer than `window`, and waits until they run. `name` names the files.
+pub(super) fn profile_start(
     dir: &std::path::Path,
-    datapath: &str,
+    name: &str,
     window: Duration,
     linend: &[u32],
 ) -> Result<PerfRun, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let data = dir.join(format!("{datapath}.perf.data"));
-    let script = dir.join(format!("{datapath}.perf-script.txt"));
-    let syscalls = dir.join(format!("{datapath}.syscalls.csv"));
+    let data = dir.join(format!("{name}.perf.data"));
+    let script = dir.join(format!("{name}.perf-script.txt"));
+    let syscalls = dir.join(format!("{name}.syscalls.csv"));
     let length = format!("{:.3}", (window + Duration::from_millis(400)).as_secs_f64());
     let record = Command::new("perf")
         .args(["record", "-q", "-a", "-g", "-e", "cpu-clock", "-c"])
@@ -644,11 +699,12 @@ fn profile_start(
 }
 
 /// Waits for the profile, runs `perf script`, classifies the samples and reads the syscall
-/// counts: the `profile` JSON of one datapath.
-fn profile_finish(
+/// counts: the `profile` JSON of one window, per `unit` delivered at `rate` units per second.
+pub(super) fn profile_finish(
     mut p: PerfRun,
     roles: &profile::Roles,
-    pps: f64,
+    rate: f64,
+    unit: profile::Unit,
     delivered: u64,
 ) -> Result<Value, String> {
     let st = p.record.wait().map_err(|e| format!("perf record: {e}"))?;
@@ -675,15 +731,15 @@ fn profile_finish(
         .map_err(|e| format!("{}: {e}", p.script.display()))?;
     let samples = profile::parse_script(&text);
     let b = profile::Breakdown::of(&samples, roles);
-    let mut v = b.to_json(PERF_PERIOD_NS as f64, pps);
-    // System calls per delivered packet (the stat ran over the same span as the samples).
-    let packets = (pps * b.span_s).max(1.0);
-    let per_pkt: Map<String, Value> = syscalls
+    let mut v = b.to_json(PERF_PERIOD_NS as f64, rate, unit);
+    // System calls per delivered unit (the stat ran over the same span as the samples).
+    let units = (rate * b.span_s).max(1.0);
+    let per_unit: Map<String, Value> = syscalls
         .iter()
-        .map(|(k, n)| (k.clone(), json!(n.as_f64().unwrap_or(0.0) / packets)))
+        .map(|(k, n)| (k.clone(), json!(n.as_f64().unwrap_or(0.0) / units)))
         .collect();
     v["linend_syscalls"] = Value::Object(syscalls);
-    v["linend_syscalls_per_pkt"] = Value::Object(per_pkt);
+    v[format!("linend_syscalls_per_{}", unit.key())] = Value::Object(per_unit);
     v["delivered_in_window"] = json!(delivered);
     v["files"] = json!({"perf_data": p.data, "perf_script": p.script});
     Ok(v)

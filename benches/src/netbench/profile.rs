@@ -1,17 +1,22 @@
 //! The per-packet cost breakdown (`netbench --profile DIR`): `perf record -a -g -e cpu-clock`
-//! on every CPU during the packet-rate window, then every sample of `perf script` is put into one
-//! path stage by its call chain, and each stage's CPU time is divided by the packets delivered.
+//! on every CPU during the packet-rate window (and the single-stream TCP window), then every
+//! sample of `perf script` is put into one path stage by its call chain, and each stage's CPU
+//! time is divided by the packets (for TCP: the KB of payload, [`Unit`]) delivered.
 //!
 //! How a sample finds its stage ([`classify`]): its kernel frames are walked from the leaf toward
 //! the root until a *boundary* — the entry of a softirq (`net_rx_action`), a system call, an
-//! interrupt, or the idle loop. The first frame on the way that names a stage-specific function
-//! (XSK TX, XDP/XSK receive, kernel VXLAN, delivery into a socket, the scheduler) decides;
-//! without one, the first bridge or IP-routing frame decides; without that, the boundary does
-//! (`net_rx_action` → veth/netdev core, a system call → whose call it is, idle → idle).
-//! Userspace samples go by process: the sender, linend's worker threads, linend's other threads,
-//! anything else. Frames of the same function therefore land in different stages depending on
-//! who called them: `veth_xmit` under `xsk_generic_xmit` is the XSK TX kick's cost, under
-//! `vxlan_xmit` the kernel VXLAN encap's.
+//! interrupt, the idle loop, a TAP read or write (`tun_get_user`, `tun_put_user`), or the
+//! hand-over of a received packet to the stack (`netif_receive_skb*`, `gro_normal_*`: what runs
+//! below it is the packet's processing, not its caller's). The first frame on the way that names
+//! a stage-specific function (XSK TX, XDP/XSK receive, kernel VXLAN, GSO segmentation, GRO,
+//! delivery into a socket, the scheduler) decides; without one, the first bridge or IP-routing
+//! frame decides; without that, the boundary does (`net_rx_action` and the receive hand-over →
+//! veth/netdev core, a TAP read or write → TAP, a system call → whose call it is, idle → idle).
+//! Userspace samples go by process: the sender, the receiver (TCP), linend's worker threads,
+//! linend's other threads, anything else. Frames of the same function therefore land in
+//! different stages depending on who called them: `veth_xmit` under `xsk_generic_xmit` is the
+//! XSK TX kick's cost, under `vxlan_xmit` the kernel VXLAN encap's; `skb_segment` under the
+//! underlay's transmit is GSO wherever it is called from.
 //!
 //! The figures are sampled CPU time (one sample per `period_ns` of CPU), so a stage under a few
 //! percent of the samples carries a large relative error; `perf record` itself costs a little
@@ -24,11 +29,59 @@ use std::fmt;
 
 use serde_json::{json, Map, Value};
 
+/// What the per-stage times are divided by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    /// Delivered packets (the packet-rate window).
+    Packet,
+    /// KB (10³ bytes) of TCP payload delivered (the TCP window).
+    Kb,
+}
+
+impl Unit {
+    /// The JSON key suffix: `ns_per_pkt`, `ns_per_kb`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Unit::Packet => "pkt",
+            Unit::Kb => "kb",
+        }
+    }
+
+    /// What one unit is, for the table header.
+    pub fn label(self) -> &'static str {
+        match self {
+            Unit::Packet => "delivered packet",
+            Unit::Kb => "KB of TCP payload delivered",
+        }
+    }
+
+    /// The JSON key of the delivered rate while profiling.
+    pub fn rate_key(self) -> &'static str {
+        match self {
+            Unit::Packet => "pps_during_profile",
+            Unit::Kb => "kb_per_s_during_profile",
+        }
+    }
+
+    fn from_key(key: &str) -> Unit {
+        if key == "kb" {
+            Unit::Kb
+        } else {
+            Unit::Packet
+        }
+    }
+}
+
 /// Where a sample's CPU time went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Stage {
-    /// The sender process: its own code and the AF_PACKET send system call up to the device.
+    /// The sender process: its own code and its send system calls (AF_PACKET up to the device;
+    /// TCP `sendmsg` with the copy from user space, and what the kernel runs inline in it that
+    /// no other stage claims).
     Sender,
+    /// The receiving application (the TCP window's `iperf3 -s`): its code and its receive
+    /// system calls (the copy to user space, the ACKs they send).
+    Receiver,
     /// Kernel bridge (`cni0`) on either node.
     Bridge,
     /// Kernel IPv4 receive, routing and forwarding, IP output and neighbours on either node.
@@ -39,6 +92,16 @@ pub enum Stage {
     VxlanEncap,
     /// Kernel VXLAN receive: `vxlan_rcv` and GRO cells.
     VxlanDecap,
+    /// Software segmentation of a GSO packet (`skb_segment` under TCP, UDP or UDP-tunnel GSO):
+    /// the kernel cutting super-packets before a device that cannot take them whole.
+    Gso,
+    /// Generic receive offload: merging received segments (`napi_gro_receive` down to
+    /// `tcp_gro_receive`, UDP and VXLAN GRO).
+    Gro,
+    /// linend's TAP: reads (`tun_put_user`: the copy of a super-packet to user space, the
+    /// virtio-net header), writes (`tun_get_user`: the copy in, the skb) and the kernel's
+    /// transmit into the TAP's queue (`tun_net_xmit`).
+    Tun,
     /// XDP program, redirect, and the copy into the UMEM (`xsk_rcv`).
     XdpRx,
     /// The XSK TX kick (`sendto`): `xsk_generic_xmit` copies each frame into an skb and
@@ -50,7 +113,9 @@ pub enum Stage {
     WorkerSyscall,
     /// linend's other threads (control plane, stats file).
     LinendOther,
-    /// Delivery into the destination pod's UDP socket (`udp_rcv`, socket enqueue).
+    /// Delivery into the destination pod's socket: UDP (`udp_rcv`, socket enqueue) or TCP receive
+    /// in softirq (`ip_local_deliver` → `tcp_v4_rcv`, with the ACKs and ACK-clocked sends it
+    /// runs).
     Delivery,
     /// Scheduler: context switches, wake-ups, idle entry/exit bookkeeping.
     Sched,
@@ -64,13 +129,17 @@ pub enum Stage {
 
 impl Stage {
     /// Every stage, in table order.
-    pub const ALL: [Stage; 16] = [
+    pub const ALL: [Stage; 20] = [
         Stage::Sender,
+        Stage::Receiver,
         Stage::Netdev,
         Stage::Bridge,
         Stage::Routing,
         Stage::VxlanEncap,
         Stage::VxlanDecap,
+        Stage::Gso,
+        Stage::Gro,
+        Stage::Tun,
         Stage::XdpRx,
         Stage::WorkerUser,
         Stage::XskTx,
@@ -87,6 +156,10 @@ impl Stage {
     pub fn key(self) -> &'static str {
         match self {
             Stage::Sender => "sender",
+            Stage::Receiver => "receiver",
+            Stage::Gso => "gso",
+            Stage::Gro => "gro",
+            Stage::Tun => "tun",
             Stage::Bridge => "bridge",
             Stage::Routing => "routing",
             Stage::Netdev => "netdev",
@@ -108,7 +181,11 @@ impl Stage {
     /// Description (Markdown table).
     pub fn label(self) -> &'static str {
         match self {
-            Stage::Sender => "sender: app + AF_PACKET send",
+            Stage::Sender => "sender: app + its send system calls (AF_PACKET; TCP incl. copy)",
+            Stage::Receiver => "receiver: app + its receive system calls (TCP copy to user)",
+            Stage::Gso => "kernel GSO segmentation (`skb_segment`)",
+            Stage::Gro => "GRO (`napi_gro_receive`: TCP, UDP, VXLAN merging)",
+            Stage::Tun => "linend's TAP: `tun_put_user` read, `tun_get_user` write, `tun_net_xmit`",
             Stage::Bridge => "bridge (`cni0`), both nodes",
             Stage::Routing => "IP receive/forward/output, neighbours",
             Stage::Netdev => "veth + netdev core (NAPI, skb alloc/free)",
@@ -119,7 +196,7 @@ impl Stage {
             Stage::WorkerUser => "linend worker, userspace",
             Stage::WorkerSyscall => "linend worker, other syscalls (poll/epoll/recvfrom)",
             Stage::LinendOther => "linend, other threads",
-            Stage::Delivery => "delivery into the pod's UDP socket",
+            Stage::Delivery => "delivery into the pod's socket (UDP; TCP receive in softirq)",
             Stage::Sched => "scheduler (switches, wake-ups)",
             Stage::KernelOther => "other kernel work in path tasks (ticks, IRQs, faults)",
             Stage::Idle => "idle",
@@ -233,6 +310,8 @@ fn parse_frame(line: &str) -> Option<Frame> {
 pub struct Roles {
     /// The sender's process id.
     pub sender: HashSet<u32>,
+    /// The receiving application's process id (TCP; the packet sink does no work).
+    pub receiver: HashSet<u32>,
     /// linend's process ids (both nodes).
     pub linend: HashSet<u32>,
 }
@@ -284,7 +363,40 @@ fn specific(sym: &str) -> Option<Stage> {
     ];
     const VXLAN_TX: &[&str] =
         &["vxlan_xmit", "vxlan_build_skb", "udp_tunnel_xmit_skb", "iptunnel_xmit", "udp_set_csum"];
-    const VXLAN_RX: &[&str] = &["vxlan_rcv", "vxlan_gro_", "gro_cells_", "vxlan_ecn_decapsulate"];
+    const VXLAN_RX: &[&str] =
+        &["vxlan_rcv", "gro_cells_", "gro_cell_poll", "vxlan_ecn_decapsulate"];
+    const GSO: &[&str] = &[
+        "skb_segment",
+        "__skb_gso_segment",
+        "skb_mac_gso_segment",
+        "inet_gso_segment",
+        "tcp_gso_segment",
+        "tcp4_gso_segment",
+        "__udp_gso_segment",
+        "udp4_ufo_fragment",
+        "skb_udp_tunnel_segment",
+        "__skb_udp_tunnel_segment",
+        "udp_rcv_segment",
+    ];
+    // `vxlan_gro_receive` sits between the UDP and the inner TCP GRO handlers: GRO, like them.
+    const GRO: &[&str] = &[
+        "napi_gro_",
+        "__napi_gro_",
+        "dev_gro_receive",
+        "gro_receive_skb",
+        "gro_flush",
+        "gro_complete",
+        "gro_pull_from_frag0",
+        "napi_skb_finish",
+        "inet_gro_",
+        "tcp4_gro_",
+        "tcp_gro_",
+        "udp4_gro_",
+        "udp_gro_",
+        "skb_gro_",
+        "eth_gro_",
+        "vxlan_gro_",
+    ];
     const DELIVERY: &[&str] = &[
         "udp_rcv",
         "__udp4_lib_rcv",
@@ -292,7 +404,6 @@ fn specific(sym: &str) -> Option<Stage> {
         "udp_unicast_rcv_skb",
         "__udp_enqueue_schedule_skb",
         "__udp4_lib_lookup",
-        "sock_def_readable",
         "ip_local_deliver",
         "ip_protocol_deliver_rcu",
     ];
@@ -318,6 +429,12 @@ fn specific(sym: &str) -> Option<Stage> {
         Some(Stage::VxlanEncap)
     } else if any_prefix(sym, VXLAN_RX) {
         Some(Stage::VxlanDecap)
+    } else if any_prefix(sym, GSO) {
+        Some(Stage::Gso)
+    } else if any_prefix(sym, GRO) {
+        Some(Stage::Gro)
+    } else if sym.starts_with("tun_net_xmit") {
+        Some(Stage::Tun)
     } else if any_prefix(sym, DELIVERY) {
         Some(Stage::Delivery)
     } else if any_prefix(sym, SCHED) {
@@ -355,6 +472,10 @@ fn generic(sym: &str) -> Option<Stage> {
 /// Where the walk from the leaf stops: the context the leaf's work runs in.
 enum Boundary {
     Softirq,
+    /// A received packet handed to the stack: below is its processing.
+    Receive,
+    /// linend reading (`true`) or writing the TAP.
+    Tun(bool),
     Syscall(String),
     Idle,
     Interrupt,
@@ -364,6 +485,15 @@ fn boundary(f: &Frame) -> Option<Boundary> {
     let s = f.sym.as_str();
     if s == "net_rx_action" || s == "net_tx_action" {
         Some(Boundary::Softirq)
+    } else if any_prefix(
+        s,
+        &["netif_receive_skb", "__netif_receive_skb", "gro_normal_list", "gro_normal_one"],
+    ) {
+        Some(Boundary::Receive)
+    } else if any_prefix(s, &["tun_put_user", "tun_do_read", "tun_chr_read_iter", "tun_recvmsg"]) {
+        Some(Boundary::Tun(true))
+    } else if any_prefix(s, &["tun_get_user", "tun_chr_write_iter", "tun_sendmsg"]) {
+        Some(Boundary::Tun(false))
     } else if let Some(name) = s.strip_prefix("__x64_sys_").or_else(|| s.strip_prefix("__do_sys_"))
     {
         Some(Boundary::Syscall(name.to_string()))
@@ -407,12 +537,15 @@ pub struct Class {
 pub fn classify(s: &Sample, roles: &Roles) -> Class {
     let of = |stage| Class { stage, detail: None };
     let is_sender = roles.sender.contains(&s.pid);
+    let is_receiver = roles.receiver.contains(&s.pid);
     let is_linend = roles.linend.contains(&s.pid);
     let worker = roles.is_worker(s);
     let Some(leaf) = s.frames.first() else { return of(Stage::Other) };
     if !leaf.is_kernel() {
         return if is_sender {
             of(Stage::Sender)
+        } else if is_receiver {
+            of(Stage::Receiver)
         } else if worker {
             Class { stage: Stage::WorkerUser, detail: Some(user_group(&leaf.sym, &leaf.dso)) }
         } else if is_linend {
@@ -421,6 +554,7 @@ pub fn classify(s: &Sample, roles: &Roles) -> Class {
             of(Stage::Other)
         };
     }
+    let mut first_specific = None;
     let mut first_generic = None;
     let mut stop = None;
     for f in s.frames.iter().take_while(|f| f.is_kernel()) {
@@ -428,28 +562,76 @@ pub fn classify(s: &Sample, roles: &Roles) -> Class {
             stop = Some(b);
             break;
         }
-        if let Some(st) = specific(&f.sym) {
-            return of(st);
+        if first_specific.is_none() {
+            first_specific = specific(&f.sym);
         }
         if first_generic.is_none() {
             first_generic = generic(&f.sym);
         }
     }
-    if let Some(g) = first_generic {
-        return of(g);
+    let path_task = is_sender || is_receiver || is_linend;
+    // Work in the system calls of a process that is not part of the path is that process's own,
+    // whatever it calls (another workload's XSK or TAP, and the packets its TAP writes carry
+    // into the stack); softirq work counts wherever it ran, since the kernel runs the path's
+    // softirqs in whichever task is current. So what decides is the outermost context: the
+    // first softirq, system call, interrupt or idle entry above the leaf.
+    let context =
+        s.frames.iter().take_while(|f| f.is_kernel()).find_map(|f| {
+            boundary(f).filter(|b| !matches!(b, Boundary::Receive | Boundary::Tun(_)))
+        });
+    if !path_task && matches!(context, Some(Boundary::Syscall(_))) {
+        return of(Stage::Other);
     }
-    let path_task = is_sender || is_linend;
+    if let Some(st) = first_specific.or(first_generic) {
+        return of(st);
+    }
+    // Within the applications' system calls and the TAP: copying or not.
+    let copying = if is_copy(&leaf.sym) { "copy" } else { "rest" };
+    let copy = || Some(copying.to_string());
     match stop {
-        Some(Boundary::Softirq) => of(Stage::Netdev),
+        Some(Boundary::Softirq | Boundary::Receive) => of(Stage::Netdev),
+        Some(Boundary::Tun(read)) => Class {
+            stage: Stage::Tun,
+            detail: Some(format!("{} {copying}", if read { "read" } else { "write" })),
+        },
         Some(Boundary::Idle) => of(Stage::Idle),
         Some(Boundary::Syscall(name)) if worker => {
             Class { stage: Stage::WorkerSyscall, detail: Some(name) }
         }
-        Some(Boundary::Syscall(_)) if is_sender => of(Stage::Sender),
+        Some(Boundary::Syscall(_)) if is_sender => Class { stage: Stage::Sender, detail: copy() },
+        Some(Boundary::Syscall(_)) if is_receiver => {
+            Class { stage: Stage::Receiver, detail: copy() }
+        }
         Some(Boundary::Syscall(_)) if is_linend => of(Stage::LinendOther),
         _ if path_task => of(Stage::KernelOther),
         _ => of(Stage::Other),
     }
+}
+
+/// Kernel functions that copy between user space and a packet (or a packet and a packet).
+fn is_copy(sym: &str) -> bool {
+    any_prefix(
+        sym,
+        &[
+            "rep_movs_alternative",
+            "copy_user_",
+            "_copy_to_iter",
+            "_copy_from_iter",
+            "copy_page_to_iter",
+            "copy_page_from_iter",
+            "_copy_to_user",
+            "_copy_from_user",
+            "simple_copy_to_iter",
+            "__skb_datagram_iter",
+            "skb_copy_datagram_",
+            "skb_copy_bits",
+            "memcpy",
+            "__memcpy",
+            "__pi_memcpy",
+            "csum_partial_copy",
+            "memmove",
+        ],
+    )
 }
 
 /// Groups a worker's userspace leaf symbol (release builds inline much of the pipeline into
@@ -457,6 +639,8 @@ pub fn classify(s: &Sample, roles: &Roles) -> Class {
 fn user_group(sym: &str, dso: &str) -> String {
     let group = if dso == "[vdso]" || sym.contains("clock_gettime") || sym.contains("Instant") {
         "clock"
+    } else if sym.contains("offload::") || sym.contains("segment") || sym.contains("coalesc") {
+        "TSO/GRO (offload)"
     } else if sym.contains("decap") {
         "decap"
     } else if sym.contains("encap") || sym.contains("flow_hash") {
@@ -530,8 +714,12 @@ impl Breakdown {
             .collect()
     }
 
-    /// JSON: samples and ns per packet per stage, details, totals.
-    pub fn to_json(&self, period_ns: f64, pps: f64) -> Value {
+    /// JSON: samples and ns per unit per stage (`ns_per_pkt` or `ns_per_kb`), details, totals,
+    /// for `rate` units delivered per second.
+    pub fn to_json(&self, period_ns: f64, rate: f64, unit: Unit) -> Value {
+        let pps = rate;
+        let per = format!("ns_per_{}", unit.key());
+        let path_per = format!("path_ns_per_{}", unit.key());
         let ns = self.ns_per_packet(period_ns, pps);
         let mut stages = Map::new();
         for st in Stage::ALL {
@@ -539,7 +727,7 @@ impl Breakdown {
             if n > 0 {
                 stages.insert(
                     st.key().into(),
-                    json!({"samples": n, "ns_per_pkt": ns.get(&st).copied().unwrap_or(0.0)}),
+                    json!({"samples": n, &per: ns.get(&st).copied().unwrap_or(0.0)}),
                 );
             }
         }
@@ -564,19 +752,20 @@ impl Breakdown {
             by_cpu.insert(
                 cpu.to_string(),
                 json!({
-                    "path_ns_per_pkt": if packets > 0.0 { path as f64 * period_ns / packets } else { 0.0 },
+                    &path_per: if packets > 0.0 { path as f64 * period_ns / packets } else { 0.0 },
                     "path_busy": cpu_s(path),
                     "other_busy": cpu_s(of(&|s| s == Stage::Other)),
                 }),
             );
         }
         json!({
+            "unit": unit.key(),
             "period_ns": period_ns,
             "samples": self.total,
             "span_s": self.span_s,
             "cpus": self.cpus,
-            "pps_during_profile": pps,
-            "path_ns_per_pkt": path_ns,
+            unit.rate_key(): pps,
+            &path_per: path_ns,
             "by_cpu": by_cpu,
             "stages": stages,
             "details": details,
@@ -584,10 +773,13 @@ impl Breakdown {
     }
 }
 
-/// A Markdown table of ns per delivered packet per stage, one column per datapath profile
-/// (`(name, breakdown json)` as written by [`Breakdown::to_json`]).
+/// A Markdown table of ns per delivered unit per stage, one column per datapath profile
+/// (`(name, breakdown json)` as written by [`Breakdown::to_json`], all of one [`Unit`]).
 pub fn markdown(cols: &[(String, Value)]) -> String {
-    let mut out = String::from("| stage (ns per delivered packet) |");
+    let unit = Unit::from_key(cols.first().and_then(|(_, v)| v["unit"].as_str()).unwrap_or("pkt"));
+    let per = format!("ns_per_{}", unit.key());
+    let path_per = format!("path_ns_per_{}", unit.key());
+    let mut out = format!("| stage (ns per {}) |", unit.label());
     for (name, _) in cols {
         out.push_str(&format!(" {name} |"));
     }
@@ -595,7 +787,7 @@ pub fn markdown(cols: &[(String, Value)]) -> String {
     out.push_str(&"---:|".repeat(cols.len()));
     out.push('\n');
     let cell = |v: &Value, st: Stage| -> String {
-        match v["stages"][st.key()]["ns_per_pkt"].as_f64() {
+        match v["stages"][st.key()][&per].as_f64() {
             Some(x) => format!("{x:.0}"),
             None => "—".into(),
         }
@@ -612,7 +804,7 @@ pub fn markdown(cols: &[(String, Value)]) -> String {
     }
     out.push_str("| **path total (all but idle and other)** |");
     for (_, v) in cols {
-        out.push_str(&format!(" **{:.0}** |", v["path_ns_per_pkt"].as_f64().unwrap_or(0.0)));
+        out.push_str(&format!(" **{:.0}** |", v[&path_per].as_f64().unwrap_or(0.0)));
     }
     out.push('\n');
     let cpus: std::collections::BTreeSet<String> = cols
@@ -626,7 +818,7 @@ pub fn markdown(cols: &[(String, Value)]) -> String {
         ));
         for (_, v) in cols {
             let c = &v["by_cpu"][cpu.as_str()];
-            match c["path_ns_per_pkt"].as_f64() {
+            match c[&path_per].as_f64() {
                 Some(ns) => out.push_str(&format!(
                     " {ns:.0} ({:.0} % / {:.0} %) |",
                     c["path_busy"].as_f64().unwrap_or(0.0) * 100.0,
@@ -637,9 +829,12 @@ pub fn markdown(cols: &[(String, Value)]) -> String {
         }
         out.push('\n');
     }
-    out.push_str("| delivered packets/s while profiling |");
+    out.push_str(match unit {
+        Unit::Packet => "| delivered packets/s while profiling |",
+        Unit::Kb => "| delivered KB/s while profiling |",
+    });
     for (_, v) in cols {
-        out.push_str(&format!(" {:.0} |", v["pps_during_profile"].as_f64().unwrap_or(0.0)));
+        out.push_str(&format!(" {:.0} |", v[unit.rate_key()].as_f64().unwrap_or(0.0)));
     }
     out.push('\n');
     out
@@ -658,6 +853,7 @@ mod tests {
         Roles {
             sender: [13515, 14621].into_iter().collect(),
             linend: [14409, 14429].into_iter().collect(),
+            ..Roles::default()
         }
     }
 
@@ -734,6 +930,91 @@ mod tests {
         );
     }
 
+    /// Real samples of the single-stream TCP window of a `netbench --profile` run (kernel, xdp and
+    /// tap), one per case.
+    const TCP_FIXTURE: &str = include_str!("../../tests/fixtures/perf-script-tcp-sample.txt");
+
+    /// The processes of that run: iperf3 clients and servers, the linends (not 28052: another
+    /// workload's linend that ran at the same time).
+    fn tcp_roles() -> Roles {
+        Roles {
+            sender: [25389, 29324].into_iter().collect(),
+            receiver: [25383, 29313].into_iter().collect(),
+            linend: [28840, 28844, 820, 823].into_iter().collect(),
+        }
+    }
+
+    fn tcp_case(name: &str) -> Sample {
+        let start = TCP_FIXTURE
+            .find(&format!("# case: {name}\n"))
+            .unwrap_or_else(|| panic!("no case {name:?} in the TCP fixture"));
+        let text = TCP_FIXTURE[start..].split_once('\n').map_or("", |(_, rest)| rest);
+        let end = text.find("# case: ").unwrap_or(text.len());
+        let mut s = parse_script(&text[..end]);
+        assert_eq!(s.len(), 1, "case {name:?} holds one sample");
+        s.remove(0)
+    }
+
+    #[test]
+    fn tcp_window_cases_land_in_their_stages() {
+        let r = tcp_roles();
+        let expect = [
+            // skb_segment below vxlan_xmit's underlay transmit (tx off): GSO, not encap.
+            (
+                "kernel: GSO of the VXLAN super-packet before the underlay (tx off)",
+                Stage::Gso,
+                None,
+            ),
+            ("kernel: GRO of the decapsulated segments", Stage::Gro, None),
+            // The inner packet GRO hands on (gro_complete → netif_receive_skb_list_internal)
+            // is routed: its routing, not GRO's and not the VXLAN device's.
+            ("kernel: routing of a packet GRO handed on", Stage::Routing, None),
+            ("kernel: receiver copy to user", Stage::Receiver, Some("copy")),
+            ("kernel: sender copy from user", Stage::Sender, Some("copy")),
+            ("kernel: receiver user space", Stage::Receiver, None),
+            ("xdp: TAP read copy", Stage::Tun, Some("read copy")),
+            ("xdp: TAP write copy", Stage::Tun, Some("write copy")),
+            // What runs below the TAP write's netif_receive_skb is the packet's processing.
+            ("xdp: TAP write, bridge below", Stage::Bridge, None),
+            ("xdp: TAP write, TCP receive in the softirq it runs", Stage::Delivery, None),
+            // tun_net_xmit waking linend's reader (sock_def_readable): the TAP's transmit.
+            ("xdp: kernel transmit into the TAP (wake-up of the reader)", Stage::Tun, None),
+            // Another workload's TAP write, with the stack it runs for its packets: not ours…
+            ("foreign TAP write", Stage::Other, None),
+            // …but softirq work is the path's wherever it ran (see the module docs).
+            ("foreign TAP write, softirq it runs", Stage::Tun, None),
+            ("tap: UDP GSO in the worker's sendmmsg", Stage::Gso, None),
+            ("tap: worker software TSO", Stage::WorkerUser, Some("TSO/GRO (offload)")),
+        ];
+        for (name, stage, detail) in expect {
+            let c = classify(&tcp_case(name), &r);
+            assert_eq!(c.stage, stage, "case {name:?}");
+            if let Some(d) = detail {
+                assert_eq!(c.detail.as_deref(), Some(d), "case {name:?}");
+            }
+        }
+        // The same TAP read by a process that is not linend is that process's business.
+        assert_eq!(classify(&tcp_case("xdp: TAP read copy"), &roles()).stage, Stage::Other);
+        assert_eq!(parse_script(TCP_FIXTURE).len(), TCP_FIXTURE.matches("# case: ").count());
+    }
+
+    #[test]
+    fn tcp_breakdown_is_per_kb() {
+        let all = parse_script(TCP_FIXTURE);
+        let b = Breakdown::of(&all, &tcp_roles());
+        // 100 MB/s = 100,000 KB/s.
+        let v = b.to_json(250_000.0, 100_000.0, Unit::Kb);
+        assert_eq!(v["unit"], "kb");
+        assert_eq!(v["kb_per_s_during_profile"], 100_000.0);
+        assert!(v["stages"]["tun"]["ns_per_kb"].as_f64().is_some_and(|x| x > 0.0));
+        assert!(v["stages"]["tun"].get("ns_per_pkt").is_none());
+        assert!(v["path_ns_per_kb"].as_f64().is_some_and(|x| x > 0.0));
+        let md = markdown(&[("xdp".into(), v)]);
+        assert!(md.starts_with("| stage (ns per KB of TCP payload delivered) | xdp |"), "{md}");
+        assert!(md.contains("| kernel GSO segmentation (`skb_segment`) |"), "{md}");
+        assert!(md.contains("| delivered KB/s while profiling | 100000 |"), "{md}");
+    }
+
     #[test]
     fn roles_decide_userspace_samples() {
         let s = case("worker user");
@@ -757,7 +1038,7 @@ mod tests {
         let ns = b.ns_per_packet(250_000.0, 1000.0);
         let want = 3.0 * 250_000.0 / (b.span_s * 1000.0);
         assert!((ns[&Stage::XdpRx] - want).abs() < 1e-9);
-        let v = b.to_json(250_000.0, 1000.0);
+        let v = b.to_json(250_000.0, 1000.0, Unit::Packet);
         assert_eq!(v["stages"]["xdp_rx"]["samples"], 3);
         assert!(v["stages"]["idle"]["ns_per_pkt"].as_f64().unwrap() > 0.0);
         let path: f64 = ns.iter().filter(|(s, _)| s.is_path()).map(|(_, v)| v).sum();
@@ -772,7 +1053,7 @@ mod tests {
         assert!((other1 - 250e-6 / b.span_s).abs() < 1e-12);
         assert_eq!(v["by_cpu"]["0"]["other_busy"].as_f64().unwrap(), 0.0);
         let xdp_only = Breakdown::of(&[case("xsk rcv copy"), case("worker user")], &roles());
-        let md = markdown(&[("xdp".into(), xdp_only.to_json(250_000.0, 1000.0))]);
+        let md = markdown(&[("xdp".into(), xdp_only.to_json(250_000.0, 1000.0, Unit::Packet))]);
         assert!(md.contains("| linend worker, userspace |"));
         assert!(md.contains("| of it on CPU 1 (CPU 1 busy with the path / with other work) | "));
         assert!(!md.contains("kernel VXLAN encap"), "stages without samples are left out");

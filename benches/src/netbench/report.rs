@@ -6,7 +6,9 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-use super::KEYS;
+use super::tcp::prefix;
+use super::underlay::{Underlay, FEATURES};
+use super::{KEYS, TCP_STREAMS};
 
 /// Where and when a run happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,13 +109,87 @@ const METRICS: [Metric; 5] = [
     },
 ];
 
-/// Extra rows shown when present.
+/// Extra rows without a ratio, shown when present.
 const EXTRAS: [(&str, &str, usize); 4] = [
     ("offered_pps", "offered by the sender (packets/s)", 0),
     ("sender_ns_per_pkt", "sender's own CPU per sent packet (ns)", 0),
     ("linend_ns_per_pkt", "of which linend processes (ns/packet)", 0),
-    ("tcp_gbps_underlay_offloads", "TCP, underlay offloads on (Gbit/s)", 2),
+    ("tcp_linend_cpu_s_per_gb", "of which linend processes, TCP single stream (CPU-s/GB)", 2),
 ];
+
+/// One table row: key, label, `Some(higher_is_better)` when it gets a ratio, digits, whether it
+/// is shown when no datapath has it (the headline keys).
+struct Row {
+    key: String,
+    label: String,
+    better: Option<bool>,
+    digits: usize,
+    always: bool,
+}
+
+fn streams_label(streams: u32) -> String {
+    if streams == 1 {
+        "single stream".into()
+    } else {
+        format!("{streams} streams")
+    }
+}
+
+/// The table's rows in order: the headline metrics with TCP's other stream counts after the
+/// single stream, TCP's CPU per GB, the TCP runs over the underlay with offloads, the extras.
+fn rows() -> Vec<Row> {
+    let mut out = Vec::new();
+    let row = |key: String, label: String, better, digits, always| Row {
+        key,
+        label,
+        better,
+        digits,
+        always,
+    };
+    for m in &METRICS {
+        out.push(row(m.key.into(), m.label.into(), Some(m.higher_is_better), m.digits, true));
+        if m.key == "tcp_gbps" {
+            for n in TCP_STREAMS.into_iter().filter(|n| *n != 1) {
+                let label = format!("TCP {} (Gbit/s)", streams_label(n));
+                out.push(row(format!("{}_gbps", prefix(n)), label, Some(true), 2, false));
+            }
+        }
+    }
+    for u in [Underlay::Wire, Underlay::Offloads] {
+        let (s, on) = match u {
+            Underlay::Wire => (u.suffix(), String::new()),
+            Underlay::Offloads => (u.suffix(), ", underlay offloads on".to_string()),
+        };
+        if u == Underlay::Offloads {
+            for n in TCP_STREAMS {
+                let label = format!("TCP {}{on} (Gbit/s)", streams_label(n));
+                out.push(row(format!("{}_gbps{s}", prefix(n)), label, Some(true), 2, false));
+            }
+        }
+        for n in TCP_STREAMS {
+            let p = prefix(n);
+            let sl = streams_label(n);
+            out.push(row(
+                format!("{p}_cpu_s_per_gb{s}"),
+                format!("CPU per GB, TCP {sl}{on} (CPU-s/GB: softirq + linend)"),
+                Some(false),
+                2,
+                false,
+            ));
+            out.push(row(
+                format!("{p}_cpu_s_per_gb_with_iperf3{s}"),
+                format!("CPU per GB, TCP {sl}{on}, with iperf3's own (CPU-s/GB)"),
+                Some(false),
+                2,
+                false,
+            ));
+        }
+    }
+    for (k, l, d) in EXTRAS {
+        out.push(row(k.into(), l.into(), None, d, false));
+    }
+    out
+}
 
 fn num(v: &Value, key: &str) -> Option<f64> {
     v.get(key).and_then(Value::as_f64)
@@ -178,15 +254,12 @@ pub fn markdown(
         }
     }
     let _ = writeln!(s, "{header}\n{rule}");
-    let rows = METRICS
-        .iter()
-        .map(|m| (m.key, m.label, m.digits, Some(m.higher_is_better)))
-        .chain(EXTRAS.iter().map(|(k, l, d)| (*k, *l, *d, None)));
-    for (key, name, digits, better) in rows {
-        if better.is_none() && !datapaths.iter().any(|d| num(&results[d.as_str()], key).is_some()) {
+    for Row { key, label, better, digits, always } in rows() {
+        let key = key.as_str();
+        if !always && !datapaths.iter().any(|d| num(&results[d.as_str()], key).is_some()) {
             continue;
         }
-        let _ = write!(s, "| {name} |");
+        let _ = write!(s, "| {label} |");
         for d in datapaths {
             let _ = write!(s, " {} |", cell(results, d, key, digits));
         }
@@ -212,6 +285,7 @@ pub fn markdown(
     if datapaths.iter().any(|d| d == "direct") {
         s.push_str(DIRECT_METHOD);
     }
+    s.push_str(&notes(results, datapaths));
     for d in datapaths {
         if let Some(r) = results[d.as_str()].get("unavailable").and_then(Value::as_str) {
             let _ = writeln!(s, "- `{d}` unavailable: {r}");
@@ -232,10 +306,183 @@ pub fn markdown(
 const METHOD: &str =
     "\nHow: a fresh two-node testbed per datapath (network namespaces; underlay veth with \
 `tx off`; `cni0` bridge and pod per node; MTU 1450 in the pods). Packets/s: an AF_PACKET sender \
-in the source pod (`sendmmsg` of one 60-byte frame, 64 on a wire) pinned to CPU 0, counted at the \
-destination pod's `eth0` over the window. TCP: `iperf3 -J`, one stream. Request/response: UDP \
-ping-pong, one request in flight, percentiles from the client. CPU/packet: softirq time of every \
-CPU plus linend's threads, per delivered packet; the sender's own time apart.\n";
+in the source pod (`sendmmsg` of one 60-byte frame, 64 on a wire), counted at the \
+destination pod's `eth0` over the window. TCP: `iperf3 -J`, one stream and `-P 8`. \
+Request/response: UDP ping-pong, one request in flight, percentiles from the client (nothing \
+pinned). CPU/packet: softirq time of every CPU plus linend's threads, per delivered packet; the \
+sender's own time apart. CPU per GB (CPU-seconds per 10⁹ bytes of TCP payload delivered, i.e. ns \
+per byte): the same sum over a window inside the TCP transfer, then with the iperf3 client's and \
+server's own time added (softirq that ran inside them counted once). The \"underlay offloads on\" \
+rows come from a second testbed per datapath over the other underlay below.\n";
+
+/// Short names of the offload features in the notes.
+fn short_feature(name: &str) -> &str {
+    match name {
+        "tx-checksumming" => "tx-csum",
+        "scatter-gather" => "sg",
+        "tcp-segmentation-offload" => "tso",
+        "generic-segmentation-offload" => "gso",
+        "generic-receive-offload" => "gro",
+        "rx-udp-gro-forwarding" => "udp-gro-fwd",
+        "tx-udp_tnl-segmentation" => "udp-tnl-seg",
+        "rx-gro-list" => "gro-list",
+        other => other,
+    }
+}
+
+/// `tx-csum off, tso off, …` of one device's features as read back.
+fn features_line(f: &Value) -> String {
+    FEATURES
+        .iter()
+        .filter_map(|k| {
+            let v = f.get(*k)?.as_str()?;
+            Some(format!("{} {}", short_feature(k), v.split_whitespace().next().unwrap_or(v)))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `n1`, `n2`: (datapath, feature line) for device `dev` of every node over `underlay`, or the
+/// overlay device when `dev` is `None`.
+fn device_lines(
+    results: &Value,
+    datapaths: &[String],
+    underlay: &str,
+    dev: Option<&str>,
+) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for d in datapaths {
+        let Some(nodes) = results[d.as_str()]["underlay"][underlay]["features"].as_object() else {
+            continue;
+        };
+        for f in nodes.values() {
+            let Some(devs) = f.as_object() else { continue };
+            for (name, feats) in devs {
+                let pick = match dev {
+                    Some(want) => name == want,
+                    None => name != "eth0",
+                };
+                if pick {
+                    out.push((format!("{d} `{name}`"), features_line(feats)));
+                }
+            }
+        }
+    }
+    out.dedup();
+    out
+}
+
+/// `"a; b"` when every line is the same, else each with its owner.
+fn same_or_each(lines: &[(String, String)]) -> String {
+    let first = lines.first().map(|(_, l)| l.clone()).unwrap_or_default();
+    if lines.iter().all(|(_, l)| *l == first) {
+        format!("{first} (every datapath, both nodes)")
+    } else {
+        lines.iter().map(|(who, l)| format!("{who}: {l}")).collect::<Vec<_>>().join("; ")
+    }
+}
+
+fn pct(x: Option<f64>) -> String {
+    x.map_or("?".into(), |x| format!("{:.0} %", x * 100.0))
+}
+
+/// `CPU0 97 % (softirq 55 %), CPU1 …` of a window's `per_cpu` array.
+fn busy_line(per_cpu: &Value) -> Option<String> {
+    let cpus = per_cpu.as_array()?;
+    let parts: Vec<String> = cpus
+        .iter()
+        .map(|c| {
+            format!(
+                "CPU{} {} (softirq {})",
+                c["cpu"].as_u64().unwrap_or(0),
+                pct(c["busy"].as_f64()),
+                pct(c["softirq"].as_f64())
+            )
+        })
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
+/// The notes on where things ran and over which underlay settings, from the JSON.
+fn notes(results: &Value, datapaths: &[String]) -> String {
+    let mut s = String::new();
+    if let Some(p) = datapaths.iter().find_map(|d| results[d.as_str()]["placement"].as_object()) {
+        let list = |k: &str| {
+            p.get(k).and_then(Value::as_str).map_or("any CPU".into(), |c| format!("CPU {c}"))
+        };
+        let _ = writeln!(
+            s,
+            "- CPUs (`--pin {}`, every datapath alike): sender (AF_PACKET sender, `iperf3 -c`) on {}; \
+             receiver (sink, `iperf3 -s`) on {}; linend's threads on {}.",
+            p.get("pin").and_then(Value::as_str).unwrap_or("?"),
+            list("sender"),
+            list("receiver"),
+            list("linend"),
+        );
+    }
+    for d in datapaths {
+        let v = &results[d.as_str()];
+        let mut parts = Vec::new();
+        if let Some(nodes) = v["linend_cpus"].as_object().filter(|m| !m.is_empty()) {
+            let t: Vec<String> = nodes
+                .iter()
+                .map(|(n, threads)| {
+                    let w: Vec<String> = threads
+                        .as_object()
+                        .map(|m| {
+                            m.iter()
+                                .filter(|(k, _)| k.starts_with("linen-"))
+                                .map(|(k, c)| format!("{k} {}", c.as_str().unwrap_or("?")))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    format!("{n}: {}", w.join(", "))
+                })
+                .collect();
+            parts.push(format!("linend's workers may run on (read back) {}", t.join("; ")));
+        }
+        parts.push("busy share per CPU (all work on the machine, softirq part in brackets)".into());
+        let fixed = parts.len();
+        let windows = TCP_STREAMS
+            .iter()
+            .map(|n| {
+                (
+                    format!("TCP {}", streams_label(*n)),
+                    &v["tcp_detail"][prefix(*n)]["cpu"]["per_cpu"],
+                )
+            })
+            .chain(std::iter::once(("64 B".to_string(), &v["cpu_detail"]["per_cpu"])));
+        for (name, per_cpu) in windows {
+            if let Some(l) = busy_line(per_cpu) {
+                parts.push(format!("{name}: {l}"));
+            }
+        }
+        if parts.len() > fixed {
+            let (head, windows) = parts.split_at(fixed);
+            let _ = writeln!(s, "- `{d}`: {}: {}.", head.join("; "), windows.join("; "));
+        }
+    }
+    for u in [Underlay::Wire, Underlay::Offloads] {
+        let eth0 = device_lines(results, datapaths, u.name(), Some("eth0"));
+        if eth0.is_empty() {
+            continue;
+        }
+        let rows = match u {
+            Underlay::Wire => "every row but the \"underlay offloads on\" ones",
+            Underlay::Offloads => "the \"underlay offloads on\" rows",
+        };
+        let overlay = device_lines(results, datapaths, u.name(), None);
+        let _ = writeln!(
+            s,
+            "- Underlay `{}` ({rows}): {}. Read back on `eth0`: {}. Overlay devices: {}.",
+            u.name(),
+            u.describe(),
+            same_or_each(&eth0),
+            overlay.iter().map(|(who, l)| format!("{who}: {l}")).collect::<Vec<_>>().join("; ")
+        );
+    }
+    s
+}
 
 /// How the `direct` column differs, printed when it is measured.
 const DIRECT_METHOD: &str = "`direct`: linen in etcd mode with flannel's `DirectRouting` \
@@ -282,16 +529,35 @@ fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
-/// A bar chart: one panel per headline metric, one bar per datapath (p50 and p99 side by side
-/// in the latency panel), value above each bar, "n/a" where a datapath has no number.
+/// The chart's panels: title, keys (bars side by side per datapath, each tagged below), digits.
+type Panel = (&'static str, &'static [(&'static str, &'static str)], usize);
+
+const PANELS: [Panel; 7] = [
+    ("64 B UDP kpps ↑", &[("pps_64", "")], 0),
+    ("TCP Gbit/s ↑", &[("tcp_gbps", "1"), ("tcp8_gbps", "8")], 2),
+    (
+        "TCP Gbit/s, offloads on ↑",
+        &[("tcp_gbps_underlay_offloads", "1"), ("tcp8_gbps_underlay_offloads", "8")],
+        1,
+    ),
+    ("RR p50 µs ↓", &[("rr_p50_us", "")], 0),
+    ("RR p99 µs ↓", &[("rr_p99_us", "")], 0),
+    ("CPU ns/packet ↓", &[("cpu_ns_per_pkt", "")], 0),
+    ("TCP CPU-s/GB ↓", &[("tcp_cpu_s_per_gb", "1"), ("tcp8_cpu_s_per_gb", "8")], 2),
+];
+
+/// A bar chart: one panel per metric, one bar per datapath (and per stream count in the TCP
+/// panels, tagged 1 and 8 below the bars), value above each bar, "n/a" where a datapath has no
+/// number. Panels no datapath has a number for are left out.
 pub fn svg(results: &Value, datapaths: &[String], stamp: &Stamp) -> String {
-    let panels: [(&str, &[&str], usize); 5] = [
-        ("64 B UDP kpps ↑", &["pps_64"], 0),
-        ("TCP Gbit/s ↑", &["tcp_gbps"], 2),
-        ("RR p50 µs ↓", &["rr_p50_us"], 0),
-        ("RR p99 µs ↓", &["rr_p99_us"], 0),
-        ("CPU ns/packet ↓", &["cpu_ns_per_pkt"], 0),
-    ];
+    let has = |k: &str| datapaths.iter().any(|d| num(&results[d.as_str()], k).is_some());
+    let panels: Vec<(&str, Vec<&str>, Vec<&str>, usize)> = PANELS
+        .iter()
+        .filter(|(_, keys, _)| KEYS.contains(&keys[0].0) || keys.iter().any(|(k, _)| has(k)))
+        .map(|(t, keys, d)| {
+            (*t, keys.iter().map(|k| k.0).collect(), keys.iter().map(|k| k.1).collect(), *d)
+        })
+        .collect();
     let (pw, ph, top, left) = (190.0, 250.0, 60.0, 20.0);
     let width = left * 2.0 + pw * panels.len() as f64;
     let height = top + ph + 70.0;
@@ -306,7 +572,7 @@ pub fn svg(results: &Value, datapaths: &[String], stamp: &Stamp) -> String {
         r#"<text x="{left}" y="22" font-size="15" font-weight="bold">linen netbench: pod→pod across two nodes</text>"#
     );
     let _ = writeln!(s, r#"<text x="{left}" y="40" fill="dimgray">{}</text>"#, esc(&stamp.line()));
-    for (pi, (title, keys, digits)) in panels.iter().enumerate() {
+    for (pi, (title, keys, tags, digits)) in panels.iter().enumerate() {
         let x0 = left + pw * pi as f64;
         let base = top + ph - 30.0;
         let _ = writeln!(
@@ -364,8 +630,8 @@ pub fn svg(results: &Value, datapaths: &[String], stamp: &Stamp) -> String {
                         );
                     }
                 }
-                if keys.len() > 1 {
-                    let tag = if ki == 0 { "p50" } else { "p99" };
+                let tag = tags[ki];
+                if !tag.is_empty() {
                     let _ = writeln!(
                         s,
                         r#"<text x="{:.1}" y="{:.1}" text-anchor="middle" fill="dimgray" font-size="9">{tag}</text>"#,
@@ -387,7 +653,7 @@ pub fn svg(results: &Value, datapaths: &[String], stamp: &Stamp) -> String {
     }
     let _ = writeln!(
         s,
-        r#"<text x="{left}" y="{}" fill="dimgray">↑ higher is better, ↓ lower is better; n/a: datapath unavailable or measurement failed (see the table).</text>"#,
+        r#"<text x="{left}" y="{}" fill="dimgray">↑ higher is better, ↓ lower is better; 1 and 8 under the TCP bars: streams; n/a: datapath unavailable or measurement failed (see the table).</text>"#,
         ly + 34.0
     );
     s.push_str("</svg>\n");
@@ -496,6 +762,86 @@ mod tests {
         assert!(md.contains("![netbench chart](netbench.svg)"));
     }
 
+    /// `results()` with what the TCP runs, the placement and the underlays add.
+    fn full_results() -> Value {
+        let mut r = results();
+        let feats = |tx: &str, gro: &str| json!({"tx-checksumming": tx, "generic-receive-offload": gro, "tcp-segmentation-offload": "on [requested on]"});
+        let underlay = |dev: &str| {
+            json!({
+                "wire": {"features": {
+                    "n1": {"eth0": feats("off", "off"), dev: feats("on", "on")},
+                    "n2": {"eth0": feats("off", "off"), dev: feats("on", "on")}}},
+                "offloads": {"features": {
+                    "n1": {"eth0": feats("on", "on"), dev: feats("on", "on")},
+                    "n2": {"eth0": feats("on", "on"), dev: feats("on", "on")}}},
+            })
+        };
+        let per_cpu = json!([{"cpu": 0, "busy": 0.97, "softirq": 0.55}, {"cpu": 1, "busy": 0.4, "softirq": 0.02}]);
+        let placement = json!({"pin": "split", "sender": "0", "receiver": "1", "linend": "1"});
+        for (d, gbps, gb) in [("kernel", 4.0, 2.0), ("tap", 5.0, 1.5)] {
+            let o = r[d].as_object_mut().expect("object");
+            o.insert("tcp8_gbps".into(), json!(gbps * 2.0));
+            o.insert("tcp_cpu_s_per_gb".into(), json!(gb));
+            o.insert("tcp_cpu_s_per_gb_with_iperf3".into(), json!(gb + 1.0));
+            o.insert("tcp_gbps_underlay_offloads".into(), json!(gbps * 3.0));
+            o.insert("placement".into(), placement.clone());
+            o.insert("tcp_detail".into(), json!({"tcp": {"cpu": {"per_cpu": per_cpu.clone()}}}));
+            o.insert("cpu_detail".into(), json!({"per_cpu": per_cpu.clone()}));
+            let dev = if d == "kernel" { "flannel.1" } else { "linen.1" };
+            o.insert("underlay".into(), underlay(dev));
+        }
+        r["kernel"]["linend_cpus"] = json!({});
+        r["tap"]["linend_cpus"] =
+            json!({"n1": {"linen-tap-0": "1", "linend": "1"}, "n2": {"linen-tap-0": "1"}});
+        r
+    }
+
+    #[test]
+    fn table_has_the_tcp_rows_and_the_notes() {
+        let md = markdown(&full_results(), &dps(), &stamp(), None);
+        assert!(
+            md.contains("| TCP 8 streams (Gbit/s) | 8.00 | unavailable | 10.00 |  | 1.25× |"),
+            "{md}"
+        );
+        // Lower is better for CPU: the ratio is tap/kernel all the same.
+        assert!(
+            md.contains(
+                "| CPU per GB, TCP single stream (CPU-s/GB: softirq + linend) | 2.00 | unavailable | 1.50 |  | 0.75× |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("| CPU per GB, TCP single stream, with iperf3's own (CPU-s/GB) | 3.00 |")
+        );
+        assert!(md.contains(
+            "| TCP single stream, underlay offloads on (Gbit/s) | 12.00 | unavailable | 15.00 |  | 1.25× |"
+        ));
+        // Rows nobody measured are left out.
+        assert!(!md.contains("TCP 8 streams, underlay offloads on"), "{md}");
+        // The TCP rows come right after the single stream's.
+        let (one, eight) =
+            (md.find("| TCP single stream (Gbit/s)"), md.find("| TCP 8 streams (Gbit/s)"));
+        let p50 = md.find("| UDP request/response p50");
+        assert!(one < eight && eight < p50, "{md}");
+        assert!(md.contains(
+            "- CPUs (`--pin split`, every datapath alike): sender (AF_PACKET sender, `iperf3 -c`) on CPU 0; receiver (sink, `iperf3 -s`) on CPU 1; linend's threads on CPU 1."
+        ), "{md}");
+        assert!(md.contains(
+            "- `kernel`: busy share per CPU (all work on the machine, softirq part in brackets): TCP single stream: CPU0 97 % (softirq 55 %), CPU1 40 % (softirq 2 %); 64 B: CPU0 97 % (softirq 55 %), CPU1 40 % (softirq 2 %)."
+        ), "{md}");
+        assert!(md.contains("- `tap`: linend's workers may run on (read back) n1: linen-tap-0 1; n2: linen-tap-0 1; busy share per CPU (all work on the machine, softirq part in brackets): TCP single stream:"), "{md}");
+        assert!(md.contains(
+            "Read back on `eth0`: tx-csum off, tso on, gro off (every datapath, both nodes). Overlay devices: kernel `flannel.1`: tx-csum on, tso on, gro on; tap `linen.1`: tx-csum on, tso on, gro on."
+        ), "{md}");
+        assert!(md.contains("- Underlay `offloads` (the \"underlay offloads on\" rows): underlay veths with their transmit offloads on"), "{md}");
+        // Devices that differ are listed each with its datapath.
+        let mut r = full_results();
+        r["tap"]["underlay"]["wire"]["features"]["n1"]["eth0"]["tcp-segmentation-offload"] =
+            json!("off");
+        let md = markdown(&r, &dps(), &stamp(), None);
+        assert!(md.contains("Read back on `eth0`: kernel `eth0`: tx-csum off, tso on, gro off; tap `eth0`: tx-csum off, tso off, gro off; tap `eth0`: tx-csum off, tso on, gro off."), "{md}");
+    }
+
     #[test]
     fn svg_is_well_formed_enough() {
         let svg = svg(&results(), &dps(), &stamp());
@@ -503,6 +849,13 @@ mod tests {
         assert_eq!(svg.matches("<rect").count(), 1 + 2 * 5 + 3); // background, bars, legend
         assert!(svg.contains("n/a"));
         assert!(svg.contains(">150<")); // kpps label
+                                        // Panels without numbers are left out: 5 headline panels, TCP with a second bar slot.
+        assert_eq!(svg.matches("font-weight=\"bold\">").count(), 1 + 5);
+        let full = super::svg(&full_results(), &dps(), &stamp());
+        // + TCP 8 streams (2), offloads on (2; 8 streams n/a), CPU per GB (2; 8 streams n/a).
+        assert_eq!(full.matches("<rect").count(), 1 + 2 * 5 + 2 + 2 + 2 + 3);
+        assert_eq!(full.matches("font-weight=\"bold\">").count(), 1 + 7);
+        assert!(full.contains(">8<") && full.contains(">1<"), "stream tags under the TCP bars");
     }
 
     #[test]

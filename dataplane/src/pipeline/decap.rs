@@ -1,6 +1,6 @@
 //! Decapsulation: a VXLAN frame from the underlay (or a UDP payload from the fallback socket) →
-//! the inner Ethernet frame for `linen.1x` (or the TAP device), after every check of the design's
-//! decap validation.
+//! the inner Ethernet frame for the overlay device `linen.1`, after every check listed in
+//! docs/pipeline.md (Decap).
 
 use std::net::IpAddr;
 

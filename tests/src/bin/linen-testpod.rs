@@ -18,6 +18,12 @@
 //! - `sink PORT`: accepts one connection, checks every byte against that pattern until the
 //!   sender closes, and prints `bytes=N ok=true|false max_gap_ms=G` — G the longest time between
 //!   two reads that returned data, what a restart of a router on the way costs the connection.
+//! - `udp-gso-send ADDR:PORT SIZE COUNT`: COUNT datagrams of SIZE bytes to ADDR:PORT in one
+//!   `sendmsg` with UDP segmentation offload (`UDP_SEGMENT`), so the kernel hands the whole run to
+//!   the next device as one super-packet. Datagram `i` starts with `i` (4 bytes, big-endian) and is
+//!   filled with the byte `i`.
+//! - `udp-recv PORT COUNT TIMEOUT-MS`: receives datagrams on PORT until COUNT arrived or the time
+//!   is up; prints `got N intact M` (M: datagrams whose content is what `udp-gso-send` wrote).
 //!
 //! Every failure of the process itself (bad arguments, a port in use) ends it with a message and
 //! exit status 1.
@@ -43,8 +49,11 @@ fn main() {
         ["sidecar", inbound, outbound, uid, log] => sidecar(inbound, outbound, uid, log),
         ["stream", to, secs] => stream(to, secs),
         ["sink", port] => sink(port),
+        ["udp-gso-send", to, size, count] => udp_gso_send(to, size, count),
+        ["udp-recv", port, count, timeout_ms] => udp_recv(port, count, timeout_ms),
         _ => Err("usage: linen-testpod serve PORT NAME | get ADDR:PORT [COUNT] [TIMEOUT-MS] | \
-                  sidecar INBOUND-PORT OUTBOUND-PORT UID LOG | stream ADDR:PORT SECONDS | sink PORT"
+                  sidecar INBOUND-PORT OUTBOUND-PORT UID LOG | stream ADDR:PORT SECONDS | \
+                  sink PORT | udp-gso-send ADDR:PORT SIZE COUNT | udp-recv PORT COUNT TIMEOUT-MS"
             .to_string()),
     };
     if let Err(e) = result {
@@ -222,4 +231,54 @@ fn connect_from(source: Option<Ipv4Addr>, to: SocketAddrV4) -> std::io::Result<T
     socket::bind(fd.as_raw_fd(), &SockaddrIn::from(SocketAddrV4::new(source, 0)))?;
     socket::connect(fd.as_raw_fd(), &SockaddrIn::from(to))?;
     Ok(TcpStream::from(fd))
+}
+
+/// Datagram `i` of a `udp-gso-send` run of `size`-byte datagrams.
+fn gso_datagram(i: usize, size: usize) -> Vec<u8> {
+    let mut d = vec![i as u8; size];
+    d[..4].copy_from_slice(&(i as u32).to_be_bytes());
+    d
+}
+
+fn udp_gso_send(to: &str, size: &str, count: &str) -> Result<(), String> {
+    let to: SocketAddr = parse("address", to)?;
+    let (size, count): (usize, usize) = (parse("size", size)?, parse("count", count)?);
+    if size < 4 || count == 0 {
+        return Err("size must be at least 4 and count at least 1".to_string());
+    }
+    let sock = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).map_err(|e| e.to_string())?;
+    socket::setsockopt(&sock, sockopt::UdpGsoSegment, &(size as i32))
+        .map_err(|e| format!("UDP_SEGMENT: {e}"))?;
+    let run: Vec<u8> = (0..count).flat_map(|i| gso_datagram(i, size)).collect();
+    let sent = sock.send_to(&run, to).map_err(|e| format!("send to {to}: {e}"))?;
+    if sent != run.len() {
+        return Err(format!("sent {sent} of {} bytes", run.len()));
+    }
+    Ok(())
+}
+
+fn udp_recv(port: &str, count: &str, timeout_ms: &str) -> Result<(), String> {
+    let port: u16 = parse("port", port)?;
+    let count: usize = parse("count", count)?;
+    let deadline = std::time::Instant::now() + Duration::from_millis(parse("timeout", timeout_ms)?);
+    let sock =
+        std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port)).map_err(|e| e.to_string())?;
+    println!("listening");
+    let (mut got, mut intact) = (0, 0);
+    let mut buf = vec![0u8; 65_536];
+    while got < count {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        sock.set_read_timeout(Some(left)).map_err(|e| e.to_string())?;
+        let Ok(n) = sock.recv(&mut buf) else { break };
+        got += 1;
+        if n >= 4 {
+            let i = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+            intact += usize::from(buf[..n] == gso_datagram(i, n)[..]);
+        }
+    }
+    println!("got {got} intact {intact}");
+    Ok(())
 }
