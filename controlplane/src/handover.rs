@@ -338,15 +338,20 @@ impl Handover {
         if bytes.is_empty() {
             return None;
         }
-        let parsed = serde_json::from_slice::<PeerList>(&bytes).map_err(|e| e.to_string()).and_then(|list| {
-            list.peers
-                .into_iter()
-                .map(|p| {
-                    let mac: MacAddr = p.vtep_mac.parse().map_err(|_| format!("bad VtepMAC {:?}", p.vtep_mac))?;
-                    Ok(RemoteNode { subnet: p.subnet, public_ip: p.public_ip, vtep_mac: mac.0 })
-                })
-                .collect::<Result<Vec<_>, String>>()
-        });
+        let parsed = serde_json::from_slice::<PeerList>(&bytes)
+            .map_err(|e| e.to_string())
+            .and_then(|list| {
+                list.peers
+                    .into_iter()
+                    .map(|p| {
+                        let mac: MacAddr = p
+                            .vtep_mac
+                            .parse()
+                            .map_err(|_| format!("bad VtepMAC {:?}", p.vtep_mac))?;
+                        Ok(RemoteNode { subnet: p.subnet, public_ip: p.public_ip, vtep_mac: mac.0 })
+                    })
+                    .collect::<Result<Vec<_>, String>>()
+            });
         match parsed {
             Ok(peers) => Some(peers),
             Err(e) => {
@@ -553,7 +558,8 @@ mod tests {
         }
         let old = Description { format: 0, ..description() };
         assert!(old.mismatch(&wanted()).unwrap().contains("format 0"));
-        let tap = Description { datapath: DatapathKind::Tap, queues: 1, umem: None, ..description() };
+        let tap =
+            Description { datapath: DatapathKind::Tap, queues: 1, umem: None, ..description() };
         assert_eq!(tap.mismatch(&Wanted { datapath: None, queues: 4, ..wanted() }), None);
     }
 

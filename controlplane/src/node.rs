@@ -267,7 +267,13 @@ impl EtcdNode {
             sync.apply(Instant::now(), true).await;
         }
         let task = tokio::spawn(sync.run(stop_rx));
-        Ok(EtcdNode { lease: handle, task, stop: Some(stop_tx), subnet: subnet_rx, peers: peers_rx })
+        Ok(EtcdNode {
+            lease: handle,
+            task,
+            stop: Some(stop_tx),
+            subnet: subnet_rx,
+            peers: peers_rx,
+        })
     }
 
     /// The peers routed to, updated after every applied change (for the hand-over's stored

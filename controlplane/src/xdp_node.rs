@@ -143,7 +143,8 @@ pub fn adopt(
         fill_size: g.fill_size,
         comp_size: g.comp_size,
     };
-    let sock_cfg = SocketConfig { rx_size: g.rx_size, tx_size: g.tx_size, ..SocketConfig::default() };
+    let sock_cfg =
+        SocketConfig { rx_size: g.rx_size, tx_size: g.tx_size, ..SocketConfig::default() };
     let mut queues = Vec::with_capacity(handed.len());
     for (q, h) in (0..cfg.queues).zip(handed) {
         let tun = TunQueue::adopt(h.tap, OVERLAY_DEV).map_err(XdpNodeError::Tap)?;

@@ -517,7 +517,10 @@ impl ClusterBuilder {
         args.extend(["--stats-interval-ms".into(), "100".into()]);
         args.extend(self.linend_args.iter().map(OsString::from));
         if self.service_manager {
-            assert!(self.linend_cpus.is_none(), "linend_cpus is not supported with a service manager");
+            assert!(
+                self.linend_cpus.is_none(),
+                "linend_cpus is not supported with a service manager"
+            );
             let exec = ExecStart {
                 netns: me.host.clone(),
                 program: bin,
@@ -672,11 +675,9 @@ impl Cluster {
     }
 
     fn service(&self, node: usize) -> &Service {
-        self.nodes[node]
-            .linend
-            .as_ref()
-            .and_then(|l| l.service.as_deref())
-            .expect("the node runs linend under a service manager (ClusterBuilder::service_manager)")
+        self.nodes[node].linend.as_ref().and_then(|l| l.service.as_deref()).expect(
+            "the node runs linend under a service manager (ClusterBuilder::service_manager)",
+        )
     }
 
     /// `systemctl restart` of node `node`'s linend (index into [`Cluster::nodes`]): SIGTERM,

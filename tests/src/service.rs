@@ -194,9 +194,11 @@ impl Service {
         if let Some(pid) = st.main_pid {
             assert!(!running(pid), "the service's process {pid} still runs");
         }
-        // Copies at 100 and above (close-on-exec), placed at 3… in the child.
+        // Copies above every number they are placed at (close-on-exec), placed at 3… in the
+        // child, so no dup2 overwrites a copy not placed yet.
+        let above = 3 + st.store.len() as RawFd + 64;
         let copies: Vec<OwnedFd> =
-            st.store.iter().map(|s| dup_above(s.fd.as_raw_fd(), 100)).collect();
+            st.store.iter().map(|s| dup_above(s.fd.as_raw_fd(), above)).collect();
         let names: Vec<&str> = st.store.iter().map(|s| s.name.as_str()).collect();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -204,14 +206,21 @@ impl Service {
             .open(&exec.log)
             .expect("service log");
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &exec.netns.name, "sh", "-c", r#"export LISTEN_PID=$$; exec "$0" "$@""#])
-            .arg(&exec.program)
-            .args(&exec.args)
-            .envs(exec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("NOTIFY_SOCKET", &self.socket_path)
-            .env_remove("LISTEN_PID")
-            .stdout(Stdio::null())
-            .stderr(log);
+        cmd.args([
+            "netns",
+            "exec",
+            &exec.netns.name,
+            "sh",
+            "-c",
+            r#"export LISTEN_PID=$$; exec "$0" "$@""#,
+        ])
+        .arg(&exec.program)
+        .args(&exec.args)
+        .envs(exec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("NOTIFY_SOCKET", &self.socket_path)
+        .env_remove("LISTEN_PID")
+        .stdout(Stdio::null())
+        .stderr(log);
         if copies.is_empty() {
             cmd.env_remove("LISTEN_FDS").env_remove("LISTEN_FDNAMES");
         } else {
@@ -223,8 +232,8 @@ impl Service {
         unsafe {
             cmd.pre_exec(move || {
                 for (i, fd) in raw.iter().enumerate() {
-                    // dup2 clears close-on-exec on the new descriptor; the copies (≥ 100) keep
-                    // it and close at exec.
+                    // dup2 clears close-on-exec on the new descriptor; the copies keep it and
+                    // close at exec.
                     if nix::libc::dup2(*fd, 3 + i as RawFd) < 0 {
                         return Err(std::io::Error::last_os_error());
                     }
@@ -322,13 +331,19 @@ fn dup_above(fd: RawFd, min: RawFd) -> OwnedFd {
 fn same_file(a: RawFd, b: RawFd) -> bool {
     let pid = std::process::id() as nix::libc::c_long;
     // SAFETY: kcmp only compares kernel objects; the descriptors are this process's.
-    let r = unsafe { nix::libc::syscall(nix::libc::SYS_kcmp, pid, pid, 0 as nix::libc::c_long, a, b) };
+    let r =
+        unsafe { nix::libc::syscall(nix::libc::SYS_kcmp, pid, pid, 0 as nix::libc::c_long, a, b) };
     r == 0
 }
 
 const SOCKET_TOKEN: u64 = u64::MAX;
 
-fn manager_loop(sock: UnixDatagram, state: Arc<Mutex<State>>, stop: Arc<AtomicBool>, max_fds: usize) {
+fn manager_loop(
+    sock: UnixDatagram,
+    state: Arc<Mutex<State>>,
+    stop: Arc<AtomicBool>,
+    max_fds: usize,
+) {
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).expect("epoll");
     epoll
         .add(&sock, EpollEvent::new(EpollFlags::EPOLLIN, SOCKET_TOKEN))
@@ -344,7 +359,8 @@ fn manager_loop(sock: UnixDatagram, state: Arc<Mutex<State>>, stop: Arc<AtomicBo
                 if watched.insert(s.id) {
                     // Events 0: only EPOLLHUP and EPOLLERR, which epoll always reports. Files
                     // epoll cannot watch (EPERM: memory files, bpf links) are kept unwatched.
-                    let _ = epoll.add(s.fd.as_fd(), EpollEvent::new(EpollFlags::EPOLLONESHOT, s.id));
+                    let _ =
+                        epoll.add(s.fd.as_fd(), EpollEvent::new(EpollFlags::EPOLLONESHOT, s.id));
                 }
             }
         }

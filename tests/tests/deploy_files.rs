@@ -305,6 +305,19 @@ fn systemd_unit_verifies_cleanly() {
         unit.contains("EnvironmentFile=/etc/linen/linend.env"),
         "unit reads no /etc/linen/linend.env"
     );
+    // The hand-over across restarts needs systemd's notification socket and a store that holds
+    // every descriptor linend keeps there (3 per AF_XDP queue, at most 64 queues, and 3 more),
+    // and a crash needs systemd to start linend again.
+    let settings: BTreeSet<&str> = unit.lines().map(str::trim).collect();
+    for want in ["Type=notify", "NotifyAccess=main", "Restart=always"] {
+        assert!(settings.contains(want), "linend.service lacks {want}");
+    }
+    let store_max: u32 = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("FileDescriptorStoreMax="))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("FileDescriptorStoreMax= in linend.service");
+    assert!(store_max >= 3 * 64 + 3, "FileDescriptorStoreMax={store_max} is too small");
     let dir = TempDir::new("unit");
     let path = dir.path().join("linend.service");
     let bin = workspace_bin("linend");

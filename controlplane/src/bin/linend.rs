@@ -522,7 +522,9 @@ fn store_datapath(
     description: &Description,
     fds: &[(String, std::os::fd::BorrowedFd<'_>)],
 ) -> Option<StateFiles> {
-    let state = match StateFiles::new().and_then(|st| st.write_description(description).map(|()| st)) {
+    let state = match StateFiles::new()
+        .and_then(|st| st.write_description(description).map(|()| st))
+    {
         Ok(st) => st,
         Err(e) => {
             warn!(error = %e, "cannot create the hand-over's memory files; a restart rebuilds the datapath");
@@ -567,7 +569,13 @@ async fn cleanup(args: Args) -> Result<(), BoxError> {
         Ok(env) => {
             let underlay = kernel.underlay(args.iface.as_deref(), args.public_ip).await?;
             kernel
-                .remove_direct_routes(underlay.link.index, &underlay.link.name, env.network, &[], None)
+                .remove_direct_routes(
+                    underlay.link.index,
+                    &underlay.link.name,
+                    env.network,
+                    &[],
+                    None,
+                )
                 .await?;
             info!(network = %env.network, underlay = %underlay.link.name, "direct routes removed");
         }
@@ -717,7 +725,11 @@ async fn run(
         if let Some(h) = handed.as_mut() {
             match adopt_xdp(h, &xcfg) {
                 Ok(x) => {
-                    info!(datapath = "xdp", queues = args.queues, "AF_XDP datapath taken over from the previous run");
+                    info!(
+                        datapath = "xdp",
+                        queues = args.queues,
+                        "AF_XDP datapath taken over from the previous run"
+                    );
                     xdp = Some(x);
                 }
                 Err(e) => {
@@ -839,7 +851,11 @@ async fn run(
                     for (i, q) in xdp_queues.iter().enumerate() {
                         let (t, x, u) = xdp_node::queue_fds(q);
                         let i = i as u32;
-                        fds.extend([(handover::tap_name(i), t), (handover::xsk_name(i), x), (handover::umem_name(i), u)]);
+                        fds.extend([
+                            (handover::tap_name(i), t),
+                            (handover::xsk_name(i), x),
+                            (handover::umem_name(i), u),
+                        ]);
                     }
                     if let Some(link) = d.link_fd() {
                         fds.push((handover::XDP_LINK.to_string(), link));
@@ -864,7 +880,10 @@ async fn run(
                 port: args.port,
                 queues: if kind == DatapathKind::Xdp { args.queues } else { 1 },
                 umem: (kind == DatapathKind::Xdp).then(xdp_node::geometry),
-                fds: Description::expected_fds(kind, if kind == DatapathKind::Xdp { args.queues } else { 1 }),
+                fds: Description::expected_fds(
+                    kind,
+                    if kind == DatapathKind::Xdp { args.queues } else { 1 },
+                ),
             };
             store_datapath(st, &description, &fds)
         }
@@ -891,14 +910,22 @@ async fn run(
         (Mode::Etcd { .. }, Some(peers)) if adopted => {
             let mut cache = linen_controlplane::node::NextHopCache::new();
             Some(
-                linen_controlplane::node::build_routes(&kernel, &cfg, underlay.link.index, peers, &mut cache)
-                    .await,
+                linen_controlplane::node::build_routes(
+                    &kernel,
+                    &cfg,
+                    underlay.link.index,
+                    peers,
+                    &mut cache,
+                )
+                .await,
             )
         }
         _ => None,
     };
     let routes = Arc::new(Published::new(match (&mode, seeded) {
-        (Mode::Static { node, .. }, _) => build_routes(&kernel, &cfg, underlay.link.index, node).await,
+        (Mode::Static { node, .. }, _) => {
+            build_routes(&kernel, &cfg, underlay.link.index, node).await
+        }
         (Mode::Etcd { .. }, Some(r)) => r,
         (Mode::Etcd { .. }, None) => RoutesBuilder::new().build(),
     }));
@@ -972,8 +999,14 @@ async fn run(
                 (true, None) => StartPeers::Kept,
             };
             // Claiming waits for etcd; SIGTERM/SIGINT still end the daemon cleanly meanwhile.
-            let start =
-                EtcdNode::start((**registry).clone(), config, opts, kernel.clone(), dp, start_peers);
+            let start = EtcdNode::start(
+                (**registry).clone(),
+                config,
+                opts,
+                kernel.clone(),
+                dp,
+                start_peers,
+            );
             let mut term =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
             let mut int =

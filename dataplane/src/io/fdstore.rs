@@ -91,12 +91,7 @@ impl Notifier {
         }
         // SAFETY: `raw` is a fresh descriptor nothing else owns.
         let socket = unsafe { OwnedFd::from_raw_fd(raw) };
-        Ok(Notifier {
-            socket,
-            addr,
-            addr_len: addr_len as libc::socklen_t,
-            path: path.to_string(),
-        })
+        Ok(Notifier { socket, addr, addr_len: addr_len as libc::socklen_t, path: path.to_string() })
     }
 
     /// The socket's address as given (`/run/systemd/notify`, `@name`).
@@ -150,7 +145,8 @@ impl Notifier {
         #[repr(C, align(8))]
         struct Control([u8; SPACE]);
         let mut control = Control([0; SPACE]);
-        let mut iov = libc::iovec { iov_base: payload.as_ptr() as *mut libc::c_void, iov_len: payload.len() };
+        let mut iov =
+            libc::iovec { iov_base: payload.as_ptr() as *mut libc::c_void, iov_len: payload.len() };
         // SAFETY: an all-zero msghdr is valid; every pointer set below outlives the sendmsg.
         let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
         msg.msg_name = (&self.addr as *const libc::sockaddr_un).cast_mut().cast();
@@ -300,7 +296,12 @@ pub fn read_all(fd: BorrowedFd<'_>, limit: usize) -> io::Result<Vec<u8>> {
     loop {
         // SAFETY: `buf` is a live, exclusively borrowed buffer of the stated length.
         let n = unsafe {
-            libc::pread(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), out.len() as libc::off_t)
+            libc::pread(
+                fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                out.len() as libc::off_t,
+            )
         };
         if n < 0 {
             let e = io::Error::last_os_error();

@@ -224,7 +224,11 @@ impl TapQueue {
     ///
     /// # Errors
     /// [`TapError::Bind`] when `udp` is not bound to that address.
-    pub fn adopt(cfg: &TapConfig, tun: TunQueue, udp: std::os::fd::OwnedFd) -> Result<TapQueue, TapError> {
+    pub fn adopt(
+        cfg: &TapConfig,
+        tun: TunQueue,
+        udp: std::os::fd::OwnedFd,
+    ) -> Result<TapQueue, TapError> {
         let addr = SocketAddrV4::new(cfg.local_ip, cfg.port);
         let udp = Socket::from(udp);
         let bound = udp.local_addr().ok().and_then(|a| a.as_socket_ipv4());

@@ -13,8 +13,9 @@
 //!   `inbound|outbound orig=IP:PORT peer=IP:PORT` to LOG, connects to the original destination —
 //!   inbound from 127.0.0.6, the address Istio's rules let through to the local application —
 //!   and relays bytes both ways.
-//! - `stream ADDR:PORT SECONDS`: one TCP connection that sends a known byte pattern (byte `i` of
-//!   the stream is `i % 251`) for SECONDS, then closes; prints the bytes sent.
+//! - `stream ADDR:PORT SECONDS [STOP-FILE]`: one TCP connection that sends a known byte pattern
+//!   (byte `i` of the stream is `i % 251`) for SECONDS, or until STOP-FILE exists, then closes;
+//!   prints the bytes sent.
 //! - `sink PORT`: accepts one connection, checks every byte against that pattern until the
 //!   sender closes, and prints `bytes=N ok=true|false max_gap_ms=G` — G the longest time between
 //!   two reads that returned data, what a restart of a router on the way costs the connection.
@@ -47,12 +48,13 @@ fn main() {
             get(to, rest.first().copied().unwrap_or("1"), rest.get(1).copied().unwrap_or("3000"))
         }
         ["sidecar", inbound, outbound, uid, log] => sidecar(inbound, outbound, uid, log),
-        ["stream", to, secs] => stream(to, secs),
+        ["stream", to, secs] => stream(to, secs, None),
+        ["stream", to, secs, stop] => stream(to, secs, Some(stop)),
         ["sink", port] => sink(port),
         ["udp-gso-send", to, size, count] => udp_gso_send(to, size, count),
         ["udp-recv", port, count, timeout_ms] => udp_recv(port, count, timeout_ms),
         _ => Err("usage: linen-testpod serve PORT NAME | get ADDR:PORT [COUNT] [TIMEOUT-MS] | \
-                  sidecar INBOUND-PORT OUTBOUND-PORT UID LOG | stream ADDR:PORT SECONDS | \
+                  sidecar INBOUND-PORT OUTBOUND-PORT UID LOG | stream ADDR:PORT SECONDS [STOP-FILE] | \
                   sink PORT | udp-gso-send ADDR:PORT SIZE COUNT | udp-recv PORT COUNT TIMEOUT-MS"
             .to_string()),
     };
@@ -103,7 +105,7 @@ fn pattern(i: u64) -> u8 {
     (i % 251) as u8
 }
 
-fn stream(to: &str, secs: &str) -> Result<(), String> {
+fn stream(to: &str, secs: &str, stop: Option<&str>) -> Result<(), String> {
     let to: SocketAddr = parse("address", to)?;
     let secs: f64 = parse("seconds", secs)?;
     let mut conn = TcpStream::connect_timeout(&to, Duration::from_secs(5))
@@ -111,7 +113,8 @@ fn stream(to: &str, secs: &str) -> Result<(), String> {
     let end = std::time::Instant::now() + Duration::from_secs_f64(secs);
     let mut sent: u64 = 0;
     let mut buf = vec![0u8; 64 << 10];
-    while std::time::Instant::now() < end {
+    let stopped = || stop.is_some_and(|p| std::path::Path::new(p).exists());
+    while std::time::Instant::now() < end && !stopped() {
         for (k, b) in buf.iter_mut().enumerate() {
             *b = pattern(sent + k as u64);
         }

@@ -353,7 +353,12 @@ impl Loaded {
         };
         // SAFETY: `obj` was just opened, is not loaded yet and is used by this thread only.
         unsafe {
-            sys::object_load(obj, &[PROG_UNDERLAY, PROG_OVERLAY], kind.program(), (MAP_XSKS, max_queues))
+            sys::object_load(
+                obj,
+                &[PROG_UNDERLAY, PROG_OVERLAY],
+                kind.program(),
+                (MAP_XSKS, max_queues),
+            )
         }?;
         // SAFETY: `obj` is loaded and live (owned by `loaded`).
         loaded.xsks_fd = unsafe { sys::object_map_fd(obj, MAP_XSKS) }?;

@@ -10,7 +10,9 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
-use super::sys::{self, xsk_ring_cons, xsk_ring_prod, xsk_socket, RingKind, RingMap, XdpStatistics};
+use super::sys::{
+    self, xsk_ring_cons, xsk_ring_prod, xsk_socket, RingKind, RingMap, XdpStatistics,
+};
 use super::umem::{Frame, FramePool, RingPair, Umem, UmemHandle};
 use super::{BindMode, XskError};
 
@@ -117,7 +119,9 @@ impl XskSocket {
 
         let mut state = umem.lock();
         let UmemHandle::Libxdp(umem_handle) = state.umem else {
-            return Err(XskError::Config("a UMEM taken over from an earlier process takes no new sockets"));
+            return Err(XskError::Config(
+                "a UMEM taken over from an earlier process takes no new sockets",
+            ));
         };
         if state.bound.contains(&(ifindex, queue)) {
             return Err(XskError::Config("this device queue already has a socket on this UMEM"));
@@ -298,7 +302,8 @@ impl XskSocket {
         // Descriptors on the TX ring are in flight as far as this process knows.
         let mut pending = Vec::new();
         let in_flight = tx_map.held_addrs(&mut pending).map_or(0, |()| pending.len() as u32);
-        let tx_skb_budget = config.tx_skb_budget.filter(|&b| sys::set_tx_skb_budget(raw, b).is_ok());
+        let tx_skb_budget =
+            config.tx_skb_budget.filter(|&b| sys::set_tx_skb_budget(raw, b).is_ok());
         tracing::info!(device = ifname, queue, ?mode, "AF_XDP socket taken over");
         Ok(XskSocket {
             handle: SocketHandle::Adopted { _fd: fd, rx: rx_map, tx: tx_map },

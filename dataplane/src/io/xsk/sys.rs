@@ -115,7 +115,10 @@ impl Mmap {
         let size = crate::io::fdstore::file_size(fd)
             .map_err(|e| SysError { call: "fstat(UMEM)", source: e })?;
         if size != len as u64 {
-            return Err(SysError::errno("fstat(UMEM): size differs from the geometry", libc::EINVAL));
+            return Err(SysError::errno(
+                "fstat(UMEM): size differs from the geometry",
+                libc::EINVAL,
+            ));
         }
         Mmap::shared("mmap(UMEM)", fd.as_raw_fd(), len, 0)
     }
@@ -531,7 +534,10 @@ impl RingMap {
         size: u32,
     ) -> Result<RingMap, SysError> {
         if !size.is_power_of_two() {
-            return Err(SysError::errno("adopt AF_XDP ring: size not a power of two", libc::EINVAL));
+            return Err(SysError::errno(
+                "adopt AF_XDP ring: size not a power of two",
+                libc::EINVAL,
+            ));
         }
         let o = kind.offsets(off);
         let len = o.desc as usize + size as usize * kind.entry_size();
@@ -555,7 +561,8 @@ impl RingMap {
     fn load(p: *mut u32) -> u32 {
         // SAFETY: `p` points at an aligned u32 index word of a live ring mapping, which the
         // kernel updates concurrently: read it atomically.
-        unsafe { std::sync::atomic::AtomicU32::from_ptr(p) }.load(std::sync::atomic::Ordering::Acquire)
+        unsafe { std::sync::atomic::AtomicU32::from_ptr(p) }
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// A producer-ring descriptor (fill, TX) over this mapping, positioned where the kernel's
@@ -610,7 +617,9 @@ impl RingMap {
             // them races with no writer.
             let addr = unsafe {
                 match self.kind {
-                    RingKind::Rx | RingKind::Tx => (*self.ring.cast::<libxdp_sys::xdp_desc>().add(slot)).addr,
+                    RingKind::Rx | RingKind::Tx => {
+                        (*self.ring.cast::<libxdp_sys::xdp_desc>().add(slot)).addr
+                    }
                     RingKind::Fill | RingKind::Completion => *self.ring.cast::<u64>().add(slot),
                 }
             };
@@ -913,9 +922,12 @@ pub(crate) fn link_info(fd: RawFd) -> Result<LinkInfo, SysError> {
     if rc != 0 {
         return Err(SysError::errno("bpf_link_get_info_by_fd", rc));
     }
-    let xdp_ifindex = (info.type_ == libxdp_sys::bpf_link_type_BPF_LINK_TYPE_XDP)
+    let xdp_ifindex = if info.type_ == libxdp_sys::bpf_link_type_BPF_LINK_TYPE_XDP {
         // SAFETY: for an XDP link the kernel filled the union's `xdp` member.
-        .then(|| unsafe { info.__bindgen_anon_1.xdp.ifindex });
+        Some(unsafe { info.__bindgen_anon_1.xdp.ifindex })
+    } else {
+        None
+    };
     Ok(LinkInfo { id: info.id, prog_id: info.prog_id, xdp_ifindex })
 }
 

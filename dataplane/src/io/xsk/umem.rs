@@ -97,10 +97,7 @@ pub(crate) struct RingPair {
 #[derive(Debug)]
 pub(crate) enum UmemHandle {
     Libxdp(std::ptr::NonNull<xsk_umem>),
-    Adopted {
-        _fill: RingMap,
-        _comp: RingMap,
-    },
+    Adopted { _fill: RingMap, _comp: RingMap },
 }
 
 #[derive(Debug)]
@@ -246,7 +243,11 @@ impl Umem {
     /// # Errors
     /// [`XskError::Config`] for a bad geometry or a descriptor that is no AF_XDP socket;
     /// [`XskError::Sys`] when a mapping fails (a frame area of another size, wrong ring sizes).
-    pub fn adopt(config: UmemConfig, memfd: OwnedFd, socket: BorrowedFd<'_>) -> Result<Umem, XskError> {
+    pub fn adopt(
+        config: UmemConfig,
+        memfd: OwnedFd,
+        socket: BorrowedFd<'_>,
+    ) -> Result<Umem, XskError> {
         config.validate()?;
         if !sys::is_xdp_socket(socket.as_raw_fd())? {
             return Err(XskError::Config("the handed-over UMEM socket is no AF_XDP socket"));
