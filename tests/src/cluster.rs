@@ -241,6 +241,7 @@ pub struct ClusterBuilder {
     etcd: bool,
     direct_routing: bool,
     service_manager: bool,
+    fd_store_max: usize,
 }
 
 impl ClusterBuilder {
@@ -259,6 +260,7 @@ impl ClusterBuilder {
             etcd: false,
             direct_routing: false,
             service_manager: false,
+            fd_store_max: FD_STORE_MAX,
         }
     }
 
@@ -266,6 +268,13 @@ impl ClusterBuilder {
     /// [`crate::service`]), as the systemd unit runs it.
     pub fn service_manager(mut self, on: bool) -> ClusterBuilder {
         self.service_manager = on;
+        self
+    }
+
+    /// The size of each service manager's descriptor store (`FileDescriptorStoreMax=`, default
+    /// [`FD_STORE_MAX`]); 0 disables it: what is sent to it is closed, as systemd does.
+    pub fn fd_store_max(mut self, n: usize) -> ClusterBuilder {
+        self.fd_store_max = n;
         self
     }
 
@@ -529,7 +538,7 @@ impl ClusterBuilder {
                 log: log.clone(),
             };
             drop(log_file);
-            let svc = Arc::new(Service::new(dir, &me.name, exec, FD_STORE_MAX));
+            let svc = Arc::new(Service::new(dir, &me.name, exec, self.fd_store_max));
             let pid = svc.start(tb);
             let l = Linend { pid, log, stats, service: Some(svc.clone()) };
             if svc.wait_ready(self.up_timeout) {

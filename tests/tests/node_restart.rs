@@ -440,6 +440,62 @@ fn tap_crash_twice_then_stop_leaves_nothing() {
     crash_twice_then_stop("rsct", "tap");
 }
 
+/// A service manager whose store keeps `store` descriptors only: none (`FileDescriptorStoreMax=0`,
+/// the same as linend without systemd), or too few for a hand-over (the rest is closed, as
+/// systemd closes what does not fit). A restart then rebuilds the datapath — after releasing a
+/// partial set from the store, so the old `linen.1` goes first. Forwarding comes back and nothing
+/// is left twice; the pings lost meanwhile are printed, as the cost the hand-over saves.
+fn restart_without_a_full_store(tag: &str, datapath: &str, store: usize) {
+    let c = build(
+        ClusterBuilder::new(tag)
+            .nodes(2, Overlay::linen(datapath))
+            .service_manager(true)
+            .fd_store_max(store),
+    );
+    let a = &c.nodes()[0];
+    let device = overlay_device(a).expect("linen.1");
+    assert_eq!(c.stored(0).len(), store, "{:?}", c.stored(0));
+    let t = Traffic::start(&c, 7300);
+    c.restart_linend(0);
+    let (ping, tcp) = t.finish();
+    report(&format!("{datapath} restart with a store of {store} descriptor(s)"), &ping, &tcp);
+    assert!(tcp.intact && tcp.bytes > 0, "TCP stream damaged: {tcp:?}");
+    assert!(ping.lost <= 300, "{} pings lost\n{}", ping.lost, logs(&c));
+    assert_eq!(takeovers(a), 0, "{}", linend_log(a));
+    if store > 0 {
+        assert!(
+            linend_log(a).contains("make no usable hand-over"),
+            "the partial store was not refused\n{}",
+            linend_log(a)
+        );
+    }
+    let now = overlay_device(a).expect("linen.1 after the restart");
+    assert_ne!(now.0, device.0, "a new linen.1");
+    assert_eq!(now.1, device.1, "the VtepMAC of the static peers file");
+    assert_eq!(linen_devices(a), vec!["linen.1".to_string()]);
+    assert_eq!(xdp_sockets(a), usize::from(datapath == "xdp"));
+}
+
+#[test]
+fn xdp_restart_without_a_store_rebuilds() {
+    restart_without_a_full_store("rsnx", "xdp", 0);
+}
+
+#[test]
+fn tap_restart_without_a_store_rebuilds() {
+    restart_without_a_full_store("rsnt", "tap", 0);
+}
+
+#[test]
+fn xdp_restart_with_a_store_too_small_rebuilds() {
+    restart_without_a_full_store("rspx", "xdp", 2);
+}
+
+#[test]
+fn tap_restart_with_a_store_too_small_rebuilds() {
+    restart_without_a_full_store("rspt", "tap", 2);
+}
+
 /// A mixed cluster in etcd mode — a linen node per datapath and a flannel-configured kernel node
 /// whose neighbour and FDB entries were written once, from the leases at its start — across
 /// restarts of both linen nodes: no ping lost between any two of them, every lease value
