@@ -19,7 +19,7 @@ PACKAGES=(
   etcd-server etcd-client
   # CNI: a real container runtime and the reference plugins
   podman runc containernetworking-plugins busybox-static
-  # measuring
+  # measuring (bpftool also for the restart tests: which XDP programs are still loaded)
   valgrind bpftool openssl linux-perf
   # checking deploy/ and the operations guide: systemd-analyze, YAML, the guide's jq and curl
   systemd python3-yaml jq curl
