@@ -1,4 +1,4 @@
-//! Encapsulation: an inner Ethernet frame from `linen.1x` (or the TAP device) → a VXLAN frame
+//! Encapsulation: an inner Ethernet frame read from the overlay TAP `linen.1` → a VXLAN frame
 //! for the underlay.
 
 use std::net::SocketAddrV4;
@@ -151,7 +151,7 @@ fn classify_v6<'r>(
 ///   plane sees as a neighbour update and turns into a new next hop.
 /// - [`Action::Reply`]: the inner packet was over the overlay MTU with DF set (or IPv6); the frame
 ///   now holds an ICMP fragmentation-needed / ICMPv6 packet-too-big error addressed to the inner
-///   source, to be sent back out where the frame came from (`linen.1x`).
+///   source, to be sent back out where the frame came from (`linen.1`).
 /// - [`Action::Drop`]: the frame is unchanged.
 ///
 /// The inner frame is carried unchanged (MACs, TTL, checksums); Ethernet padding after the IP

@@ -1,5 +1,5 @@
 //! ICMP "fragmentation needed" (IPv4) and ICMPv6 "packet too big" errors, written in place over
-//! the frame that was too big, to be sent back where it came from (`linen.1x`, so the host
+//! the frame that was too big, to be sent back where it came from (`linen.1`, so the host
 //! stack learns the path MTU).
 //!
 //! The reply is an Ethernet frame with the original MACs swapped, from the original destination

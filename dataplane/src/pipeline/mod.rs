@@ -1,8 +1,8 @@
 //! linen's sans-IO VXLAN pipeline: bytes in, an [`Action`] out.
 //!
-//! [`encap`] turns an inner Ethernet frame from `linen.1x` into a VXLAN frame for the underlay;
-//! [`decap`] validates a VXLAN frame from the underlay and strips it down to the inner frame for
-//! `linen.1x`. [`encap_udp_payload`] and [`decap_udp_payload`] are the same operations for the
+//! [`encap`] turns an inner Ethernet frame from the overlay TAP `linen.1` into a VXLAN frame for
+//! the underlay; [`decap`] validates a VXLAN frame from the underlay and strips it down to the
+//! inner frame for `linen.1`. [`encap_udp_payload`] and [`decap_udp_payload`] are the same operations for the
 //! TAP/UDP fallback datapath, where a UDP socket adds and removes the outer IP and UDP headers.
 //! All four work in place on a [`Frame`] (a buffer with headroom) and read one [`Config`] and one
 //! [`Routes`] snapshot.
@@ -79,7 +79,7 @@ pub use stats::{DropReason, StatsSnapshot, WorkerStats};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
     /// Send the frame (now `frame.data()`) on, to where the [`Egress`] says: after encap to the
-    /// underlay, after decap into the overlay (`linen.1x` or the TAP device).
+    /// underlay, after decap into the overlay (`linen.1`).
     Transmit(Egress),
     /// Hand the frame to the kernel's own path. Only [`encap`] returns it, when the route's
     /// underlay next-hop MAC is unresolved; see [`encap`] for exactly what the frame holds.
@@ -94,7 +94,7 @@ pub enum Action {
 /// Where an [`Action::Transmit`] frame goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Egress {
-    /// Into the overlay: the inner frame after decap, for `linen.1x` (AF_XDP) or the TAP device.
+    /// Into the overlay: the inner frame after decap, written to the overlay TAP `linen.1`.
     Overlay,
     /// Out of the underlay device with this interface index, on the worker's own TX queue: the
     /// complete VXLAN frame after [`encap`].
