@@ -130,6 +130,12 @@ pub struct Description {
     /// AF_XDP: the UMEM and ring geometry of every queue.
     #[serde(default)]
     pub umem: Option<UmemGeometry>,
+    /// The VNI the datapath ran with (etcd mode takes it from the network config).
+    #[serde(default)]
+    pub vni: Option<u32>,
+    /// The overlay MTU it ran with.
+    #[serde(default)]
+    pub mtu: Option<u32>,
     /// The names of the stored descriptors besides this one, in the order they were stored.
     pub fds: Vec<String>,
 }
@@ -154,6 +160,12 @@ pub struct Wanted {
 }
 
 impl Description {
+    /// The VNI, VXLAN port and overlay MTU the datapath ran with, when the description has them:
+    /// what an etcd-mode start forwards with while etcd does not answer.
+    pub fn vxlan_settings(&self) -> Option<(u32, u16, u32)> {
+        Some((self.vni?, self.port, self.mtu?))
+    }
+
     /// Why this hand-over cannot serve `want`, or `None` when it can.
     pub fn mismatch(&self, want: &Wanted) -> Option<String> {
         if self.format != FORMAT {
@@ -515,6 +527,8 @@ mod tests {
             vtep: Ipv4Addr::new(192, 168, 77, 1),
             port: 8472,
             queues: 2,
+            vni: Some(1),
+            mtu: Some(1450),
             umem: Some(UmemGeometry {
                 frame_count: 8192,
                 frame_size: 2048,
@@ -569,6 +583,11 @@ mod tests {
         let text = serde_json::to_string(&d).unwrap();
         assert!(text.contains(r#""datapath":"xdp""#), "{text}");
         assert_eq!(serde_json::from_str::<Description>(&text).unwrap(), d);
+        assert_eq!(d.vxlan_settings(), Some((1, 8472, 1450)));
+        // A description of an earlier format 1 writer, without the VXLAN settings: no bridge.
+        let older = text.replace(r#","vni":1"#, "").replace(r#","mtu":1450"#, "");
+        assert_ne!(older, text);
+        assert_eq!(serde_json::from_str::<Description>(&older).unwrap().vxlan_settings(), None);
         assert_eq!(
             Description::expected_fds(DatapathKind::Tap, 1),
             vec!["tap-0", "udp-0", "peers"]

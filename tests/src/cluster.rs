@@ -631,6 +631,22 @@ impl Cluster {
         self.etcd.as_ref().map(|_| format!("http://{ETCD_IP}:{ETCD_PORT}"))
     }
 
+    /// Stops (`SIGSTOP`) or resumes (`SIGCONT`) the cluster's etcd server, by the PIDs in its
+    /// namespace (only the etcd this cluster started runs there): a stopped etcd accepts
+    /// connections and answers nothing, like a hung one.
+    ///
+    /// # Panics
+    /// Without [`ClusterBuilder::etcd`].
+    pub fn pause_etcd(&self, paused: bool) {
+        let ns = self.etcd.as_ref().expect("a cluster with etcd");
+        let out =
+            Command::new("ip").args(["netns", "pids", &ns.name]).output().expect("ip netns pids");
+        let signal = if paused { "-STOP" } else { "-CONT" };
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            let _ = Command::new("kill").args([signal, pid]).status();
+        }
+    }
+
     /// Runs `etcdctl` (API v3) with `args` in the etcd namespace of a [`ClusterBuilder::etcd`]
     /// cluster; returns its stdout.
     ///
@@ -702,6 +718,22 @@ impl Cluster {
         assert_eq!(ended, Ended::Exited, "{}: linend ignored SIGTERM", self.nodes[node].name);
         self.wait_linend_ready(node);
         took
+    }
+
+    /// `systemctl restart --no-block` of node `node`'s linend: SIGTERM, wait for the exit (up to
+    /// 10 s), start again with the store; returns without waiting for `READY=1` (see
+    /// [`Cluster::linend_ready`]).
+    ///
+    /// # Panics
+    /// Without a service manager, or when the old process had to be killed.
+    pub fn restart_linend_no_wait(&self, node: usize) {
+        let (ended, _, _) = self.service(node).restart(&self.tb, Duration::from_secs(10));
+        assert_eq!(ended, Ended::Exited, "{}: linend ignored SIGTERM", self.nodes[node].name);
+    }
+
+    /// Whether node `node`'s current linend has sent `READY=1`.
+    pub fn linend_ready(&self, node: usize) -> bool {
+        self.service(node).ready()
     }
 
     /// A crash of node `node`'s linend (SIGKILL) and `Restart=always` after `restart_sec`;

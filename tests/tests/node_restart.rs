@@ -573,3 +573,57 @@ fn etcd_mixed_cluster_restart_keeps_mac_and_lease() {
         );
     }
 }
+
+/// etcd hangs (stopped) while both linen nodes of an etcd-mode cluster restart: each new linend
+/// takes its datapath over and forwards on the peers the previous one stored, without waiting
+/// for etcd; no ping is lost. Once etcd answers again, each claims its subnet (the same lease
+/// value) and says `READY=1`.
+#[test]
+fn etcd_unreachable_during_restarts_keeps_forwarding() {
+    let c = build(
+        ClusterBuilder::new("rsex")
+            .node(Overlay::linen("xdp"))
+            .node(Overlay::linen("tap"))
+            .etcd()
+            .service_manager(true),
+    );
+    let nodes = c.nodes();
+    let (x, t) = (&nodes[0], &nodes[1]);
+    let lease = |n: &Node| {
+        let key = format!("{ETCD_PREFIX}/subnets/10.244.{}.0-24", n.index);
+        c.etcdctl(&["get", &key, "--print-value-only"]).expect("etcdctl get").trim().to_string()
+    };
+    let leases = (lease(x), lease(t));
+    for (from, to) in [(x, t), (t, x)] {
+        assert!(
+            c.wait_reachable(&from.pods[0], to.pod_ip(0), Duration::from_secs(15)),
+            "{} -> {}\n{}",
+            from.name,
+            to.name,
+            logs(&c)
+        );
+    }
+    let pings = [Pinger::start(&x.pods[0], t.pod_ip(0)), Pinger::start(&t.pods[0], x.pod_ip(0))];
+    std::thread::sleep(Duration::from_millis(500));
+    c.pause_etcd(true);
+    c.restart_linend_no_wait(0);
+    c.restart_linend_no_wait(1);
+    std::thread::sleep(Duration::from_millis(2000));
+    let waiting = |n: &Node| linend_log(n).contains("forwarding with the handed-over datapath");
+    let (x_waited, t_waited) = (waiting(x), waiting(t));
+    let (x_ready, t_ready) = (c.linend_ready(0), c.linend_ready(1));
+    c.pause_etcd(false);
+    assert!(x_waited && t_waited, "linend waited for etcd before forwarding\n{}", logs(&c));
+    assert!(!x_ready && !t_ready, "READY=1 before etcd answered");
+    for (i, n) in nodes.iter().enumerate() {
+        let ready = wait_for(Duration::from_secs(30), || c.linend_ready(i).then_some(()));
+        assert!(ready.is_some(), "{}: no READY=1 after etcd came back\n{}", n.name, logs(&c));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    for (p, what) in pings.into_iter().zip(["n1 -> n2", "n2 -> n1"]) {
+        let r = p.finish();
+        eprintln!("etcd stopped during restarts, {what}: {r:?}");
+        assert_eq!(r.lost, 0, "{what}: {r:?}\n{}", logs(&c));
+    }
+    assert_eq!((lease(x), lease(t)), leases, "a lease value changed");
+}

@@ -411,7 +411,21 @@ enum Mode {
         registry: Box<linen_controlplane::registry::EtcdRegistry>,
         config: Box<linen_controlplane::config::NetworkConfig>,
     },
+    /// etcd mode while etcd has not answered yet, with a handed-over datapath forwarding on the
+    /// stored peers meanwhile; it becomes [`Mode::Etcd`] before the subnet is claimed.
+    EtcdPending(EtcdConnect),
 }
+
+/// The connection to etcd and the network config, being made in a task.
+type EtcdConnect = tokio::task::JoinHandle<
+    Result<
+        (linen_controlplane::registry::EtcdRegistry, linen_controlplane::config::NetworkConfig),
+        linen_controlplane::node::NodeError,
+    >,
+>;
+
+/// How long a start with a handed-over datapath waits for etcd before it forwards without it.
+const ETCD_WAIT_WITH_HANDOVER: Duration = Duration::from_millis(250);
 
 /// One running worker thread; it returns its queue (boxed) so the caller decides when the
 /// queue's devices close.
@@ -620,12 +634,40 @@ async fn run(
         Some(path) => Mode::Static { path: path.clone(), node: StaticNode::load(path)? },
         None => {
             info!(endpoints = %args.etcd.etcd_endpoints.join(","), prefix = %args.etcd.etcd_prefix, "etcd mode");
-            let (registry, config) = linen_controlplane::node::connect(&args.etcd).await?;
-            config.require_ipv4()?;
-            args.vni = config.backend.vni;
-            args.port = config.backend.port;
-            args.mtu = args.mtu.or(config.backend.mtu);
-            Mode::Etcd { registry: Box::new(registry), config: Box::new(config) }
+            let flags = args.etcd.clone();
+            let mut connect =
+                tokio::spawn(async move { linen_controlplane::node::connect(&flags).await });
+            // A handed-over datapath need not wait for etcd: it forwards with the settings and
+            // peers it ran with, and the claim follows once etcd answers.
+            let bridge = handed.as_ref().and_then(|h| h.description().vxlan_settings());
+            let joined = match bridge {
+                Some(_) => tokio::time::timeout(ETCD_WAIT_WITH_HANDOVER, &mut connect).await.ok(),
+                None => Some((&mut connect).await),
+            };
+            match (joined, bridge) {
+                (Some(joined), _) => {
+                    let (registry, config) =
+                        joined.map_err(|e| format!("etcd connect task: {e}"))??;
+                    config.require_ipv4()?;
+                    args.vni = config.backend.vni;
+                    args.port = config.backend.port;
+                    args.mtu = args.mtu.or(config.backend.mtu);
+                    Mode::Etcd { registry: Box::new(registry), config: Box::new(config) }
+                }
+                (None, Some((vni, port, mtu))) => {
+                    warn!(
+                        vni,
+                        port,
+                        mtu,
+                        "etcd has not answered within {ETCD_WAIT_WITH_HANDOVER:?}; forwarding with the handed-over datapath and its stored peers until it does"
+                    );
+                    args.vni = vni;
+                    args.port = port;
+                    args.mtu = args.mtu.or(Some(mtu));
+                    Mode::EtcdPending(connect)
+                }
+                (None, None) => return Err("etcd connect: no answer and no hand-over".into()),
+            }
         }
     };
     let datapath = choose_datapath(args.datapath)?;
@@ -640,7 +682,7 @@ async fn run(
     }
     let static_ip = match &mode {
         Mode::Static { node, .. } => node.public_ip,
-        Mode::Etcd { .. } => None,
+        Mode::Etcd { .. } | Mode::EtcdPending(_) => None,
     };
     let public_ip = args.public_ip.or(static_ip);
     let underlay = match args.can_reach {
@@ -815,7 +857,7 @@ async fn run(
     let adopted = handed.is_some();
     let static_mac = match &mode {
         Mode::Static { node, .. } => node.vtep_mac,
-        Mode::Etcd { .. } => None,
+        Mode::Etcd { .. } | Mode::EtcdPending(_) => None,
     };
     let vtep_mac = match static_mac {
         Some(m) => Some(m),
@@ -880,6 +922,8 @@ async fn run(
                 port: args.port,
                 queues: if kind == DatapathKind::Xdp { args.queues } else { 1 },
                 umem: (kind == DatapathKind::Xdp).then(xdp_node::geometry),
+                vni: Some(args.vni),
+                mtu: Some(mtu),
                 fds: Description::expected_fds(
                     kind,
                     if kind == DatapathKind::Xdp { args.queues } else { 1 },
@@ -907,7 +951,7 @@ async fn run(
     // etcd mode after a hand-over: the stored peers route until etcd's listing replaces them,
     // so the workers forward what waited in the queues at once.
     let seeded = match (&mode, &stored_peers) {
-        (Mode::Etcd { .. }, Some(peers)) if adopted => {
+        (Mode::Etcd { .. } | Mode::EtcdPending(_), Some(peers)) if adopted => {
             let mut cache = linen_controlplane::node::NextHopCache::new();
             Some(
                 linen_controlplane::node::build_routes(
@@ -926,8 +970,8 @@ async fn run(
         (Mode::Static { node, .. }, _) => {
             build_routes(&kernel, &cfg, underlay.link.index, node).await
         }
-        (Mode::Etcd { .. }, Some(r)) => r,
-        (Mode::Etcd { .. }, None) => RoutesBuilder::new().build(),
+        (Mode::Etcd { .. } | Mode::EtcdPending(_), Some(r)) => r,
+        (Mode::Etcd { .. } | Mode::EtcdPending(_), None) => RoutesBuilder::new().build(),
     }));
     let mut hop_macs = next_hop_macs(&kernel, &mode).await;
 
@@ -973,7 +1017,57 @@ async fn run(
         }
     };
 
+    // etcd mode that forwards without etcd so far: wait for it now; SIGTERM/SIGINT still end the
+    // daemon meanwhile (the datapath stays with the service manager for the next start).
+    mode = match mode {
+        Mode::EtcdPending(connect) => {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            let mut int =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+            let joined = tokio::select! {
+                j = connect => Some(j),
+                _ = term.recv() => { info!("SIGTERM while waiting for etcd"); None }
+                _ = int.recv() => { info!("SIGINT while waiting for etcd"); None }
+            };
+            let connected = match joined {
+                None => {
+                    stop_workers(workers);
+                    return Ok(());
+                }
+                Some(j) => j.map_err(|e| format!("etcd connect task: {e}").into()).and_then(
+                    |r: Result<_, linen_controlplane::node::NodeError>| r.map_err(BoxError::from),
+                ),
+            };
+            let (registry, config) = match connected.and_then(|(r, c)| {
+                c.require_ipv4()?;
+                let (vni, port) = (c.backend.vni, c.backend.port);
+                let changed = vni != args.vni
+                    || port != args.port
+                    || c.backend.mtu.is_some_and(|m| m != mtu);
+                if changed {
+                    return Err(format!(
+                        "the network config read from etcd (VNI {vni}, port {port}, MTU {:?}) differs from the one the handed-over datapath runs with (VNI {}, port {}, MTU {mtu}); exiting so that the next start applies it",
+                        c.backend.mtu, args.vni, args.port
+                    )
+                    .into());
+                }
+                Ok((r, c))
+            }) {
+                Ok(rc) => rc,
+                Err(e) => {
+                    stop_workers(workers);
+                    return Err(e);
+                }
+            };
+            info!("etcd answered; claiming the subnet");
+            Mode::Etcd { registry: Box::new(registry), config: Box::new(config) }
+        }
+        other => other,
+    };
     let etcd_node = match &mode {
+        // Resolved above.
+        Mode::EtcdPending(_) => None,
         Mode::Static { node, .. } => {
             node_state.set_lease(Some(LeaseInfo { subnet: node.subnet.into(), expires: None }));
             node_state.set_routes(node.peers.iter().map(RouteInfo::from).collect());
@@ -1033,7 +1127,7 @@ async fn run(
                 }
             }))
         }
-        Mode::Static { .. } => None,
+        Mode::Static { .. } | Mode::EtcdPending(_) => None,
     };
     let etcd_node = match etcd_node {
         Some(Ok(n)) => Some(n),
@@ -1041,7 +1135,7 @@ async fn run(
             stop_workers(workers);
             return Err(e.into());
         }
-        None if matches!(mode, Mode::Etcd { .. }) => {
+        None if !matches!(mode, Mode::Static { .. }) => {
             stop_workers(workers);
             return Ok(());
         }
@@ -1054,7 +1148,7 @@ async fn run(
         (Mode::Etcd { config, .. }, Some(n)) => {
             Some(MasqSpec::new(config.require_ipv4()?.network, n.subnet()))
         }
-        (Mode::Etcd { .. }, None) => None,
+        (Mode::Etcd { .. }, None) | (Mode::EtcdPending(_), _) => None,
     };
     let masq = match (masq, masq_spec) {
         (Some(m), Some(spec)) => {
@@ -1130,7 +1224,7 @@ async fn run(
                     node_state.set_routes(node.peers.iter().map(RouteInfo::from).collect());
                     hop_macs = next_hop_macs(&kernel, &mode).await;
                 }
-                Mode::Etcd { .. } => info!("SIGHUP ignored in etcd mode (peers follow etcd)"),
+                Mode::Etcd { .. } | Mode::EtcdPending(_) => info!("SIGHUP ignored in etcd mode (peers follow etcd)"),
             },
             _ = hops.tick(), if xdp_devices.is_some() && matches!(mode, Mode::Static { .. }) => {
                 let now = next_hop_macs(&kernel, &mode).await;
