@@ -7,6 +7,8 @@
 //! cuts into exactly the kernel's segments again, byte for byte (IPv4 ID, TCP sequence numbers,
 //! flags, every checksum).
 
+mod common;
+
 use std::net::Ipv4Addr;
 
 use linen_dataplane::pcap::Pcap;
@@ -90,7 +92,6 @@ fn coalesced(segs: &[Vec<u8>]) -> Vec<([u8; VNET_HDR_LEN], Vec<u8>)> {
 /// `LINEN_WRITE_FUZZ_SEEDS=1 cargo test -p linen-dataplane --test offload_fixture`.
 #[test]
 fn fuzz_seeds_match_the_fixture() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/offload");
     let frames = inner_frames();
     let mut expected: Vec<(String, Vec<u8>)> = Vec::new();
     for (v6, name) in [(false, "v4"), (true, "v6")] {
@@ -104,23 +105,7 @@ fn fuzz_seeds_match_the_fixture() {
             expected.push((format!("{name}-super{i}"), seed));
         }
     }
-    if std::env::var_os("LINEN_WRITE_FUZZ_SEEDS").is_some() {
-        std::fs::create_dir_all(&dir).unwrap();
-        for (name, bytes) in &expected {
-            std::fs::write(dir.join(name), bytes).unwrap();
-        }
-    }
-    for (name, bytes) in &expected {
-        let on_disk = std::fs::read(dir.join(name)).unwrap_or_else(|e| {
-            panic!("fuzz seed {name}: {e}; regenerate with LINEN_WRITE_FUZZ_SEEDS=1 (see this test's docs)")
-        });
-        assert_eq!(
-            &on_disk, bytes,
-            "fuzz seed {name} is stale; regenerate with LINEN_WRITE_FUZZ_SEEDS=1"
-        );
-    }
-    let count = std::fs::read_dir(&dir).unwrap().count();
-    assert_eq!(count, expected.len(), "unexpected files in {}", dir.display());
+    common::check_fuzz_seeds("offload", &expected);
 }
 
 fn check_flow(frames: &[Vec<u8>], v6: bool, mss: usize) {

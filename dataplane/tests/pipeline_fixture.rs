@@ -4,6 +4,8 @@
 //! headers except UDP source port, IPv4 ID and checksums. Also every drop reason decap and encap
 //! can give, and the flow-hash source port.
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 
@@ -528,7 +530,6 @@ fn encap_trims_ethernet_padding() {
 /// `LINEN_WRITE_FUZZ_SEEDS=1 cargo test -p linen-dataplane --test pipeline_fixture fuzz_seeds`.
 #[test]
 fn fuzz_seeds_match_the_fixture() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/decap");
     let mut expected: Vec<(String, Vec<u8>)> = Vec::new();
     for (i, frame) in fixture_frames().iter().enumerate() {
         let to_a = frame[30..34] == [192, 168, 77, 1];
@@ -543,21 +544,5 @@ fn fuzz_seeds_match_the_fixture() {
             .push((format!("frame{n:02}-encap-udpcsum"), seed(2 | 4 | tx_bit, 64, &frame[50..])));
         expected.push((format!("frame{n:02}-encap-udp"), seed(3 | tx_bit, 16, &frame[50..])));
     }
-    if std::env::var_os("LINEN_WRITE_FUZZ_SEEDS").is_some() {
-        std::fs::create_dir_all(&dir).unwrap();
-        for (name, bytes) in &expected {
-            std::fs::write(dir.join(name), bytes).unwrap();
-        }
-    }
-    for (name, bytes) in &expected {
-        let on_disk = std::fs::read(dir.join(name)).unwrap_or_else(|e| {
-            panic!("fuzz seed {name}: {e}; regenerate with LINEN_WRITE_FUZZ_SEEDS=1 (see this test's docs)")
-        });
-        assert_eq!(
-            &on_disk, bytes,
-            "fuzz seed {name} is stale; regenerate with LINEN_WRITE_FUZZ_SEEDS=1"
-        );
-    }
-    let count = std::fs::read_dir(&dir).unwrap().count();
-    assert_eq!(count, expected.len(), "unexpected files in {}", dir.display());
+    common::check_fuzz_seeds("decap", &expected);
 }

@@ -39,12 +39,27 @@ pub fn network_config(subnet_file: &Path, data_dir: &Path) -> serde_json::Value 
 /// # Errors
 /// The plugin failed (its output) or its result has no IPv4 address.
 pub fn add(node: &Netns, pod: &Netns, config: &serde_json::Value) -> Result<Ipv4Addr, String> {
+    let result = add_result(node, pod, &pod.name, config)?;
+    result_ipv4(&result).ok_or_else(|| format!("CNI result without an IPv4 address: {result}"))
+}
+
+/// Runs the plugin's ADD for `pod` (container ID `id`) from the node namespace `node` with
+/// `config`, as a runtime does; returns the plugin's result.
+///
+/// # Errors
+/// The plugin could not run or failed (its output), or its result is not JSON.
+pub fn add_result(
+    node: &Netns,
+    pod: &Netns,
+    id: &str,
+    config: &serde_json::Value,
+) -> Result<serde_json::Value, String> {
     let plugin = workspace_bin("linen");
     let dir = plugin.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut child = node
         .command(&plugin.to_string_lossy())
         .env("CNI_COMMAND", "ADD")
-        .env("CNI_CONTAINERID", &pod.name)
+        .env("CNI_CONTAINERID", id)
         .env("CNI_NETNS", pod.path())
         .env("CNI_IFNAME", "eth0")
         .env("CNI_PATH", dir)
@@ -66,13 +81,15 @@ pub fn add(node: &Netns, pod: &Netns, config: &serde_json::Value) -> Result<Ipv4
             String::from_utf8_lossy(&out.stderr)
         ));
     }
-    let result: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| format!("CNI result ({e}): {text}"))?;
+    serde_json::from_str(&text).map_err(|e| format!("CNI result ({e}): {text}"))
+}
+
+/// The address of a CNI result's first IP, without its prefix length.
+pub fn result_ipv4(result: &serde_json::Value) -> Option<Ipv4Addr> {
     result["ips"][0]["address"]
         .as_str()
         .and_then(|a| a.split('/').next())
         .and_then(|a| a.parse().ok())
-        .ok_or_else(|| format!("CNI result without an IPv4 address: {text}"))
 }
 
 /// Creates the pod namespace `name` in `tb` and attaches it through the plugin on `node`.

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use linen_benches::netbench::{harness, report};
 use linen_testbed::cluster::{Cluster, ClusterBuilder, Overlay};
-use linen_testbed::{workspace_bin, Netns, Testbed};
-use serde_json::{json, Value};
+use linen_testbed::{cni, workspace_bin, Netns, Testbed};
+use serde_json::Value;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -214,27 +214,15 @@ fn attach_pods(
     per_node: usize,
     ipam: &Path,
 ) -> Result<Vec<Pod>, String> {
-    let plugin = workspace_bin("linen");
-    let cni_path = plugin.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut pods = Vec::new();
     for (k, node) in cluster.nodes().iter().enumerate() {
         let subnet_file = cluster.dir().join(format!("{}.subnet.env", node.name));
-        let conf = json!({
-            "cniVersion": "1.0.0",
-            "name": "linen",
-            "type": "linen",
-            "subnetFile": subnet_file,
-            "dataDir": ipam.join(&node.name),
-        });
+        let conf = cni::network_config(&subnet_file, &ipam.join(&node.name));
         for i in 0..per_node {
             let name = format!("{}p{}", node.name, i);
             let ns = tb.netns(&name);
-            let result =
-                cni_add(&node.host, &plugin, &cni_path, &conf, &format!("demo-{name}"), &ns)?;
-            let ip = result["ips"][0]["address"]
-                .as_str()
-                .and_then(|a| a.split('/').next())
-                .and_then(|a| a.parse().ok())
+            let result = cni::add_result(&node.host, &ns, &format!("demo-{name}"), &conf)?;
+            let ip = cni::result_ipv4(&result)
                 .ok_or_else(|| format!("CNI result for {name} has no address: {result}"))?;
             let mac = result["interfaces"]
                 .as_array()
@@ -246,40 +234,6 @@ fn attach_pods(
         }
     }
     Ok(pods)
-}
-
-fn cni_add(
-    node: &Netns,
-    plugin: &Path,
-    cni_path: &Path,
-    conf: &Value,
-    id: &str,
-    pod: &Netns,
-) -> Result<Value, String> {
-    let mut child = node
-        .command(&plugin.to_string_lossy())
-        .env("CNI_COMMAND", "ADD")
-        .env("CNI_CONTAINERID", id)
-        .env("CNI_NETNS", pod.path())
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", cni_path)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run the CNI plugin {}: {e}", plugin.display()))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(conf.to_string().as_bytes()).map_err(|e| format!("CNI stdin: {e}"))?;
-    }
-    let out = child.wait_with_output().map_err(|e| format!("CNI plugin: {e}"))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        return Err(format!(
-            "CNI ADD for {id} failed: {text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    serde_json::from_str(&text).map_err(|e| format!("CNI ADD for {id}: bad result ({e}): {text}"))
 }
 
 /// Pings every pod from every other pod (up to three tries each); returns connected pairs, pairs

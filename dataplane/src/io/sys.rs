@@ -68,14 +68,23 @@ pub struct TxDatagram {
 /// # Errors
 /// The kernel refused the option.
 pub fn enable_udp_gro(fd: RawFd) -> io::Result<()> {
-    let one: libc::c_int = 1;
-    // SAFETY: `one` is a live c_int and its size is passed; the kernel only reads it.
+    setsockopt_int(fd, libc::SOL_UDP, UDP_GRO, 1)
+}
+
+/// `setsockopt(fd, level, opt, &value, sizeof(int))`.
+fn setsockopt_int(
+    fd: RawFd,
+    level: libc::c_int,
+    opt: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: `value` is a live c_int and its size is passed; the kernel only reads it.
     let rc = unsafe {
         libc::setsockopt(
             fd,
-            libc::SOL_UDP,
-            UDP_GRO,
-            (&one as *const libc::c_int).cast(),
+            level,
+            opt,
+            (&value as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
@@ -181,22 +190,7 @@ pub fn recv_batch(
 /// # Errors
 /// The kernel refused the option.
 pub fn set_pmtudisc_dont(fd: RawFd) -> io::Result<()> {
-    let v: libc::c_int = libc::IP_PMTUDISC_DONT;
-    // SAFETY: `v` is a live c_int and its size is passed; the kernel only reads it.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::IPPROTO_IP,
-            libc::IP_MTU_DISCOVER,
-            (&v as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, libc::IP_PMTUDISC_DONT)
 }
 
 /// The `UDP_GRO` segment size a received message's control data carries, or 0.
@@ -287,25 +281,8 @@ pub fn grow_socket_buffers(fd: RawFd, bytes: usize) -> io::Result<()> {
     for (force, plain) in
         [(libc::SO_RCVBUFFORCE, libc::SO_RCVBUF), (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF)]
     {
-        let set = |opt: libc::c_int| {
-            // SAFETY: `v` is a live c_int and its size is passed; the kernel only reads it.
-            let rc = unsafe {
-                libc::setsockopt(
-                    fd,
-                    libc::SOL_SOCKET,
-                    opt,
-                    (&v as *const libc::c_int).cast(),
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            };
-            if rc == 0 {
-                Ok(())
-            } else {
-                Err(io::Error::last_os_error())
-            }
-        };
-        if set(force).is_err() {
-            set(plain)?;
+        if setsockopt_int(fd, libc::SOL_SOCKET, force, v).is_err() {
+            setsockopt_int(fd, libc::SOL_SOCKET, plain, v)?;
         }
     }
     Ok(())
