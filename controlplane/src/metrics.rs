@@ -24,18 +24,31 @@
 //! management address (see docs/metrics.md).
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, MethodRouter};
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use ipnet::IpNet;
 use linen_dataplane::pipeline::{DropReason, StatsSnapshot, WorkerStats};
 use linen_dataplane::worker::LoopStats;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    prometheus_text, text, DescriptorEncoder, EncodeGaugeValue, EncodeLabelSet, NoLabelSet,
+};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::lease::MacAddr;
@@ -53,7 +66,11 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_CONNECTIONS: usize = 32;
 
 /// Content type of `/metrics` (Prometheus text format 0.0.4).
-pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub const PROMETHEUS_CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+
+/// Content type of `/metrics` when the scraper asks for OpenMetrics.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// One route as the control plane installed it: a peer's pod subnet behind its VTEP.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -556,44 +573,86 @@ impl NodeState {
         }
     }
 
+    /// The `/metrics` body at `now` in `format`.
+    pub fn render_metrics_at(&self, now: SystemTime, format: MetricsFormat) -> String {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Scrape { state: self.clone(), now }));
+        let mut out = String::with_capacity(4096 + self.lock().workers.len() * 2048);
+        // Writing to a String cannot fail, and the collector only fails when its writer does.
+        let _ = match format {
+            MetricsFormat::Prometheus => prometheus_text::encode(&mut out, &registry),
+            MetricsFormat::OpenMetrics => text::encode(&mut out, &registry),
+        };
+        out
+    }
+
     /// The `/metrics` body at `now`, in Prometheus text format 0.0.4.
     pub fn render_prometheus_at(&self, now: SystemTime) -> String {
+        self.render_metrics_at(now, MetricsFormat::Prometheus)
+    }
+
+    /// [`NodeState::render_prometheus_at`] now.
+    pub fn render_prometheus(&self) -> String {
+        self.render_prometheus_at(SystemTime::now())
+    }
+
+    /// Writes every family at `now`. Families whose subject is absent (no lease, no etcd, no
+    /// workers) are left out rather than reported as zero.
+    fn encode_families(&self, enc: &mut DescriptorEncoder, now: SystemTime) -> fmt::Result {
         let readiness = self.readiness_at(now);
         let stats = self.stats_report();
         let s = self.lock();
-        let mut out = String::with_capacity(4096 + stats.workers.len() * 2048);
-        let mut m = Exposition { out: &mut out };
 
-        m.family("linen_build_info", "gauge", "Always 1; the version label is linend's version.");
-        m.sample("linen_build_info", &[("version", env!("CARGO_PKG_VERSION"))], 1);
-        m.family("linen_start_time_seconds", "gauge", "Start time of linend, Unix seconds.");
-        m.sample("linen_start_time_seconds", &[], unix_secs_f64(s.started));
-        m.family("linen_ready", "gauge", "1 when /readyz answers 200, else 0.");
-        m.sample("linen_ready", &[], u8::from(readiness.ready));
-
+        let version = [("version", env!("CARGO_PKG_VERSION"))];
+        labelled_gauge(
+            enc,
+            "linen_build_info",
+            "Always 1; the version label is linend's version.",
+            [(&version, 1)],
+        )?;
+        gauge(
+            enc,
+            "linen_start_time_seconds",
+            "Start time of linend, Unix seconds.",
+            unix_secs_f64(s.started),
+        )?;
+        gauge(enc, "linen_ready", "1 when /readyz answers 200, else 0.", flag(readiness.ready))?;
         if let Some(kind) = &s.datapath {
-            m.family(
+            labelled_gauge(
+                enc,
                 "linen_datapath_info",
-                "gauge",
                 "Always 1; the kind label names the datapath.",
-            );
-            m.sample("linen_datapath_info", &[("kind", kind)], 1);
+                [(&[("kind", kind.as_str())], 1)],
+            )?;
         }
-        m.family("linen_datapath_up", "gauge", "1 while the datapath workers are forwarding.");
-        m.sample("linen_datapath_up", &[], u8::from(s.datapath_up));
-        m.family("linen_workers", "gauge", "Number of datapath workers (one per queue).");
-        m.sample("linen_workers", &[], stats.workers.len());
+        gauge(
+            enc,
+            "linen_datapath_up",
+            "1 while the datapath workers are forwarding.",
+            flag(s.datapath_up),
+        )?;
+        gauge(
+            enc,
+            "linen_workers",
+            "Number of datapath workers (one per queue).",
+            stats.workers.len() as i64,
+        )?;
 
-        let labels: Vec<String> = stats.workers.iter().map(|w| w.worker.to_string()).collect();
+        let ids: Vec<String> = stats.workers.iter().map(|w| w.worker.to_string()).collect();
+        let by_worker = |i: usize| [("worker", ids[i].as_str())];
         if !stats.workers.is_empty() {
-            m.family(
+            let info: Vec<_> = stats
+                .workers
+                .iter()
+                .zip(&ids)
+                .map(|(w, id)| ([("worker", id.as_str()), ("name", w.name.as_str())], 1))
+                .collect();
+            labelled_gauge(
+                enc,
                 "linen_worker_info",
-                "gauge",
                 "Always 1; maps the worker label to the worker's name (its queue).",
-            );
-            for (w, label) in stats.workers.iter().zip(&labels) {
-                m.sample("linen_worker_info", &[("worker", label), ("name", &w.name)], 1);
-            }
+                info.iter().map(|(l, v)| (l, *v)),
+            )?;
         }
         let packet_counters: [CounterDef<Counters>; 4] = [
             ("linen_worker_rx_total", "Frames the worker received.", |c| c.rx),
@@ -607,26 +666,27 @@ impl NodeState {
         ];
         if !stats.workers.is_empty() {
             for (name, help, get) in packet_counters {
-                m.family(name, "counter", help);
-                for (w, label) in stats.workers.iter().zip(&labels) {
-                    m.sample(name, &[("worker", label)], get(&w.counters));
-                }
+                let series: Vec<_> = stats
+                    .workers
+                    .iter()
+                    .enumerate()
+                    .map(|(i, w)| (by_worker(i), get(&w.counters)))
+                    .collect();
+                counter(enc, name, help, series.iter().map(|(l, v)| (l, *v)))?;
             }
-            m.family(
-                "linen_worker_drops_total",
-                "counter",
-                "Frames the worker dropped, by reason (see docs/metrics.md).",
-            );
-            for (w, label) in stats.workers.iter().zip(&labels) {
+            let mut drops = Vec::with_capacity(stats.workers.len() * DropReason::COUNT);
+            for (w, id) in stats.workers.iter().zip(&ids) {
                 for reason in DropReason::ALL {
                     let n = w.counters.drops.get(reason.name()).copied().unwrap_or(0);
-                    m.sample(
-                        "linen_worker_drops_total",
-                        &[("worker", label), ("reason", reason.name())],
-                        n,
-                    );
+                    drops.push(([("worker", id.as_str()), ("reason", reason.name())], n));
                 }
             }
+            counter(
+                enc,
+                "linen_worker_drops_total",
+                "Frames the worker dropped, by reason (see docs/metrics.md).",
+                drops.iter().map(|(l, v)| (l, *v)),
+            )?;
         }
         let io_counters: [CounterDef<IoCounters>; 9] = [
             (
@@ -675,121 +735,187 @@ impl NodeState {
         ];
         if stats.workers.iter().any(|w| w.io.is_some()) {
             for (name, help, get) in io_counters {
-                m.family(name, "counter", help);
-                for (w, label) in stats.workers.iter().zip(&labels) {
-                    if let Some(io) = &w.io {
-                        m.sample(name, &[("worker", label)], get(io));
-                    }
-                }
+                let series: Vec<_> = stats
+                    .workers
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, w)| w.io.as_ref().map(|io| (by_worker(i), get(io))))
+                    .collect();
+                counter(enc, name, help, series.iter().map(|(l, v)| (l, *v)))?;
             }
         }
 
-        m.family("linen_routes", "gauge", "Routes to peer subnets the workers forward by.");
-        m.sample("linen_routes", &[], s.routes.len());
-        m.family("linen_routes_synced", "gauge", "1 once routes are synced and followed.");
-        m.sample("linen_routes_synced", &[], u8::from(s.routes_synced));
-
+        gauge(
+            enc,
+            "linen_routes",
+            "Routes to peer subnets the workers forward by.",
+            s.routes.len() as i64,
+        )?;
+        gauge(
+            enc,
+            "linen_routes_synced",
+            "1 once routes are synced and followed.",
+            flag(s.routes_synced),
+        )?;
         let held = s.lease.is_some_and(|l| l.expires.is_none_or(|t| t > now));
-        m.family("linen_lease_held", "gauge", "1 while this node holds an unexpired subnet lease.");
-        m.sample("linen_lease_held", &[], u8::from(held));
+        gauge(
+            enc,
+            "linen_lease_held",
+            "1 while this node holds an unexpired subnet lease.",
+            flag(held),
+        )?;
         if let Some(lease) = &s.lease {
             let subnet = lease.subnet.to_string();
-            m.family(
+            labelled_gauge(
+                enc,
                 "linen_lease_info",
-                "gauge",
                 "Always 1; the subnet label is the node's subnet.",
-            );
-            m.sample("linen_lease_info", &[("subnet", &subnet)], 1);
+                [(&[("subnet", subnet.as_str())], 1)],
+            )?;
             if let Some(t) = lease.expires {
-                m.family(
+                gauge(
+                    enc,
                     "linen_lease_expiry_timestamp_seconds",
-                    "gauge",
                     "When the subnet lease expires unless renewed, Unix seconds.",
-                );
-                m.sample("linen_lease_expiry_timestamp_seconds", &[], unix_secs_f64(t));
+                    unix_secs_f64(t),
+                )?;
             }
         }
         if let Some(connected) = s.etcd_connected {
-            m.family("linen_etcd_connected", "gauge", "1 while etcd answers, 0 during an outage.");
-            m.sample("linen_etcd_connected", &[], u8::from(connected));
+            gauge(
+                enc,
+                "linen_etcd_connected",
+                "1 while etcd answers, 0 during an outage.",
+                flag(connected),
+            )?;
         }
         if let Some(rev) = s.watch_revision {
-            m.family(
-                "linen_watch_revision",
-                "gauge",
-                "The etcd revision the route watch has seen.",
-            );
-            m.sample("linen_watch_revision", &[], rev);
+            gauge(enc, "linen_watch_revision", "The etcd revision the route watch has seen.", rev)?;
         }
-        m.family(
+        gauge(
+            enc,
             "linen_ip_masq_enabled",
-            "gauge",
             "1 when linend keeps masquerade rules (--ip-masq).",
-        );
-        m.sample("linen_ip_masq_enabled", &[], u8::from(s.masq.is_some()));
+            flag(s.masq.is_some()),
+        )?;
         if let Some(masq) = s.masq {
-            m.family(
+            gauge(
+                enc,
                 "linen_ip_masq_rules_ok",
-                "gauge",
                 "1 when the last write or check of the masquerade table succeeded.",
-            );
-            m.sample("linen_ip_masq_rules_ok", &[], u8::from(masq.ok));
-            m.family(
+                flag(masq.ok),
+            )?;
+            counter(
+                enc,
                 "linen_ip_masq_restores_total",
-                "counter",
                 "Masquerade tables restored after being deleted or changed outside linend.",
-            );
-            m.sample("linen_ip_masq_restores_total", &[], masq.restores);
+                [(&NO_LABELS, masq.restores)],
+            )?;
         }
-        drop(s);
-        out
-    }
-
-    /// [`NodeState::render_prometheus_at`] now.
-    pub fn render_prometheus(&self) -> String {
-        self.render_prometheus_at(SystemTime::now())
+        Ok(())
     }
 }
+
+/// The text formats `/metrics` answers in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsFormat {
+    /// Prometheus text format 0.0.4 ([`PROMETHEUS_CONTENT_TYPE`]), the default.
+    Prometheus,
+    /// OpenMetrics 1.0 text ([`OPENMETRICS_CONTENT_TYPE`]), for scrapers that ask for it.
+    OpenMetrics,
+}
+
+impl MetricsFormat {
+    /// The format an `Accept` header asks for: OpenMetrics when it names
+    /// `application/openmetrics-text` (with a non-zero quality), else the Prometheus text format.
+    pub fn from_accept(accept: Option<&str>) -> MetricsFormat {
+        let asks = accept.into_iter().flat_map(|a| a.split(',')).any(|range| {
+            let mut params = range.split(';').map(str::trim);
+            let is_om = params
+                .next()
+                .is_some_and(|t| t.eq_ignore_ascii_case("application/openmetrics-text"));
+            let refused = params.any(|p| {
+                p.strip_prefix("q=").and_then(|q| q.parse::<f32>().ok()).is_some_and(|q| q <= 0.0)
+            });
+            is_om && !refused
+        });
+        if asks {
+            MetricsFormat::OpenMetrics
+        } else {
+            MetricsFormat::Prometheus
+        }
+    }
+
+    /// The `Content-Type` of an answer in this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            MetricsFormat::Prometheus => PROMETHEUS_CONTENT_TYPE,
+            MetricsFormat::OpenMetrics => OPENMETRICS_CONTENT_TYPE,
+        }
+    }
+}
+
+/// One scrape: the state read at `now`, encoded by the registry it is registered with.
+#[derive(Debug)]
+struct Scrape {
+    state: NodeState,
+    now: SystemTime,
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        self.state.encode_families(&mut encoder, self.now)
+    }
+}
+
+/// The label set of a family's only, unlabelled sample.
+const NO_LABELS: [(&str, &str); 0] = [];
 
 /// A per-worker counter family: name, HELP text, and how to read it from a report.
 type CounterDef<T> = (&'static str, &'static str, fn(&T) -> u64);
 
-/// Writes text exposition format lines.
-struct Exposition<'a> {
-    out: &'a mut String,
+fn flag(b: bool) -> i64 {
+    i64::from(b)
 }
 
-impl Exposition<'_> {
-    fn family(&mut self, name: &str, kind: &str, help: &str) {
-        // Writing to a String cannot fail.
-        let _ = writeln!(self.out, "# HELP {name} {}", escape_help(help));
-        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+/// A gauge family with one unlabelled sample.
+fn gauge<V: EncodeGaugeValue>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: V,
+) -> fmt::Result {
+    enc.encode_descriptor(name, help, None, MetricType::Gauge)?.encode_gauge(&value)
+}
+
+/// A gauge family with one sample per label set.
+fn labelled_gauge<'l, L: EncodeLabelSet + 'l>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: impl IntoIterator<Item = (&'l L, i64)>,
+) -> fmt::Result {
+    let mut family = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, value) in series {
+        family.encode_family(labels)?.encode_gauge(&value)?;
     }
+    Ok(())
+}
 
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
-        self.out.push_str(name);
-        if !labels.is_empty() {
-            self.out.push('{');
-            for (i, (k, v)) in labels.iter().enumerate() {
-                if i > 0 {
-                    self.out.push(',');
-                }
-                let _ = write!(self.out, "{k}=\"{}\"", escape_label(v));
-            }
-            self.out.push('}');
-        }
-        let _ = writeln!(self.out, " {value}");
+/// A counter family with one sample per label set. `name` is the sample name as documented
+/// (ending in `_total`); the encoder adds the suffix where its format wants it.
+fn counter<'l, L: EncodeLabelSet + 'l>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: impl IntoIterator<Item = (&'l L, u64)>,
+) -> fmt::Result {
+    let base = name.strip_suffix("_total").unwrap_or(name);
+    let mut family = enc.encode_descriptor(base, help, None, MetricType::Counter)?;
+    for (labels, value) in series {
+        family.encode_family(labels)?.encode_counter::<NoLabelSet, _, u64>(&value, None)?;
     }
-}
-
-/// HELP text escaping: backslash and newline.
-fn escape_help(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('\n', "\\n")
-}
-
-/// Label value escaping: backslash, double quote and newline.
-fn escape_label(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    Ok(())
 }
 
 /// Serde for [`MacAddr`] as its colon-separated text.
@@ -807,167 +933,82 @@ mod mac_text {
     }
 }
 
-/// An HTTP answer before serialisation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Response {
-    /// Status code.
-    pub status: u16,
-    /// `Content-Type` header.
-    pub content_type: &'static str,
-    /// `Allow` header, sent with 405.
-    pub allow: Option<&'static str>,
-    /// Body (omitted on the wire for HEAD).
-    pub body: String,
-}
-
 const TEXT: &str = "text/plain; charset=utf-8";
 const JSON: &str = "application/json";
 const PATHS: &str = "/metrics /healthz /readyz /v1/stats /v1/routes /v1/status";
 
-impl Response {
-    fn text(status: u16, body: impl Into<String>) -> Response {
-        Response { status, content_type: TEXT, allow: None, body: body.into() }
-    }
+/// The node API's routes: GET (and HEAD, which axum answers from the GET handler without the
+/// body) on six fixed paths, `405` with `Allow: GET, HEAD` for other methods, `404` elsewhere.
+/// Queries are ignored. Every answer carries `Cache-Control: no-store`.
+pub fn router(state: NodeState) -> Router {
+    let only_get = |handler: MethodRouter<NodeState>| handler.fallback(method_not_allowed);
+    Router::new()
+        .route("/metrics", only_get(get(metrics)))
+        .route("/healthz", only_get(get(|| async { text(StatusCode::OK, "ok\n") })))
+        .route("/readyz", only_get(get(readyz)))
+        .route(
+            "/v1/stats",
+            only_get(get(|State(s): State<NodeState>| async move { json(&s.stats_report()) })),
+        )
+        .route(
+            "/v1/routes",
+            only_get(get(|State(s): State<NodeState>| async move { json(&s.routes_report()) })),
+        )
+        .route(
+            "/v1/status",
+            only_get(get(|State(s): State<NodeState>| async move {
+                json(&s.status_report_at(SystemTime::now()))
+            })),
+        )
+        .fallback(not_found)
+        .layer(axum::middleware::map_response(no_store))
+        .with_state(state)
+}
 
-    fn json<T: Serialize>(value: &T) -> Response {
-        match serde_json::to_string(value) {
-            Ok(body) => Response { status: 200, content_type: JSON, allow: None, body },
-            Err(e) => Response::text(500, format!("cannot encode the answer: {e}\n")),
+fn text(status: StatusCode, body: impl Into<String>) -> Response {
+    (status, [(header::CONTENT_TYPE, TEXT)], body.into()).into_response()
+}
+
+fn json<T: Serialize>(value: &T) -> Response {
+    match serde_json::to_string(value) {
+        Ok(body) => ([(header::CONTENT_TYPE, JSON)], body).into_response(),
+        Err(e) => {
+            text(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode the answer: {e}\n"))
         }
     }
 }
 
-fn reason_phrase(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        503 => "Service Unavailable",
-        505 => "HTTP Version Not Supported",
-        _ => "Unknown",
+async fn metrics(State(state): State<NodeState>, headers: HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = MetricsFormat::from_accept(accept);
+    let body = state.render_metrics_at(SystemTime::now(), format);
+    ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
+}
+
+async fn readyz(State(state): State<NodeState>) -> Response {
+    let r = state.readiness();
+    if r.ready {
+        text(StatusCode::OK, "ready\n")
+    } else {
+        let body: String = r.reasons.iter().map(|l| format!("not ready: {l}\n")).collect();
+        text(StatusCode::SERVICE_UNAVAILABLE, body)
     }
 }
 
-/// Answers one request for `target` (path, optionally with a query, which is ignored). Pure
-/// apart from reading `state` and the clock; the server calls it per request.
-pub fn respond(state: &NodeState, method: &str, target: &str) -> Response {
-    let path = target.split_once('?').map_or(target, |(p, _)| p);
-    let known = matches!(
-        path,
-        "/metrics" | "/healthz" | "/readyz" | "/v1/stats" | "/v1/routes" | "/v1/status"
-    );
-    if !known {
-        return Response::text(404, format!("no such path {path:?}; this API serves {PATHS}\n"));
-    }
-    if method != "GET" && method != "HEAD" {
-        return Response {
-            allow: Some("GET, HEAD"),
-            ..Response::text(405, format!("{method} is not allowed; use GET\n"))
-        };
-    }
-    match path {
-        "/metrics" => Response {
-            status: 200,
-            content_type: PROMETHEUS_CONTENT_TYPE,
-            allow: None,
-            body: state.render_prometheus(),
-        },
-        "/healthz" => Response::text(200, "ok\n"),
-        "/readyz" => {
-            let r = state.readiness();
-            if r.ready {
-                Response::text(200, "ready\n")
-            } else {
-                let body: String = r.reasons.iter().map(|l| format!("not ready: {l}\n")).collect();
-                Response::text(503, body)
-            }
-        }
-        "/v1/stats" => Response::json(&state.stats_report()),
-        "/v1/routes" => Response::json(&state.routes_report()),
-        _ => Response::json(&state.status_report_at(SystemTime::now())),
-    }
+async fn method_not_allowed(method: Method) -> Response {
+    let mut resp =
+        text(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed; use GET\n"));
+    resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    resp
 }
 
-fn serialize(resp: &Response, head_only: bool) -> Vec<u8> {
-    let mut head = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\nCache-Control: no-store\r\n",
-        resp.status,
-        reason_phrase(resp.status),
-        resp.content_type,
-        resp.body.len()
-    );
-    if let Some(allow) = resp.allow {
-        head.push_str(&format!("Allow: {allow}\r\n"));
-    }
-    head.push_str("\r\n");
-    let mut bytes = head.into_bytes();
-    if !head_only {
-        bytes.extend_from_slice(resp.body.as_bytes());
-    }
-    bytes
+async fn not_found(uri: Uri) -> Response {
+    text(StatusCode::NOT_FOUND, format!("no such path {:?}; this API serves {PATHS}\n", uri.path()))
 }
 
-/// Reads a request head; `Err(status)` for a request the server refuses before routing.
-async fn read_head(stream: &mut TcpStream) -> Result<(String, String), u16> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    let end = loop {
-        if let Some(i) = find_head_end(&buf) {
-            break i;
-        }
-        if buf.len() >= MAX_REQUEST_HEAD {
-            return Err(431);
-        }
-        match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => return Err(400),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    };
-    let head = std::str::from_utf8(&buf[..end]).map_err(|_| 400u16)?;
-    let line = head.lines().next().unwrap_or_default();
-    let mut parts = line.split_ascii_whitespace();
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(400);
-    };
-    if !version.starts_with("HTTP/1.") {
-        return Err(505);
-    }
-    if !target.starts_with('/') {
-        return Err(400);
-    }
-    Ok((method.to_string(), target.to_string()))
-}
-
-/// Index of the blank line ending a request head (CRLF or bare LF line ends).
-fn find_head_end(buf: &[u8]) -> Option<usize> {
-    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n");
-    let lf = buf.windows(2).position(|w| w == b"\n\n");
-    match (crlf, lf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
-
-async fn serve_connection(mut stream: TcpStream, state: NodeState) {
-    let answer = async {
-        let (resp, head_only) = match read_head(&mut stream).await {
-            Ok((method, target)) => (respond(&state, &method, &target), method == "HEAD"),
-            Err(status) => (Response::text(status, format!("{}\n", reason_phrase(status))), false),
-        };
-        stream.write_all(&serialize(&resp, head_only)).await?;
-        stream.shutdown().await
-    };
-    match tokio::time::timeout(REQUEST_TIMEOUT, answer).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::debug!(error = %e, "node API: connection failed"),
-        Err(_) => tracing::debug!("node API: client too slow, connection closed"),
-    }
+async fn no_store(mut resp: Response) -> Response {
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
 }
 
 /// The node API could not listen on its address.
@@ -1007,9 +1048,19 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// Serves until the task is dropped or aborted. Each connection runs in its own task; accept
-    /// errors (such as running out of descriptors) are logged and retried after a pause.
+    /// Serves until the task is dropped or aborted. Each connection runs in its own task, at most
+    /// [`MAX_CONNECTIONS`] at once; accept errors (such as running out of descriptors) are logged
+    /// and retried after a pause.
     pub async fn run(self) {
+        let app = router(self.state);
+        let mut http = http1::Builder::new();
+        // One request per connection; heads longer than MAX_REQUEST_HEAD get 431 from hyper, and
+        // a head not complete within REQUEST_TIMEOUT closes the connection.
+        http.keep_alive(false)
+            .max_buf_size(MAX_REQUEST_HEAD)
+            .timer(TokioTimer::new())
+            .header_read_timeout(REQUEST_TIMEOUT)
+            .title_case_headers(true);
         let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         loop {
             let Ok(permit) = permits.clone().acquire_owned().await else {
@@ -1017,9 +1068,21 @@ impl Server {
             };
             match self.listener.accept().await {
                 Ok((stream, _peer)) => {
-                    let state = self.state.clone();
+                    let conn = http.serve_connection(
+                        TokioIo::new(stream),
+                        TowerToHyperService::new(app.clone()),
+                    );
                     tokio::spawn(async move {
-                        serve_connection(stream, state).await;
+                        // The whole exchange, answer included, has REQUEST_TIMEOUT.
+                        match tokio::time::timeout(REQUEST_TIMEOUT, conn).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => {
+                                tracing::debug!(error = %e, "node API: connection failed")
+                            }
+                            Err(_) => {
+                                tracing::debug!("node API: client too slow, connection closed")
+                            }
+                        }
                         drop(permit);
                     });
                 }
@@ -1037,6 +1100,8 @@ mod tests {
     use super::*;
     use linen_dataplane::pipeline::{Action, DropReason, WorkerStats};
     use std::collections::{HashMap, HashSet};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
 
     fn route(subnet: &str, vtep: &str, mac: u8) -> RouteInfo {
         RouteInfo {
@@ -1409,17 +1474,6 @@ mod tests {
         assert_eq!(state.routes_report().count, 2);
     }
 
-    #[test]
-    fn respond_routes_methods_and_paths() {
-        let state = NodeState::new();
-        assert_eq!(respond(&state, "GET", "/healthz").status, 200);
-        assert_eq!(respond(&state, "GET", "/readyz").status, 503);
-        assert_eq!(respond(&state, "GET", "/metrics?x=1").content_type, PROMETHEUS_CONTENT_TYPE);
-        assert_eq!(respond(&state, "GET", "/nope").status, 404);
-        let post = respond(&state, "POST", "/metrics");
-        assert_eq!((post.status, post.allow), (405, Some("GET, HEAD")));
-    }
-
     async fn raw_request(addr: SocketAddr, request: &[u8]) -> String {
         let mut s = TcpStream::connect(addr).await.unwrap();
         s.write_all(request).await.unwrap();
@@ -1502,7 +1556,27 @@ mod tests {
         assert_eq!(status, 503);
         assert!(body.contains("etcd unreachable"), "{body}");
 
-        assert_eq!(get(addr, "/missing").await.0, 404);
+        let (status, _, body) = get(addr, "/missing").await;
+        assert_eq!(status, 404);
+        assert!(body.starts_with("no such path \"/missing\"; this API serves /metrics "), "{body}");
+        let (status, head, _) = get(addr, "/metrics?x=1").await;
+        assert_eq!(status, 200, "the query is ignored");
+        assert!(head.contains("Cache-Control: no-store\r\n"), "{head}");
+        let post = raw_request(addr, b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n").await;
+        assert!(post.starts_with("HTTP/1.1 405 "), "{post}");
+        assert!(post.contains("\r\nAllow: GET, HEAD\r\n"), "{post}");
+        assert!(post.ends_with("POST is not allowed; use GET\n"), "{post}");
+
+        // OpenMetrics only for a scraper that asks for it.
+        let om = raw_request(
+            addr,
+            b"GET /metrics HTTP/1.1\r\nAccept: application/openmetrics-text;version=1.0.0,text/plain;q=0.5\r\n\r\n",
+        )
+        .await;
+        assert!(om.contains(&format!("Content-Type: {OPENMETRICS_CONTENT_TYPE}\r\n")), "{om}");
+        assert!(om.ends_with("# EOF\n"), "{om}");
+        assert!(om.contains("# TYPE linen_worker_drops counter\n"), "{om}");
+        assert!(om.contains("linen_worker_drops_total{worker=\"0\",reason=\"unknown_vtep\"} 1\n"));
         let head = raw_request(addr, b"HEAD /healthz HTTP/1.1\r\n\r\n").await;
         assert!(head.starts_with("HTTP/1.1 200 OK\r\n") && head.ends_with("\r\n\r\n"), "{head}");
         let bad = raw_request(addr, b"nonsense\r\n\r\n").await;
@@ -1513,6 +1587,47 @@ mod tests {
         assert!(raw_request(addr, big.as_bytes()).await.starts_with("HTTP/1.1 431 "));
 
         task.abort();
+    }
+
+    #[test]
+    fn accept_header_picks_the_format() {
+        use MetricsFormat::{OpenMetrics, Prometheus};
+        assert_eq!(MetricsFormat::from_accept(None), Prometheus);
+        assert_eq!(MetricsFormat::from_accept(Some("*/*")), Prometheus);
+        assert_eq!(MetricsFormat::from_accept(Some("text/plain;version=0.0.4")), Prometheus);
+        assert_eq!(MetricsFormat::from_accept(Some("application/openmetrics-text")), OpenMetrics);
+        // What Prometheus sends.
+        let prometheus = "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.5,\
+                          application/openmetrics-text;version=0.0.1;q=0.4,\
+                          text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
+        assert_eq!(MetricsFormat::from_accept(Some(prometheus)), OpenMetrics);
+        assert_eq!(
+            MetricsFormat::from_accept(Some("application/openmetrics-text;q=0, text/plain")),
+            Prometheus
+        );
+        assert_eq!(OpenMetrics.content_type(), OPENMETRICS_CONTENT_TYPE);
+        assert_eq!(Prometheus.content_type(), "text/plain; version=0.0.4; charset=utf-8");
+    }
+
+    #[test]
+    fn openmetrics_text_has_the_same_samples() {
+        let now = SystemTime::now();
+        let state = populated(now);
+        state.record_masq(true, true);
+        let om = state.render_metrics_at(now, MetricsFormat::OpenMetrics);
+        assert!(om.ends_with("# EOF\n"), "{om}");
+        // Samples (not comments) are the same lines in both formats.
+        let samples = |t: &str| -> Vec<String> {
+            t.lines().filter(|l| !l.starts_with('#')).map(str::to_string).collect()
+        };
+        let text = state.render_prometheus_at(now);
+        assert_eq!(samples(&om), samples(&text));
+        assert!(
+            om.contains("# TYPE linen_ip_masq_restores counter\nlinen_ip_masq_restores_total 1\n")
+        );
+        assert!(text.contains(
+            "# TYPE linen_ip_masq_restores_total counter\nlinen_ip_masq_restores_total 1\n"
+        ));
     }
 
     #[tokio::test]
