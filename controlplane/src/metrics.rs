@@ -3,7 +3,7 @@
 //!
 //! | path         | answer |
 //! |--------------|--------|
-//! | `/metrics`   | Prometheus text exposition format 0.0.4, every name prefixed `linen_` |
+//! | `/metrics`   | Prometheus text format 0.0.4 (OpenMetrics on request), every name prefixed `linen_` |
 //! | `/healthz`   | `200 ok`: the process is alive and its runtime answers |
 //! | `/readyz`    | `200 ready` when the lease is held, routes are synced and the datapath is up; otherwise `503` with one `not ready: …` line per failed condition |
 //! | `/v1/stats`  | [`StatsReport`] as JSON |
@@ -15,13 +15,14 @@
 //! only reads it. Worker counters are read with relaxed atomic loads at request time, so a scrape
 //! never touches the packet path beyond reading its counters.
 //!
-//! The server is a deliberately small HTTP/1.1 responder on [`tokio::net::TcpListener`]: GET and
-//! HEAD on six fixed paths, one request per connection (`Connection: close`), request heads capped
-//! at [`MAX_REQUEST_HEAD`] bytes and [`REQUEST_TIMEOUT`], at most [`MAX_CONNECTIONS`] served at
-//! once. That is all a Prometheus scraper, a kubelet probe and `linenctl` need, and it keeps an
-//! HTTP stack (and its features) out of the daemon's dependencies. It must never be exposed as a
-//! general web server: it has no TLS and no authentication, so bind it to loopback or a
-//! management address (see docs/metrics.md).
+//! The server is [`router`] (axum) on hyper's HTTP/1 connection builder, the same HTTP stack the
+//! etcd client's gRPC already links: GET and HEAD on six fixed paths, one request per connection
+//! (`Connection: close`), request heads capped at [`MAX_REQUEST_HEAD`] bytes (`431` beyond),
+//! [`REQUEST_TIMEOUT`] for the head and for the whole exchange, at most [`MAX_CONNECTIONS`] served
+//! at once. `/metrics` is encoded by `prometheus-client` from a collector that reads the state at
+//! scrape time, in the Prometheus text format 0.0.4 or, when the `Accept` header asks for
+//! `application/openmetrics-text`, in OpenMetrics 1.0. The API has no TLS and no authentication:
+//! bind it to loopback or a management address (see docs/metrics.md).
 
 use std::collections::BTreeMap;
 use std::fmt;
