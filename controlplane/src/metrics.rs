@@ -1056,8 +1056,11 @@ impl Server {
         let app = router(self.state);
         let mut http = http1::Builder::new();
         // One request per connection; heads longer than MAX_REQUEST_HEAD get 431 from hyper, and
-        // a head not complete within REQUEST_TIMEOUT closes the connection.
+        // a head not complete within REQUEST_TIMEOUT closes the connection. A client may shut
+        // down its sending side after the request (`printf … | socat`, `nc -N`) and still gets
+        // the answer.
         http.keep_alive(false)
+            .half_close(true)
             .max_buf_size(MAX_REQUEST_HEAD)
             .timer(TokioTimer::new())
             .header_read_timeout(REQUEST_TIMEOUT)
@@ -1475,9 +1478,12 @@ mod tests {
         assert_eq!(state.routes_report().count, 2);
     }
 
+    /// Sends `request`, shuts down the sending side (as `printf … | socat` does) and reads the
+    /// whole answer.
     async fn raw_request(addr: SocketAddr, request: &[u8]) -> String {
         let mut s = TcpStream::connect(addr).await.unwrap();
         s.write_all(request).await.unwrap();
+        s.shutdown().await.unwrap();
         let mut out = Vec::new();
         s.read_to_end(&mut out).await.unwrap();
         String::from_utf8(out).unwrap()
@@ -1587,6 +1593,25 @@ mod tests {
         let big = format!("GET /{}", "a".repeat(MAX_REQUEST_HEAD - 5));
         assert!(raw_request(addr, big.as_bytes()).await.starts_with("HTTP/1.1 431 "));
 
+        task.abort();
+    }
+
+    /// Clients that shut down their sending side after the request (`printf … | socat`) get
+    /// every answer: hyper must not take the early end of input for an aborted request.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn half_closed_requests_are_answered() {
+        let state = populated(SystemTime::now());
+        let server = Server::bind("127.0.0.1:0".parse().unwrap(), state).await.unwrap();
+        let addr = server.local_addr().unwrap();
+        let task = tokio::spawn(server.run());
+        let mut unanswered = 0;
+        for _ in 0..100 {
+            let answer = raw_request(addr, b"GET /metrics HTTP/1.0\r\n\r\n").await;
+            if !answer.contains("linen_worker_drops_total{") {
+                unanswered += 1;
+            }
+        }
+        assert_eq!(unanswered, 0, "of 100 half-closed requests");
         task.abort();
     }
 
