@@ -326,23 +326,31 @@ pub(crate) fn set_tx_skb_budget(fd: RawFd, budget: u32) -> Result<(), SysError> 
     Ok(())
 }
 
+/// `getsockopt(SOL_XDP, opt)` into `out`, a plain C struct of libxdp-sys's bindings (integers
+/// only, so every byte pattern the kernel writes is a valid value); returns the length the kernel
+/// wrote. `call` names the option in the error.
+fn getsockopt_xdp<T: Copy>(
+    fd: RawFd,
+    opt: u32,
+    call: &'static str,
+    out: &mut T,
+) -> Result<usize, SysError> {
+    let mut len = std::mem::size_of::<T>() as libc::socklen_t;
+    // SAFETY: `out` and `len` are valid for writes of the sizes passed, and any bytes the kernel
+    // writes into `out` form a valid `T` (see above).
+    let rc = unsafe {
+        libc::getsockopt(fd, libc::SOL_XDP, opt as i32, (out as *mut T).cast(), &mut len)
+    };
+    if rc != 0 {
+        return Err(SysError::last(call));
+    }
+    Ok(len as usize)
+}
+
 /// `getsockopt(SOL_XDP, XDP_OPTIONS)`: whether the bound socket runs in zero-copy mode.
 pub(crate) fn is_zero_copy(fd: RawFd) -> Result<bool, SysError> {
     let mut opts = libxdp_sys::xdp_options { flags: 0 };
-    let mut len = std::mem::size_of::<libxdp_sys::xdp_options>() as libc::socklen_t;
-    // SAFETY: `opts` and `len` are valid for writes of the sizes passed.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_XDP,
-            libxdp_sys::XDP_OPTIONS as i32,
-            (&mut opts as *mut libxdp_sys::xdp_options).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return Err(SysError::last("getsockopt(XDP_OPTIONS)"));
-    }
+    getsockopt_xdp(fd, libxdp_sys::XDP_OPTIONS, "getsockopt(XDP_OPTIONS)", &mut opts)?;
     Ok(opts.flags & libxdp_sys::XDP_OPTIONS_ZEROCOPY != 0)
 }
 
@@ -373,20 +381,7 @@ pub(crate) fn statistics(fd: RawFd) -> Result<XdpStatistics, SysError> {
         rx_fill_ring_empty_descs: 0,
         tx_ring_empty_descs: 0,
     };
-    let mut len = std::mem::size_of::<libxdp_sys::xdp_statistics>() as libc::socklen_t;
-    // SAFETY: `s` and `len` are valid for writes of the sizes passed.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_XDP,
-            libxdp_sys::XDP_STATISTICS as i32,
-            (&mut s as *mut libxdp_sys::xdp_statistics).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return Err(SysError::last("getsockopt(XDP_STATISTICS)"));
-    }
+    getsockopt_xdp(fd, libxdp_sys::XDP_STATISTICS, "getsockopt(XDP_STATISTICS)", &mut s)?;
     Ok(XdpStatistics {
         rx_dropped: s.rx_dropped,
         rx_invalid_descs: s.rx_invalid_descs,
@@ -452,21 +447,9 @@ pub(crate) fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> Result<usize, S
 pub(crate) fn mmap_offsets(fd: RawFd) -> Result<libxdp_sys::xdp_mmap_offsets, SysError> {
     // SAFETY: an all-zero offsets struct is a valid out-buffer.
     let mut off: libxdp_sys::xdp_mmap_offsets = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libxdp_sys::xdp_mmap_offsets>() as libc::socklen_t;
-    // SAFETY: `off` and `len` are valid for writes of the sizes passed.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_XDP,
-            libxdp_sys::XDP_MMAP_OFFSETS as i32,
-            (&mut off as *mut libxdp_sys::xdp_mmap_offsets).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return Err(SysError::last("getsockopt(XDP_MMAP_OFFSETS)"));
-    }
-    if len as usize != std::mem::size_of::<libxdp_sys::xdp_mmap_offsets>() {
+    let len =
+        getsockopt_xdp(fd, libxdp_sys::XDP_MMAP_OFFSETS, "getsockopt(XDP_MMAP_OFFSETS)", &mut off)?;
+    if len != std::mem::size_of::<libxdp_sys::xdp_mmap_offsets>() {
         return Err(SysError::errno("getsockopt(XDP_MMAP_OFFSETS): pre-5.4 layout", libc::ENOTSUP));
     }
     Ok(off)
