@@ -197,14 +197,7 @@ impl XskSocket {
         };
         // SAFETY: `xsk` was just created and is live.
         let fd = unsafe { sys::socket_fd(xsk) };
-        let mode = match sys::is_zero_copy(fd) {
-            Ok(true) => BindMode::ZeroCopy,
-            Ok(false) => BindMode::Copy,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the AF_XDP socket's mode; assuming copy");
-                BindMode::Copy
-            }
-        };
+        let mode = bind_mode(fd);
         if first {
             state.mode = Some(mode);
             tracing::info!(device = ifname, queue, ?mode, "first AF_XDP socket of the UMEM bound");
@@ -286,14 +279,7 @@ impl XskSocket {
                 return Err(e.into());
             }
         };
-        let mode = match sys::is_zero_copy(raw) {
-            Ok(true) => BindMode::ZeroCopy,
-            Ok(false) => BindMode::Copy,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the AF_XDP socket's mode; assuming copy");
-                BindMode::Copy
-            }
-        };
+        let mode = bind_mode(raw);
         state.mode = Some(mode);
         state.bound.push((ifindex, queue));
         drop(state);
@@ -615,4 +601,16 @@ pub fn wait_readable(sockets: &[&XskSocket], timeout: Option<Duration>) -> Resul
     }
     let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32);
     Ok(sys::poll(&mut fds[..sockets.len()], ms)?)
+}
+
+/// The mode the kernel bound the AF_XDP socket `fd` in; copy when it cannot be read (logged).
+fn bind_mode(fd: RawFd) -> BindMode {
+    match sys::is_zero_copy(fd) {
+        Ok(true) => BindMode::ZeroCopy,
+        Ok(false) => BindMode::Copy,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the AF_XDP socket's mode; assuming copy");
+            BindMode::Copy
+        }
+    }
 }

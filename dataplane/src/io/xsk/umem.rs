@@ -195,6 +195,32 @@ pub enum FrameError {
 }
 
 impl Umem {
+    /// A UMEM over `area` (backed by `memfd`), registered as `umem`, with the rings of its first
+    /// socket in `first`: what [`Umem::new`] and the take-over of a handed-over UMEM share.
+    fn assemble(
+        config: UmemConfig,
+        umem: UmemHandle,
+        first: Box<RingPair>,
+        area: Mmap,
+        memfd: OwnedFd,
+    ) -> Umem {
+        Umem {
+            inner: Arc::new(Inner {
+                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+                config,
+                state: Mutex::new(UmemState {
+                    umem,
+                    first_rings: Some(first),
+                    mode: None,
+                    bound: Vec::new(),
+                }),
+                carved: AtomicU32::new(0),
+                area,
+                memfd,
+            }),
+        }
+    }
+
     /// Maps and registers a UMEM of `config.frame_count` frames. No socket exists yet; bind them
     /// with [`super::XskSocket::bind`].
     ///
@@ -215,21 +241,7 @@ impl Umem {
         // SAFETY: `area` and the boxed rings live in `Inner`, which deletes the UMEM before
         // dropping either.
         let umem = unsafe { sys::umem_create(&area, geometry, &mut first.fill, &mut first.comp) }?;
-        Ok(Umem {
-            inner: Arc::new(Inner {
-                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-                config,
-                state: Mutex::new(UmemState {
-                    umem: UmemHandle::Libxdp(umem),
-                    first_rings: Some(first),
-                    mode: None,
-                    bound: Vec::new(),
-                }),
-                carved: AtomicU32::new(0),
-                area,
-                memfd,
-            }),
-        })
+        Ok(Umem::assemble(config, UmemHandle::Libxdp(umem), first, area, memfd))
     }
 
     /// Takes over a UMEM that an earlier process registered with [`Umem::new`]: `memfd` is its
@@ -258,21 +270,13 @@ impl Umem {
         let fill = RingMap::map(socket.as_raw_fd(), &off, RingKind::Fill, config.fill_size)?;
         let comp = RingMap::map(socket.as_raw_fd(), &off, RingKind::Completion, config.comp_size)?;
         let first = Box::new(RingPair { fill: fill.producer_ring(), comp: comp.consumer_ring() });
-        Ok(Umem {
-            inner: Arc::new(Inner {
-                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-                config,
-                state: Mutex::new(UmemState {
-                    umem: UmemHandle::Adopted { _fill: fill, _comp: comp },
-                    first_rings: Some(first),
-                    mode: None,
-                    bound: Vec::new(),
-                }),
-                carved: AtomicU32::new(0),
-                area,
-                memfd,
-            }),
-        })
+        Ok(Umem::assemble(
+            config,
+            UmemHandle::Adopted { _fill: fill, _comp: comp },
+            first,
+            area,
+            memfd,
+        ))
     }
 
     /// The memory file holding the frames: what a later process needs, with the socket, to take
