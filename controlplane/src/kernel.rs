@@ -146,6 +146,15 @@ pub struct Kernel {
     handle: Handle,
 }
 
+/// A route message for the direct route `r` on the underlay device `index`: destination,
+/// gateway and device, to which a caller adds a metric or not.
+fn direct_route(r: &DirectRoute, index: u32) -> RouteMessageBuilder<Ipv4Addr> {
+    RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(r.subnet.network(), r.subnet.prefix_len())
+        .gateway(r.gateway)
+        .output_interface(index)
+}
+
 impl Kernel {
     /// Opens an rtnetlink connection; its I/O task runs on the current tokio runtime.
     ///
@@ -520,12 +529,7 @@ impl Kernel {
         let requests: Vec<_> = routes
             .iter()
             .map(|r| {
-                let msg = RouteMessageBuilder::<Ipv4Addr>::new()
-                    .destination_prefix(r.subnet.network(), r.subnet.prefix_len())
-                    .gateway(r.gateway)
-                    .output_interface(index)
-                    .priority(route_metric(r.subnet))
-                    .build();
+                let msg = direct_route(r, index).priority(route_metric(r.subnet)).build();
                 let req = self.handle.route().add(msg).replace().execute();
                 let what = format!("add route {} via {} dev {dev}", r.subnet, r.gateway);
                 async move { req.await.map_err(nl(what)) }
@@ -584,11 +588,7 @@ impl Kernel {
             .map(|r| {
                 // No metric: the kernel removes the route whatever metric it carries; the
                 // gateway and device make sure only the direct route goes.
-                let msg = RouteMessageBuilder::<Ipv4Addr>::new()
-                    .destination_prefix(r.subnet.network(), r.subnet.prefix_len())
-                    .gateway(r.gateway)
-                    .output_interface(index)
-                    .build();
+                let msg = direct_route(r, index).build();
                 let req = self.handle.route().del(msg).execute();
                 let what = format!("remove route {} via {} dev {dev}", r.subnet, r.gateway);
                 async move {
