@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::{CniError, Code};
-use crate::ipnet::Ipv4Net;
+use ipnet::Ipv4Net;
 
 /// CNI versions this plugin speaks, oldest first.
 pub const SUPPORTED_VERSIONS: &[&str] = &["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
@@ -280,8 +280,7 @@ fn parse_ipam(ipam: RawIpam) -> Result<(Vec<Range>, Option<Vec<Route>>), CniErro
         Some(list) => {
             let mut routes = Vec::new();
             for r in list {
-                let dst =
-                    r.dst.parse::<Ipv4Net>().map_err(|e| invalid(format!("ipam.routes: {e}")))?;
+                let dst = parse_prefix(&r.dst).map_err(|e| invalid(format!("ipam.routes: {e}")))?;
                 let gw = r.gw.as_deref().map(|g| parse_ip("ipam.routes gw", g)).transpose()?;
                 routes.push(Route { dst, gw });
             }
@@ -292,24 +291,24 @@ fn parse_ipam(ipam: RawIpam) -> Result<(Vec<Range>, Option<Vec<Route>>), CniErro
 }
 
 fn range_from(r: &RawRange) -> Result<Range, CniError> {
-    let subnet: Ipv4Net = r.subnet.parse().map_err(|e| invalid(format!("ipam subnet: {e}")))?;
+    let subnet = parse_prefix(&r.subnet).map_err(|e| invalid(format!("ipam subnet: {e}")))?;
     if subnet.prefix_len() > 30 {
         return Err(invalid(format!("ipam subnet {subnet} is too small (at most /30)")));
     }
     let gateway = match &r.gateway {
         Some(g) => parse_ip("ipam gateway", g)?,
-        None => subnet.nth(1),
+        None => first_host(&subnet),
     };
     let start = match &r.range_start {
         Some(s) => parse_ip("ipam rangeStart", s)?,
-        None => subnet.nth(1),
+        None => first_host(&subnet),
     };
     let end = match &r.range_end {
         Some(s) => parse_ip("ipam rangeEnd", s)?,
-        None => subnet.last_host(),
+        None => last_host(&subnet),
     };
     for (what, ip) in [("rangeStart", start), ("rangeEnd", end), ("gateway", gateway)] {
-        if !subnet.contains(ip) {
+        if !subnet.contains(&ip) {
             return Err(invalid(format!("ipam {what} {ip} is outside subnet {subnet}")));
         }
     }
@@ -317,6 +316,21 @@ fn range_from(r: &RawRange) -> Result<Range, CniError> {
         return Err(invalid(format!("ipam rangeStart {start} is after rangeEnd {end}")));
     }
     Ok(Range { subnet, start, end, gateway })
+}
+
+/// Parses `a.b.c.d/len` (the address may have host bits set, as an interface address does).
+pub fn parse_prefix(s: &str) -> Result<Ipv4Net, String> {
+    s.parse().map_err(|_| format!("{s:?} is not an IPv4 prefix (a.b.c.d/len, len 0-32)"))
+}
+
+/// The first address after the network address.
+fn first_host(net: &Ipv4Net) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(net.network()).wrapping_add(1))
+}
+
+/// The last address before the broadcast address.
+fn last_host(net: &Ipv4Net) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(net.broadcast()).wrapping_sub(1))
 }
 
 /// The node's subnet, as flannel's and linend's `subnet.env` state it.
@@ -374,10 +388,10 @@ impl SubnetEnv {
             .ok()
             .filter(|l| *l <= 30)
             .ok_or(format!("FLANNEL_SUBNET {subnet_s:?}: prefix length must be 0-30"))?;
-        let subnet = Ipv4Net::new(gateway, len).trunc();
+        let subnet = Ipv4Net::new_assert(gateway, len).trunc();
         let network = match vars.get("FLANNEL_NETWORK") {
             Some(n) if !n.is_empty() => {
-                Some(n.parse().map_err(|e| format!("FLANNEL_NETWORK: {e}"))?)
+                Some(parse_prefix(n).map_err(|e| format!("FLANNEL_NETWORK: {e}"))?)
             }
             _ => None,
         };
@@ -397,8 +411,8 @@ impl SubnetEnv {
     pub fn range(&self) -> Range {
         Range {
             subnet: self.subnet,
-            start: self.subnet.nth(1),
-            end: self.subnet.last_host(),
+            start: first_host(&self.subnet),
+            end: last_host(&self.subnet),
             gateway: self.gateway,
         }
     }

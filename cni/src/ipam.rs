@@ -183,7 +183,8 @@ impl Store {
         for step in 0..size {
             let offset = start + (first + step) % size;
             let ip = Ipv4Addr::from(u32::try_from(offset).unwrap_or(u32::MAX));
-            if ip == range.gateway || ip == range.subnet.nth(0) || ip == range.subnet.broadcast() {
+            if ip == range.gateway || ip == range.subnet.network() || ip == range.subnet.broadcast()
+            {
                 continue;
             }
             if self.try_reserve(ip, container_id, ifname)? {
@@ -231,7 +232,7 @@ fn in_range(range: &Range, ip: Ipv4Addr) -> bool {
 }
 
 fn check_requested(range: &Range, ip: Ipv4Addr) -> Result<(), CniError> {
-    if !in_range(range, ip) || ip == range.subnet.nth(0) || ip == range.subnet.broadcast() {
+    if !in_range(range, ip) || ip == range.subnet.network() || ip == range.subnet.broadcast() {
         return Err(CniError::new(
             Code::InvalidConfig,
             format!(

@@ -1,31 +1,36 @@
-//! A small synchronous rtnetlink client: just the link, address and route requests the plugin
-//! needs, over one `NETLINK_ROUTE` socket.
+//! The link, address and route requests the plugin makes, on the `rtnetlink` crate.
 //!
-//! A socket belongs to the network namespace it was created in, so the plugin reaches a pod's
-//! namespace by opening a socket there ([`Netlink::open_in`]: a short-lived thread enters the
-//! namespace, creates the socket and exits) while the process itself stays in the node namespace.
-//! Nothing here shells out to `ip`.
+//! The plugin is a short-lived synchronous program, so each [`Netlink`] owns a current-thread
+//! tokio runtime and waits for every request in turn: the connection task is spawned on that
+//! runtime and only runs inside `block_on`, on the thread that makes the request; no other
+//! thread exists.
+//!
+//! A netlink socket belongs, for its whole life, to the network namespace of the thread that
+//! created it. So the plugin reaches a pod's namespace by creating the socket there
+//! ([`Netlink::open_in`]: a short-lived thread enters the namespace, builds the runtime and the
+//! connection, and ends) while the process itself stays in the node namespace; the requests
+//! then go to the pod's namespace whichever thread sends them. Nothing here shells out to `ip`.
 
 use std::fs::File;
+use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsRawFd;
 
+use futures_util::TryStreamExt;
 use linen_dataplane::wire::MacAddr;
-use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
-    NLM_F_REQUEST,
+use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::packet_route::link::{
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
-use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
-use netlink_packet_route::link::{
-    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute,
-    LinkFlags, LinkInfo, LinkMessage,
+use rtnetlink::packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteProtocol, RouteScope,
 };
-use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+use rtnetlink::packet_route::AddressFamily;
+use rtnetlink::{
+    Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth,
+    RouteMessageBuilder,
 };
-use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
-use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
 /// What a netlink request failed with: the kernel's errno (or a socket error) and what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +56,14 @@ fn err(what: impl Into<String>, source: io::Error) -> NetlinkError {
     NetlinkError { what: what.into(), source }
 }
 
+/// The kernel's errno for a refused request; any other failure as an error without one.
+fn io_error(e: rtnetlink::Error) -> io::Error {
+    match e {
+        rtnetlink::Error::NetlinkError(m) if m.code.is_some() => m.to_io(),
+        other => io::Error::other(other.to_string()),
+    }
+}
+
 /// The facts about one link the plugin looks at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Link {
@@ -70,29 +83,34 @@ pub struct Link {
     pub kind: Option<String>,
 }
 
-/// One rtnetlink socket, bound to the namespace it was opened in.
+/// One rtnetlink connection, bound to the namespace it was opened in.
 pub struct Netlink {
-    socket: Socket,
-    seq: u32,
-    buf: Vec<u8>,
+    rt: tokio::runtime::Runtime,
+    handle: Handle,
 }
 
 impl Netlink {
-    /// A socket in the caller's network namespace.
+    /// A connection in the calling thread's network namespace.
     ///
     /// # Errors
-    /// When the socket cannot be created.
+    /// When the runtime or the socket cannot be created.
     pub fn open() -> Result<Netlink> {
-        let mut socket = Socket::new(NETLINK_ROUTE).map_err(|e| err("socket", e))?;
-        socket.bind_auto().map_err(|e| err("bind", e))?;
-        socket.connect(&SocketAddr::new(0, 0)).map_err(|e| err("connect", e))?;
-        let _ = socket.set_ext_ack(true);
-        Ok(Netlink { socket, seq: 1, buf: vec![0; 64 * 1024] })
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .map_err(|e| err("start the netlink runtime", e))?;
+        // The socket registers with the runtime's I/O driver, so it is made inside the runtime.
+        let (connection, handle, _) = {
+            let _entered = rt.enter();
+            rtnetlink::new_connection().map_err(|e| err("socket", e))?
+        };
+        rt.spawn(connection);
+        Ok(Netlink { rt, handle })
     }
 
-    /// A socket in the network namespace `netns` (an open `/proc/<pid>/ns/net` or
-    /// `/var/run/netns/<name>` file). A dedicated thread enters the namespace, opens the socket
-    /// and ends; the calling thread never leaves its namespace.
+    /// A connection in the network namespace `netns` (an open `/proc/<pid>/ns/net` or
+    /// `/var/run/netns/<name>` file). A dedicated thread enters the namespace, opens the
+    /// connection and ends; the calling thread never leaves its namespace.
     ///
     /// # Errors
     /// When the namespace cannot be entered or the socket cannot be created.
@@ -100,66 +118,13 @@ impl Netlink {
         in_netns(netns, Netlink::open)?
     }
 
-    fn next_seq(&mut self) -> u32 {
-        self.seq = self.seq.wrapping_add(1);
-        self.seq
-    }
-
-    /// Sends one request and collects the answers: for a dump every message up to `Done`, else
-    /// the messages before the acknowledgement.
-    fn request(
-        &mut self,
-        what: &dyn Fn() -> String,
-        msg: RouteNetlinkMessage,
-        flags: u16,
-    ) -> Result<Vec<RouteNetlinkMessage>> {
-        let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST | flags;
-        header.sequence_number = self.next_seq();
-        let seq = header.sequence_number;
-        let mut packet = NetlinkMessage::new(header, NetlinkPayload::from(msg));
-        packet.finalize();
-        let mut out = vec![0u8; packet.buffer_len()];
-        packet.serialize(&mut out);
-        self.socket.send(&out, 0).map_err(|e| err(what(), e))?;
-
-        let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
-        let mut answers = Vec::new();
-        loop {
-            let n = self.socket.recv(&mut &mut self.buf[..], 0).map_err(|e| err(what(), e))?;
-            let mut offset = 0;
-            while offset < n {
-                let bytes = &self.buf[offset..n];
-                let reply =
-                    NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes).map_err(|e| {
-                        err(what(), io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
-                    })?;
-                let len = reply.header.length as usize;
-                if len == 0 {
-                    break;
-                }
-                offset += len.div_ceil(4) * 4;
-                if reply.header.sequence_number != seq {
-                    continue;
-                }
-                match reply.payload {
-                    NetlinkPayload::Done(_) => return Ok(answers),
-                    NetlinkPayload::Error(e) => {
-                        if e.code.is_some() {
-                            return Err(err(what(), e.to_io()));
-                        }
-                        return Ok(answers);
-                    }
-                    NetlinkPayload::InnerMessage(m) => {
-                        answers.push(m);
-                        if !dump && flags & NLM_F_ACK == 0 {
-                            return Ok(answers);
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
+    /// Runs one request to completion, naming it in the error.
+    fn run<T>(
+        &self,
+        what: impl FnOnce() -> String,
+        request: impl Future<Output = std::result::Result<T, rtnetlink::Error>>,
+    ) -> Result<T> {
+        self.rt.block_on(request).map_err(|e| err(what(), io_error(e)))
     }
 
     /// Looks a link up by name; `None` when there is none.
@@ -167,15 +132,10 @@ impl Netlink {
     /// # Errors
     /// Netlink failures other than "no such device".
     pub fn link_by_name(&mut self, name: &str) -> Result<Option<Link>> {
-        let mut msg = LinkMessage::default();
-        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
-        match self.request(
-            &|| format!("get link {name}"),
-            RouteNetlinkMessage::GetLink(msg),
-            NLM_F_ACK,
-        ) {
-            Ok(answers) => Ok(answers.into_iter().find_map(link_of)),
-            Err(e) if e.errno() == Some(libc_enodev()) => Ok(None),
+        let request = self.handle.link().get().match_name(name).execute().try_collect::<Vec<_>>();
+        match self.run(|| format!("get link {name}"), request) {
+            Ok(links) => Ok(links.into_iter().next().map(link_of)),
+            Err(e) if is_no_device(&e) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -185,12 +145,8 @@ impl Netlink {
     /// # Errors
     /// Netlink failures.
     pub fn links(&mut self) -> Result<Vec<Link>> {
-        let answers = self.request(
-            &|| "dump links".to_string(),
-            RouteNetlinkMessage::GetLink(LinkMessage::default()),
-            NLM_F_DUMP,
-        )?;
-        Ok(answers.into_iter().filter_map(link_of).collect())
+        let request = self.handle.link().get().execute().try_collect::<Vec<_>>();
+        Ok(self.run(|| "dump links".to_string(), request)?.into_iter().map(link_of).collect())
     }
 
     /// Creates a veth pair: `host` here, `peer` created directly in the namespace `peer_netns`
@@ -199,23 +155,17 @@ impl Netlink {
     /// # Errors
     /// Netlink failures, EEXIST when either name is taken.
     pub fn add_veth(&mut self, host: &str, peer: &str, peer_netns: &File, mtu: u32) -> Result<()> {
-        let mut peer_msg = LinkMessage::default();
-        peer_msg.attributes.push(LinkAttribute::IfName(peer.to_string()));
-        peer_msg.attributes.push(LinkAttribute::NetNsFd(peer_netns.as_raw_fd()));
-        peer_msg.attributes.push(LinkAttribute::Mtu(mtu));
-        let mut msg = LinkMessage::default();
-        msg.attributes.push(LinkAttribute::IfName(host.to_string()));
-        msg.attributes.push(LinkAttribute::Mtu(mtu));
-        msg.attributes.push(LinkAttribute::LinkInfo(vec![
-            LinkInfo::Kind(InfoKind::Veth),
-            LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer_msg))),
-        ]));
-        self.request(
-            &|| format!("create veth {host} (peer {peer} in the pod namespace)"),
-            RouteNetlinkMessage::NewLink(msg),
-            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+        let peer_msg =
+            LinkUnspec::new_with_name(peer).mtu(mtu).setns_by_fd(peer_netns.as_raw_fd()).build();
+        let msg = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+            .name(host)
+            .mtu(mtu)
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
+            .build();
+        self.run(
+            || format!("create veth {host} (peer {peer} in the pod namespace)"),
+            self.handle.link().add(msg).execute(),
         )
-        .map(drop)
     }
 
     /// Creates a bridge named `name` (EEXIST when it already exists).
@@ -223,15 +173,10 @@ impl Netlink {
     /// # Errors
     /// Netlink failures.
     pub fn add_bridge(&mut self, name: &str) -> Result<()> {
-        let mut msg = LinkMessage::default();
-        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
-        msg.attributes.push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Bridge)]));
-        self.request(
-            &|| format!("create bridge {name}"),
-            RouteNetlinkMessage::NewLink(msg),
-            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+        self.run(
+            || format!("create bridge {name}"),
+            self.handle.link().add(LinkBridge::new(name).build()).execute(),
         )
-        .map(drop)
     }
 
     /// Sets a link up.
@@ -239,16 +184,10 @@ impl Netlink {
     /// # Errors
     /// Netlink failures.
     pub fn set_up(&mut self, index: u32) -> Result<()> {
-        let mut msg = LinkMessage::default();
-        msg.header.index = index;
-        msg.header.flags = LinkFlags::Up;
-        msg.header.change_mask = LinkFlags::Up;
-        self.request(
-            &|| format!("set link {index} up"),
-            RouteNetlinkMessage::SetLink(msg),
-            NLM_F_ACK,
+        self.run(
+            || format!("set link {index} up"),
+            self.handle.link().set(LinkUnspec::new_with_index(index).up().build()).execute(),
         )
-        .map(drop)
     }
 
     /// Sets a link's hardware address. On a bridge this also pins it: a bridge whose address
@@ -257,15 +196,8 @@ impl Netlink {
     /// # Errors
     /// Netlink failures.
     pub fn set_mac(&mut self, index: u32, mac: MacAddr) -> Result<()> {
-        let mut msg = LinkMessage::default();
-        msg.header.index = index;
-        msg.attributes.push(LinkAttribute::Address(mac.octets().to_vec()));
-        self.request(
-            &|| format!("set the MAC of link {index}"),
-            RouteNetlinkMessage::SetLink(msg),
-            NLM_F_ACK,
-        )
-        .map(drop)
+        let msg = LinkUnspec::new_with_index(index).address(mac.octets().to_vec()).build();
+        self.run(|| format!("set the MAC of link {index}"), self.handle.link().set(msg).execute())
     }
 
     /// Enslaves link `index` to bridge `master`, with hairpin mode as asked, and sets it up.
@@ -273,26 +205,19 @@ impl Netlink {
     /// # Errors
     /// Netlink failures.
     pub fn attach_to_bridge(&mut self, index: u32, master: u32, hairpin: bool) -> Result<()> {
-        let mut msg = LinkMessage::default();
-        msg.header.index = index;
-        msg.attributes.push(LinkAttribute::Controller(master));
-        self.request(
-            &|| format!("attach link {index} to bridge {master}"),
-            RouteNetlinkMessage::SetLink(msg),
-            NLM_F_ACK,
+        self.run(
+            || format!("attach link {index} to bridge {master}"),
+            self.handle
+                .link()
+                .set(LinkUnspec::new_with_index(index).controller(master).build())
+                .execute(),
         )?;
-        let mut msg = LinkMessage::default();
-        msg.header.index = index;
-        msg.attributes.push(LinkAttribute::LinkInfo(vec![
-            LinkInfo::PortKind(InfoPortKind::Bridge),
-            LinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::HairpinMode(
-                hairpin,
-            )])),
-        ]));
-        self.request(
-            &|| format!("set hairpin on bridge port {index}"),
-            RouteNetlinkMessage::NewLink(msg),
-            NLM_F_ACK,
+        self.run(
+            || format!("set hairpin on bridge port {index}"),
+            self.handle
+                .link()
+                .set_port(LinkBridgePort::new(index).hairpin(hairpin).build())
+                .execute(),
         )?;
         self.set_up(index)
     }
@@ -302,39 +227,19 @@ impl Netlink {
     /// # Errors
     /// Netlink failures, ENODEV when it does not exist.
     pub fn del_link(&mut self, index: u32) -> Result<()> {
-        let mut msg = LinkMessage::default();
-        msg.header.index = index;
-        self.request(
-            &|| format!("delete link {index}"),
-            RouteNetlinkMessage::DelLink(msg),
-            NLM_F_ACK,
-        )
-        .map(drop)
+        self.run(|| format!("delete link {index}"), self.handle.link().del(index).execute())
     }
 
-    /// Adds `addr/prefix_len` to link `index` (EEXIST when present).
+    /// Adds `addr/prefix_len` (with its broadcast address) to link `index` (EEXIST when
+    /// present).
     ///
     /// # Errors
     /// Netlink failures.
     pub fn add_addr(&mut self, index: u32, addr: Ipv4Addr, prefix_len: u8) -> Result<()> {
-        let mut msg = AddressMessage::default();
-        msg.header.family = AddressFamily::Inet;
-        msg.header.prefix_len = prefix_len;
-        msg.header.index = index;
-        msg.header.scope = AddressScope::Universe;
-        msg.attributes.push(AddressAttribute::Local(IpAddr::V4(addr)));
-        msg.attributes.push(AddressAttribute::Address(IpAddr::V4(addr)));
-        if prefix_len < 31 {
-            let mask = u32::MAX.checked_shr(u32::from(prefix_len)).unwrap_or(0);
-            let brd = Ipv4Addr::from(u32::from(addr) | mask);
-            msg.attributes.push(AddressAttribute::Broadcast(brd));
-        }
-        self.request(
-            &|| format!("add address {addr}/{prefix_len} to link {index}"),
-            RouteNetlinkMessage::NewAddress(msg),
-            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+        self.run(
+            || format!("add address {addr}/{prefix_len} to link {index}"),
+            self.handle.address().add(index, IpAddr::V4(addr), prefix_len).execute(),
         )
-        .map(drop)
     }
 
     /// The IPv4 addresses (with prefix lengths) on link `index`.
@@ -342,19 +247,12 @@ impl Netlink {
     /// # Errors
     /// Netlink failures.
     pub fn addrs(&mut self, index: u32) -> Result<Vec<(Ipv4Addr, u8)>> {
-        let mut msg = AddressMessage::default();
-        msg.header.family = AddressFamily::Inet;
-        let answers = self.request(
-            &|| "dump addresses".to_string(),
-            RouteNetlinkMessage::GetAddress(msg),
-            NLM_F_DUMP,
-        )?;
+        let mut request = self.handle.address().get().set_link_index_filter(index);
+        request.message_mut().header.family = AddressFamily::Inet;
+        let answers =
+            self.run(|| "dump addresses".to_string(), request.execute().try_collect::<Vec<_>>())?;
         let mut out = Vec::new();
         for a in answers {
-            let RouteNetlinkMessage::NewAddress(a) = a else { continue };
-            if a.header.index != index {
-                continue;
-            }
             for attr in &a.attributes {
                 if let AddressAttribute::Local(IpAddr::V4(ip)) = attr {
                     out.push((*ip, a.header.prefix_len));
@@ -375,29 +273,23 @@ impl Netlink {
         gw: Option<Ipv4Addr>,
         oif: u32,
     ) -> Result<()> {
-        let mut msg = RouteMessage::default();
-        msg.header.address_family = AddressFamily::Inet;
-        msg.header.destination_prefix_length = prefix_len;
-        msg.header.table = RouteHeader::RT_TABLE_MAIN;
-        msg.header.protocol = RouteProtocol::Boot;
-        msg.header.scope = if gw.is_some() { RouteScope::Universe } else { RouteScope::Link };
-        msg.header.kind = RouteType::Unicast;
+        let mut route = RouteMessageBuilder::<Ipv4Addr>::new()
+            .protocol(RouteProtocol::Boot)
+            .scope(if gw.is_some() { RouteScope::Universe } else { RouteScope::Link })
+            .output_interface(oif);
         if prefix_len > 0 {
-            msg.attributes.push(RouteAttribute::Destination(RouteAddress::Inet(dst)));
+            route = route.destination_prefix(dst, prefix_len);
         }
         if let Some(gw) = gw {
-            msg.attributes.push(RouteAttribute::Gateway(RouteAddress::Inet(gw)));
+            route = route.gateway(gw);
         }
-        msg.attributes.push(RouteAttribute::Oif(oif));
-        self.request(
-            &|| match gw {
+        self.run(
+            || match gw {
                 Some(gw) => format!("add route {dst}/{prefix_len} via {gw}"),
                 None => format!("add route {dst}/{prefix_len} dev {oif}"),
             },
-            RouteNetlinkMessage::NewRoute(msg),
-            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+            self.handle.route().add(route.build()).execute(),
         )
-        .map(drop)
     }
 
     /// The IPv4 routes of the main table leaving through `oif`: (destination, prefix, gateway).
@@ -405,16 +297,11 @@ impl Netlink {
     /// # Errors
     /// Netlink failures.
     pub fn routes(&mut self, oif: u32) -> Result<Vec<(Ipv4Addr, u8, Option<Ipv4Addr>)>> {
-        let mut msg = RouteMessage::default();
-        msg.header.address_family = AddressFamily::Inet;
-        let answers = self.request(
-            &|| "dump routes".to_string(),
-            RouteNetlinkMessage::GetRoute(msg),
-            NLM_F_DUMP,
-        )?;
+        let request = self.handle.route().get(RouteMessageBuilder::<Ipv4Addr>::new().build());
+        let answers =
+            self.run(|| "dump routes".to_string(), request.execute().try_collect::<Vec<_>>())?;
         let mut out = Vec::new();
         for r in answers {
-            let RouteNetlinkMessage::NewRoute(r) = r else { continue };
             if r.header.table != RouteHeader::RT_TABLE_MAIN {
                 continue;
             }
@@ -437,24 +324,17 @@ impl Netlink {
     }
 }
 
-const ENODEV: i32 = 19;
-
-fn libc_enodev() -> i32 {
-    ENODEV
-}
-
 /// Whether a netlink error is "no such device".
 pub fn is_no_device(e: &NetlinkError) -> bool {
-    e.errno() == Some(ENODEV)
+    e.errno() == Some(19) // ENODEV
 }
 
 /// Whether a netlink error is "already exists".
 pub fn is_exists(e: &NetlinkError) -> bool {
-    e.errno() == Some(17)
+    e.errno() == Some(17) // EEXIST
 }
 
-fn link_of(msg: RouteNetlinkMessage) -> Option<Link> {
-    let RouteNetlinkMessage::NewLink(m) = msg else { return None };
+fn link_of(m: LinkMessage) -> Link {
     let mut link = Link {
         index: m.header.index,
         name: String::new(),
@@ -480,7 +360,7 @@ fn link_of(msg: RouteNetlinkMessage) -> Option<Link> {
             _ => {}
         }
     }
-    Some(link)
+    link
 }
 
 /// Runs `f` on a fresh thread that has entered the network namespace `netns`. The thread ends

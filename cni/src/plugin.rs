@@ -7,13 +7,13 @@
 use std::fs::File;
 use std::net::Ipv4Addr;
 
+use ipnet::Ipv4Net;
 use linen_dataplane::wire::MacAddr;
 use serde_json::{json, Value};
 
-use crate::config::{Env, Mode, NetConf, Range, SubnetEnv, SUPPORTED_VERSIONS};
+use crate::config::{parse_prefix, Env, Mode, NetConf, Range, SubnetEnv, SUPPORTED_VERSIONS};
 use crate::error::{CniError, Code};
 use crate::ipam::Store;
-use crate::ipnet::Ipv4Net;
 use crate::netlink::{self, format_mac, Netlink};
 use crate::result::{AddResult, Interface, IpConfig};
 
@@ -130,7 +130,7 @@ fn node_net(conf: &NetConf) -> Result<NodeNet, CniError> {
     let mtu = conf.mtu.or(env.as_ref().and_then(|e| e.mtu)).unwrap_or(1500);
     let routes = match &conf.ipam_routes {
         Some(routes) => routes.iter().map(|r| (r.dst, r.gw.or(Some(range.gateway)))).collect(),
-        None => vec![(Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0), Some(range.gateway))],
+        None => vec![(Ipv4Net::default(), Some(range.gateway))],
     };
     Ok(NodeNet { range, mtu, routes })
 }
@@ -280,7 +280,7 @@ fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
             },
         ],
         ips: vec![IpConfig {
-            address: Ipv4Net::new(ip, prefix),
+            address: Ipv4Net::new_assert(ip, prefix),
             gateway: net.range.gateway,
             interface: 2,
         }],
@@ -401,8 +401,7 @@ fn check(env: &Env, conf: &NetConf) -> Result<(), CniError> {
             continue;
         }
         let Some(addr) = ip.get("address").and_then(Value::as_str) else { continue };
-        let net: Ipv4Net = addr
-            .parse()
+        let net = parse_prefix(addr)
             .map_err(|e| CniError::new(Code::DecodeFailure, format!("prevResult ips: {e}")))?;
         want.push(net);
     }
@@ -469,7 +468,7 @@ fn check_pod_addressing(
     let routes = pod_nl.routes(pod_if.index)?;
     for r in prev.get("routes").and_then(Value::as_array).cloned().unwrap_or_default() {
         let Some(dst) = r.get("dst").and_then(Value::as_str) else { continue };
-        let Ok(dst) = dst.parse::<Ipv4Net>() else { continue };
+        let Ok(dst) = parse_prefix(dst) else { continue };
         if !routes.iter().any(|(d, l, _)| *d == dst.trunc().addr() && *l == dst.prefix_len()) {
             return Err(check_failed(format!("route to {dst} is missing in the pod")));
         }

@@ -7,7 +7,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::ipnet::Ipv4Net;
+use ipnet::Ipv4Net;
 use std::net::Ipv4Addr;
 
 /// An interface linen created or uses.

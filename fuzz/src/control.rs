@@ -186,7 +186,7 @@ pub fn cni_config(data: &[u8]) -> bool {
     for r in &conf.ipam_ranges {
         assert!(r.subnet.prefix_len() <= 30);
         for ip in [r.start, r.end, r.gateway] {
-            assert!(r.subnet.contains(ip), "{ip} outside {}", r.subnet);
+            assert!(r.subnet.contains(&ip), "{ip} outside {}", r.subnet);
         }
         assert!(r.start <= r.end);
     }
