@@ -1,14 +1,18 @@
 //! `linenctl stats|routes|status`: read one node's local API (see [`crate::metrics`]) and print
 //! it as tables, or as the API's JSON with `--json`.
 //!
-//! The client speaks just enough HTTP/1.1 for that API: one GET per connection over plain TCP,
-//! with a timeout and a size cap. It never writes anything to the node.
+//! Each request is one HTTP/1.1 GET on its own plain-TCP connection, through hyper's client,
+//! with a timeout over the whole exchange and a cap on the answer's size. It never writes
+//! anything to the node.
 
 use std::time::Duration;
 
 use clap::Args;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::header::{ACCEPT, CONNECTION, HOST};
+use hyper::{Request, Uri};
+use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::metrics::{RoutesReport, StatsReport, StatusReport};
@@ -17,7 +21,7 @@ use crate::metrics::{RoutesReport, StatsReport, StatusReport};
 pub const DEFAULT_API: &str = "http://127.0.0.1:9472";
 
 /// Largest answer the client accepts (10,000 routes are about 1 MiB).
-pub const MAX_ANSWER: u64 = 64 * 1024 * 1024;
+pub const MAX_ANSWER: usize = 64 * 1024 * 1024;
 
 /// Time for connecting, sending and reading one answer.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
@@ -33,21 +37,28 @@ pub struct NodeApiArgs {
     pub json: bool,
 }
 
-/// Splits `http://host:port[/]` into the `host:port` to connect to.
+/// The `host:port` to connect to for `--api http://host[:port][/]` (port 80 when absent).
 fn authority(api: &str) -> Result<String, String> {
-    let rest = api.strip_prefix("http://").ok_or_else(|| {
+    let uri: Uri = api.parse().map_err(|_| {
         format!("--api {api:?}: expected http://HOST:PORT (the node API has no TLS)")
     })?;
-    let rest = rest.trim_end_matches('/');
-    if rest.is_empty() || rest.contains('/') || rest.contains('@') {
+    if uri.scheme_str() != Some("http") {
+        return Err(format!("--api {api:?}: expected http://HOST:PORT (the node API has no TLS)"));
+    }
+    let Some(auth) = uri.authority().filter(|a| !a.as_str().contains('@')) else {
+        return Err(format!("--api {api:?}: expected http://HOST:PORT with no path"));
+    };
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
         return Err(format!("--api {api:?}: expected http://HOST:PORT with no path"));
     }
-    // Bracketed IPv6 literals keep their colons inside the brackets.
-    let has_port = match rest.rfind(']') {
-        Some(i) => rest[i..].contains(':'),
-        None => rest.contains(':'),
-    };
-    Ok(if has_port { rest.to_string() } else { format!("{rest}:80") })
+    // `host()` keeps an IPv6 literal's brackets, so the result is always connectable.
+    Ok(format!("{}:{}", auth.host(), auth.port_u16().unwrap_or(80)))
+}
+
+/// Why one exchange failed: the node could not be reached, or it answered something unusable.
+enum Failure {
+    Unreachable(String),
+    Answer(String),
 }
 
 /// GETs `path` from the node API; returns the status code and body.
@@ -56,65 +67,59 @@ fn authority(api: &str) -> Result<String, String> {
 /// A bad `--api`, a node that does not answer in [`TIMEOUT`], or an answer that is not HTTP.
 pub async fn get(api: &str, path: &str) -> Result<(u16, String), String> {
     let host = authority(api)?;
-    let exchange = async {
-        let mut stream = TcpStream::connect(&host).await.map_err(|e| e.to_string())?;
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
-        );
-        stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
-        let mut raw = Vec::new();
-        (&mut stream)
-            .take(MAX_ANSWER + 1)
-            .read_to_end(&mut raw)
-            .await
-            .map_err(|e| e.to_string())?;
-        if raw.len() as u64 > MAX_ANSWER {
-            return Err(format!("answer larger than {MAX_ANSWER} bytes"));
-        }
-        Ok(raw)
-    };
-    let raw = match tokio::time::timeout(TIMEOUT, exchange).await {
-        Ok(Ok(raw)) => raw,
-        Ok(Err(e)) => {
-            return Err(format!(
-                "node API at {api} unreachable: {e}; is linend running with --metrics-addr {host}?"
-            ))
-        }
-        Err(_) => return Err(format!("node API at {api} did not answer within {TIMEOUT:?}")),
-    };
-    parse_answer(&raw).map_err(|e| format!("node API at {api}: {e}"))
+    match tokio::time::timeout(TIMEOUT, exchange(&host, path)).await {
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(Failure::Unreachable(e))) => Err(format!(
+            "node API at {api} unreachable: {e}; is linend running with --metrics-addr {host}?"
+        )),
+        Ok(Err(Failure::Answer(e))) => Err(format!("node API at {api}: {e}")),
+        Err(_) => Err(format!("node API at {api} did not answer within {TIMEOUT:?}")),
+    }
 }
 
-fn parse_answer(raw: &[u8]) -> Result<(u16, String), String> {
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("the answer is not HTTP (no end of headers)")?;
-    let head = std::str::from_utf8(&raw[..end]).map_err(|_| "the answer head is not text")?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status = status_line
-        .strip_prefix("HTTP/1.")
-        .and_then(|s| s.split(' ').nth(1))
-        .and_then(|s| s.parse::<u16>().ok())
-        .ok_or_else(|| format!("bad status line {status_line:?}"))?;
-    let mut body = &raw[end + 4..];
-    for line in lines {
-        let Some((name, value)) = line.split_once(':') else { continue };
-        let value = value.trim();
-        if name.eq_ignore_ascii_case("transfer-encoding") {
-            return Err(format!("unsupported Transfer-Encoding {value:?}"));
+/// One GET on a fresh connection to `host`.
+async fn exchange(host: &str, path: &str) -> Result<(u16, String), Failure> {
+    let stream = TcpStream::connect(host).await.map_err(|e| Failure::Unreachable(e.to_string()))?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| Failure::Unreachable(with_causes(&e)))?;
+    // The connection does the I/O; it ends when the answer has been read (or fails with it).
+    tokio::spawn(connection);
+    let request = Request::get(path)
+        .header(HOST, host)
+        .header(ACCEPT, "application/json")
+        .header(CONNECTION, "close")
+        .body(String::new())
+        .map_err(|e| Failure::Answer(e.to_string()))?;
+    let answer = sender.send_request(request).await.map_err(|e| {
+        if e.is_parse() || e.is_parse_status() {
+            Failure::Answer(format!("the answer is not HTTP: {}", with_causes(&e)))
+        } else {
+            Failure::Unreachable(with_causes(&e))
         }
-        if name.eq_ignore_ascii_case("content-length") {
-            let len: usize = value.parse().map_err(|_| format!("bad Content-Length {value:?}"))?;
-            if len > body.len() {
-                return Err(format!("answer cut short ({} of {len} bytes)", body.len()));
-            }
-            body = &body[..len];
+    })?;
+    let status = answer.status().as_u16();
+    let body = Limited::new(answer.into_body(), MAX_ANSWER).collect().await.map_err(|e| {
+        if e.is::<LengthLimitError>() {
+            Failure::Answer(format!("answer larger than {MAX_ANSWER} bytes"))
+        } else {
+            Failure::Answer(format!("answer cut short: {}", with_causes(e.as_ref())))
         }
-    }
-    let body = String::from_utf8(body.to_vec()).map_err(|_| "the answer body is not UTF-8")?;
+    })?;
+    let body = String::from_utf8(body.to_bytes().to_vec())
+        .map_err(|_| Failure::Answer("the answer body is not UTF-8".to_string()))?;
     Ok((status, body))
+}
+
+/// An error and its causes, `outer: inner: ...` (hyper's errors keep the I/O reason in a cause).
+fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text += &format!(": {c}");
+        cause = c.source();
+    }
+    text
 }
 
 /// GETs `path` and decodes a 200 answer; any other status becomes an error carrying its body.
@@ -319,16 +324,50 @@ mod tests {
         assert!(authority("http://127.0.0.1:9472/v1").is_err());
     }
 
-    #[test]
-    fn answer_parsing() {
-        let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}";
-        assert_eq!(parse_answer(ok).unwrap(), (200, "{}".to_string()));
-        let short = b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n{}";
-        assert!(parse_answer(short).unwrap_err().contains("cut short"));
-        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n";
-        assert!(parse_answer(chunked).is_err());
-        assert!(parse_answer(b"SSH-2.0-OpenSSH\r\n").is_err());
-        assert!(parse_answer(b"garbage\r\n\r\n").unwrap_err().contains("status line"));
+    /// A node API stand-in on loopback that answers one connection with `answer` (after the
+    /// request head arrived) and closes it; returns its `--api` URL.
+    async fn answering(answer: &'static [u8]) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let api = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = conn.write_all(answer).await;
+        });
+        api
+    }
+
+    #[tokio::test]
+    async fn answers_from_the_node() {
+        let api = answering(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}").await;
+        assert_eq!(get(&api, "/v1/stats").await.unwrap(), (200, "{}".to_string()));
+        let api = answering(b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\nnot found").await;
+        assert_eq!(get(&api, "/v1/x").await.unwrap(), (404, "not found".to_string()));
+        let api =
+            answering(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n")
+                .await;
+        assert_eq!(get(&api, "/v1/stats").await.unwrap(), (200, "{}".to_string()));
+    }
+
+    #[tokio::test]
+    async fn broken_answers_are_errors() {
+        let api = answering(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n{}").await;
+        let e = get(&api, "/v1/stats").await.unwrap_err();
+        assert!(e.contains("cut short"), "{e}");
+        let api = answering(b"SSH-2.0-OpenSSH\r\n").await;
+        let e = get(&api, "/v1/stats").await.unwrap_err();
+        assert!(e.contains("not HTTP"), "{e}");
+        let api = answering(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n\xff\xfe").await;
+        let e = get(&api, "/v1/stats").await.unwrap_err();
+        assert!(e.contains("not UTF-8"), "{e}");
     }
 
     #[test]
