@@ -15,6 +15,9 @@
 //!   device while nobody reads (untimed), then the queue is drained (timed): `readv` until
 //!   `EAGAIN`, or batches of up to `BATCH` reads per `io_uring_enter`.
 //!
+//! - a read posted on the empty queue: whether it fails at once or stays posted until a packet
+//!   arrives.
+//!
 //! Per variant: the median over rounds of process CPU time (this thread plus any io_uring
 //! worker thread the kernel starts) and wall time, per packet.
 //!
@@ -345,5 +348,28 @@ fn main() {
             }));
         }
         report(&format!("io_uring {}", v.name), &s);
+    }
+
+    println!("-- a read posted on the empty queue");
+    for v in [variants[0], variants[2]] {
+        let mut r = ring(v, fd, &bufs);
+        let sqe = opcode::Read::new(types::Fd(fd), bufs[0].iov_base.cast(), SLOT as u32).build();
+        // SAFETY: the slot lives until the completion is reaped below.
+        unsafe { r.submission().push(&sqe) }.expect("sq full");
+        r.submit().expect("io_uring_enter");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        r.submit_and_wait(0).expect("io_uring_enter");
+        let early: Vec<i32> = r.completion().map(|c| c.result()).collect();
+        if !early.is_empty() {
+            println!("io_uring {}: completed at once with {early:?}", v.name);
+            continue;
+        }
+        sock.send(&[0u8; 22]).expect("send");
+        r.submit_and_wait(1).expect("io_uring_enter");
+        let late: Vec<i32> = r.completion().map(|c| c.result()).collect();
+        println!(
+            "io_uring {}: stayed posted, completed when a packet came: {late:?} bytes",
+            v.name
+        );
     }
 }
