@@ -7,7 +7,7 @@
 //! `tb0` (10.9.0.1/24, a permanent neighbour 10.9.0.2) exists only there and goes with the
 //! process.
 //!
-//! - write: a batch of `BATCH` 64-byte Ethernet frames (virtio-net header in front) into the
+//! - write: batches of `BATCH` (default 64) 64-byte Ethernet frames (virtio-net header in front) into the
 //!   queue. The frames are addressed to another MAC, so the kernel drops them at IP input
 //!   (`PACKET_OTHERHOST`): the cost is the TAP write path and the system call, as for linen's
 //!   writes, without a socket behind.
@@ -21,7 +21,7 @@
 //! Per variant: the median over rounds of process CPU time (this thread plus any io_uring
 //! worker thread the kernel starts) and wall time, per packet.
 //!
-//! `cargo run --release -p linen-benches --example tun_batch [-- ROUNDS]`
+//! `cargo run --release -p linen-benches --example tun_batch [-- ROUNDS [BATCH]]`
 
 // Submission entries point at buffers the kernel uses after the call returns: pushing them is
 // unsafe in the io_uring API, and each such block says why the buffers outlive the operation.
@@ -38,12 +38,13 @@ use linen_dataplane::io::tun::TunQueue;
 use linen_dataplane::pipeline::VNET_HDR_LEN;
 
 const DEV: &str = "tb0";
-/// Packets per submission (writes) and reads kept in the submission queue (reads).
-const BATCH: usize = 64;
+/// Most packets per submission (writes) and reads in the submission queue (reads); the second
+/// argument picks fewer.
+const MAX_BATCH: usize = 64;
 /// Datagrams queued on the device before a timed drain (below its queue length of 4096).
 const FILL: usize = 4000;
-/// Write batches per round.
-const WRITE_BATCHES: usize = 200;
+/// Packets written per round.
+const WRITE_PACKETS: usize = 12_800;
 /// Read buffer: virtio-net header and a 64-byte frame fit many times over.
 const SLOT: usize = 2048;
 
@@ -161,7 +162,7 @@ fn ring(v: Variant, fd: i32, bufs: &[libc::iovec]) -> IoUring {
             b.setup_single_issuer().setup_defer_taskrun();
         }
     }
-    let ring = b.build((2 * BATCH) as u32).expect("io_uring setup");
+    let ring = b.build((2 * MAX_BATCH) as u32).expect("io_uring setup");
     if v.fixed_file {
         ring.submitter().register_files(&[fd]).expect("register_files");
     }
@@ -195,6 +196,9 @@ fn reap(ring: &mut IoUring, n: usize) -> (usize, usize) {
 
 fn main() {
     let rounds: usize = std::env::args().nth(1).map_or(15, |s| s.parse().expect("ROUNDS"));
+    let batch: usize = std::env::args().nth(2).map_or(MAX_BATCH, |s| s.parse().expect("BATCH"));
+    assert!((1..=MAX_BATCH).contains(&batch), "BATCH is 1 to {MAX_BATCH}");
+    let write_batches = WRITE_PACKETS / batch;
     assert!(
         nix::unistd::Uid::effective().is_root(),
         "tun_batch needs root (a network namespace and a TAP device)"
@@ -215,7 +219,7 @@ fn main() {
     // Header and frame in one buffer, for plain and fixed-buffer writes.
     let mut whole = [0u8; VNET_HDR_LEN + 64];
     whole[VNET_HDR_LEN..].copy_from_slice(&frame);
-    let mut slots = vec![0u8; BATCH * SLOT];
+    let mut slots = vec![0u8; MAX_BATCH * SLOT];
     let mut tail = vec![0u8; 64 * 1024];
     let mut bufs: Vec<libc::iovec> = slots
         .chunks_mut(SLOT)
@@ -227,15 +231,15 @@ fn main() {
         libc::iovec { iov_base: frame.as_ptr() as *mut _, iov_len: frame.len() },
     ];
 
-    println!("{BATCH} packets per batch, {rounds} rounds, median per packet");
-    println!("-- write: {WRITE_BATCHES} batches of {BATCH} 64-byte frames per round");
+    println!("{batch} packets per batch, {rounds} rounds, median per packet");
+    println!("-- write: {write_batches} batches of {batch} 64-byte frames per round");
     let mut s = Vec::new();
     for _ in 0..rounds {
         s.push(timed(|| {
-            for _ in 0..WRITE_BATCHES * BATCH {
+            for _ in 0..write_batches * batch {
                 tun.write(&hdr, &[IoSlice::new(&frame)]).expect("writev");
             }
-            WRITE_BATCHES * BATCH
+            write_batches * batch
         }));
     }
     report("writev, one per packet (today)", &s);
@@ -267,14 +271,14 @@ fn main() {
         let mut s = Vec::new();
         for _ in 0..rounds {
             s.push(timed(|| {
-                for _ in 0..WRITE_BATCHES {
-                    for i in 0..BATCH {
+                for _ in 0..write_batches {
+                    for i in 0..batch {
                         let sqe = match (v.fixed_file, v.fixed_buf) {
                             (true, true) => opcode::WriteFixed::new(
                                 types::Fixed(0),
                                 whole.as_ptr(),
                                 whole.len() as u32,
-                                BATCH as u16,
+                                MAX_BATCH as u16,
                             )
                             .build(),
                             (true, false) => {
@@ -287,10 +291,10 @@ fn main() {
                         unsafe { r.submission().push(&sqe.user_data(i as u64)) }.expect("sq full");
                     }
                     r.submit().expect("io_uring_enter");
-                    let (ok, again) = reap(&mut r, BATCH);
-                    assert_eq!((ok, again), (BATCH, 0), "writes refused");
+                    let (ok, again) = reap(&mut r, batch);
+                    assert_eq!((ok, again), (batch, 0), "writes refused");
                 }
-                WRITE_BATCHES * BATCH
+                write_batches * batch
             }));
         }
         report(&format!("io_uring {}", v.name), &s);
@@ -322,7 +326,7 @@ fn main() {
                 while n < queued {
                     // Only as many reads as packets wait: a read of an empty queue stays posted
                     // (the kernel arms a poll for it) and would complete in the next round.
-                    let k = BATCH.min(queued - n);
+                    let k = batch.min(queued - n);
                     for (i, b) in bufs[..k].iter().enumerate() {
                         let ptr = b.iov_base.cast::<u8>();
                         let sqe = match (v.fixed_file, v.fixed_buf) {
