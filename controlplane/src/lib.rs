@@ -2,7 +2,8 @@
 //! kernel programming. The binaries `linend` and `linenctl` are thin shells over this library.
 #![deny(missing_docs)]
 
-// kernel programming and the static-peers node
+// the node daemon (linend) and what it runs: kernel programming, datapaths, hand-over
+pub mod daemon;
 pub mod handover;
 pub mod kernel;
 pub mod node;
