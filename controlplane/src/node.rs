@@ -318,7 +318,9 @@ impl EtcdNode {
     }
 }
 
-fn overlay_state(subnet: Ipv4Net, mtu: u32, peers: &[RemoteNode]) -> OverlayState {
+/// What `linen.1` is programmed with: this node's `subnet` and `mtu`, a route and a permanent
+/// neighbour per peer.
+pub fn overlay_state(subnet: Ipv4Net, mtu: u32, peers: &[RemoteNode]) -> OverlayState {
     OverlayState {
         local_subnet: subnet,
         mtu,

@@ -26,16 +26,8 @@ use ipnet::Ipv4Net;
 use linen_dataplane::wire::MacAddr;
 use serde::Deserialize;
 
-/// A static peer: one remote node.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StaticPeer {
-    /// The peer's pod subnet.
-    pub subnet: Ipv4Net,
-    /// The peer's public (underlay) IP: its VTEP address.
-    pub public_ip: Ipv4Addr,
-    /// The peer's VtepMAC.
-    pub vtep_mac: [u8; 6],
-}
+/// A static peer: one remote node, the same type the etcd mode builds its routes from.
+pub use crate::node::RemoteNode as StaticPeer;
 
 /// A parsed and validated static-peers file.
 #[derive(Debug, Clone, PartialEq, Eq)]

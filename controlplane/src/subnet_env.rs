@@ -77,20 +77,7 @@ impl SubnetEnv {
     /// [`SubnetEnvError::Io`] naming the path.
     pub fn write(&self, path: &Path) -> Result<(), SubnetEnvError> {
         let io = |source| SubnetEnvError::Io { path: path.to_path_buf(), source };
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(io)?;
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("subnet.env");
-        let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-        let result = (|| {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(self.render().as_bytes())?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, path)
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result.map_err(io)
+        replace_file(path, self.render().as_bytes(), true).map_err(io)
     }
 
     /// Reads a subnet.env (flannel's or linen's).
@@ -127,6 +114,31 @@ impl SubnetEnv {
         let ip_masq = vars.get("FLANNEL_IPMASQ").is_some_and(|v| *v == "true");
         Ok(SubnetEnv { network: network.trunc(), subnet: subnet.trunc(), mtu, ip_masq })
     }
+}
+
+/// Replaces the file at `path` with `bytes` atomically: a temporary file in the same directory
+/// (created if missing), then a rename, so a reader sees the old or the new file, never a part.
+/// `durable` syncs the data before the rename, so that a crash cannot leave an empty file.
+///
+/// # Errors
+/// Creating the directory, writing or renaming failed; the temporary file is removed.
+pub fn replace_file(path: &Path, bytes: &[u8], durable: bool) -> std::io::Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        if durable {
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 #[cfg(test)]

@@ -41,18 +41,21 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod stats_file;
+
 use crate::can_reach;
 use crate::cli::{load_config, EtcdFlags};
 use crate::handover::{
     self, DatapathKind, Description, Handover, Received, StateFiles, Store, Wanted,
 };
-use crate::kernel::{Kernel, OverlayRoute, OverlayState, OVERLAY_DEV, VXLAN_OVERHEAD};
+use crate::kernel::{Kernel, OVERLAY_DEV, VXLAN_OVERHEAD};
 use crate::lease::MacAddr;
 use crate::manager::LeaseOptions;
 use crate::masq::{self, MasqKeeper, MasqSpec, Masquerade, NftCommand};
 use crate::metrics::{self, LeaseInfo, NodeState, RouteInfo};
-use crate::node::{DatapathHandles, EtcdNode, RemoteNode, StartPeers};
+use crate::node::{self, DatapathHandles, EtcdNode, RemoteNode, StartPeers};
 use crate::static_peers::StaticNode;
+use crate::subnet_env::{self, SubnetEnv};
 use crate::vtep_mac;
 use crate::xdp_node::{self, HandedQueue, XdpNodeConfig};
 use clap::{Parser, ValueEnum};
@@ -61,7 +64,7 @@ use linen_dataplane::io::tap::{TapConfig, TapQueue, UnderlaySend};
 use linen_dataplane::io::tun::TunQueue;
 use linen_dataplane::io::xsk::{pin_current_thread, XskQueue};
 use linen_dataplane::io::PacketQueue;
-use linen_dataplane::pipeline::{Config, NextHop, Peer, Routes, RoutesBuilder, WorkerStats};
+use linen_dataplane::pipeline::{Config, Routes, RoutesBuilder, WorkerStats};
 use linen_dataplane::route::Published;
 use linen_dataplane::worker::{LoopStats, PollConfig, VxlanHandler, Worker, WorkerControl};
 use tracing::{error, info, warn};
@@ -253,41 +256,9 @@ fn choose_datapath(d: Datapath) -> Result<Datapath, BoxError> {
     }
 }
 
-/// Builds the route snapshot for `peers`: one route per peer subnet, every peer a known VTEP.
-async fn build_routes(kernel: &Kernel, cfg: &Config, ifindex: u32, node: &StaticNode) -> Routes {
-    let mut b = RoutesBuilder::new();
-    let dsts: Vec<Ipv4Addr> = node.peers.iter().map(|p| p.public_ip).collect();
-    let macs = kernel.next_hop_macs(&dsts).await.unwrap_or_else(|e| {
-        warn!(error = %e, "cannot list the underlay neighbours");
-        Vec::new()
-    });
-    for (i, p) in node.peers.iter().enumerate() {
-        // The underlay next hop's MAC matters to frame-level datapaths only; unresolved is fine.
-        let underlay_mac = match macs.get(i) {
-            Some(Ok(m)) => m.map(|(_, mac)| mac),
-            Some(Err(e)) => {
-                warn!(peer = %p.public_ip, error = %e, "cannot look up the underlay next hop");
-                None
-            }
-            None => None,
-        };
-        let peer = Peer { vtep: p.public_ip, vtep_mac: p.vtep_mac, underlay_mac, ifindex };
-        b.insert(ipnet::IpNet::V4(p.subnet), NextHop::new(cfg, &peer));
-        b.add_peer(p.public_ip);
-    }
-    b.build()
-}
-
-fn overlay_state(node: &StaticNode, mtu: u32) -> OverlayState {
-    OverlayState {
-        local_subnet: node.subnet,
-        mtu,
-        routes: node
-            .peers
-            .iter()
-            .map(|p| OverlayRoute { subnet: p.subnet, vtep_mac: p.vtep_mac })
-            .collect(),
-    }
+/// The route snapshot of a static node's peers, built as the etcd mode builds its own.
+async fn static_routes(kernel: &Kernel, cfg: &Config, ifindex: u32, node: &StaticNode) -> Routes {
+    node::build_routes(kernel, cfg, ifindex, &node.peers, &mut node::NextHopCache::new()).await
 }
 
 /// SIGHUP: re-reads the static-peers file and applies peer changes (added, removed, changed
@@ -320,93 +291,13 @@ async fn reload(
         );
         return;
     }
-    routes.publish(build_routes(kernel, cfg, ifindex, &new).await);
-    match kernel.apply_overlay(OVERLAY_DEV, &overlay_state(&new, mtu)).await {
+    routes.publish(static_routes(kernel, cfg, ifindex, &new).await);
+    match kernel.apply_overlay(OVERLAY_DEV, &node::overlay_state(new.subnet, mtu, &new.peers)).await
+    {
         Ok(()) => info!(peers = new.peers.len(), "SIGHUP: peers reloaded"),
         Err(e) => error!("SIGHUP: reprogramming {OVERLAY_DEV} failed: {e}"),
     }
     *node = new;
-}
-
-/// Writes flannel's subnet.env (the CNI plugin reads it) atomically: temp file, then rename.
-fn write_subnet_file(
-    path: &Path,
-    node: &StaticNode,
-    mtu: u32,
-    ip_masq: bool,
-) -> std::io::Result<()> {
-    let gw = Ipv4Addr::from(u32::from(node.subnet.network()) + 1);
-    let text = format!(
-        "FLANNEL_NETWORK={}\nFLANNEL_SUBNET={}/{}\nFLANNEL_MTU={}\nFLANNEL_IPMASQ={}\n",
-        node.network,
-        gw,
-        node.subnet.prefix_len(),
-        mtu,
-        ip_masq
-    );
-    write_atomic(path, text.as_bytes())
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        if !dir.as_os_str().is_empty() {
-            std::fs::create_dir_all(dir)?;
-        }
-    }
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp.{}", std::process::id()));
-    let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
-}
-
-struct StatsSources {
-    datapath: &'static str,
-    send_mode: &'static str,
-    vtep_mac: [u8; 6],
-    workers: Vec<(Arc<WorkerStats>, Arc<LoopStats>)>,
-}
-
-fn stats_json(s: &StatsSources) -> String {
-    use std::sync::atomic::Ordering::Relaxed;
-    let workers: Vec<_> = s
-        .workers
-        .iter()
-        .map(|(w, l)| {
-            let snap = w.snapshot();
-            let drops: serde_json::Map<String, serde_json::Value> = snap
-                .drops_by_reason()
-                .map(|(r, n)| (r.name().to_string(), serde_json::Value::from(n)))
-                .collect();
-            serde_json::json!({
-                "rx": snap.rx,
-                "tx": snap.tx,
-                "to_kernel": snap.to_kernel,
-                "replies": snap.replies,
-                "drops": drops,
-                "io": {
-                    "tx_failed": l.tx_failed.load(Relaxed),
-                    "rx_oversize": l.rx_oversize.load(Relaxed),
-                    "kernel_unsupported": l.kernel_unsupported.load(Relaxed),
-                    "errors": l.io_errors.load(Relaxed),
-                    "super_rx": l.super_rx.load(Relaxed),
-                    "coalesced_tx": l.coalesced_tx.load(Relaxed),
-                    "coalesced_segments": l.coalesced_segments.load(Relaxed),
-                },
-                "loop": {
-                    "busy_batches": l.busy_batches.load(Relaxed),
-                    "blocks": l.blocks.load(Relaxed),
-                },
-            })
-        })
-        .collect();
-    serde_json::json!({
-        "datapath": s.datapath,
-        "tap_send": s.send_mode,
-        "vtep_mac": MacAddr(s.vtep_mac).to_string(),
-        "workers": workers,
-    })
-    .to_string()
 }
 
 /// Where the node's subnet and peers come from.
@@ -934,7 +825,9 @@ async fn run(
         (None, None) => None,
     };
     if let Mode::Static { node, .. } = &mode {
-        kernel.apply_overlay(OVERLAY_DEV, &overlay_state(node, mtu)).await?;
+        kernel
+            .apply_overlay(OVERLAY_DEV, &node::overlay_state(node.subnet, mtu, &node.peers))
+            .await?;
     }
     let overlay = kernel
         .link_by_name(OVERLAY_DEV)
@@ -962,7 +855,7 @@ async fn run(
     };
     let routes = Arc::new(Published::new(match (&mode, seeded) {
         (Mode::Static { node, .. }, _) => {
-            build_routes(&kernel, &cfg, underlay.link.index, node).await
+            static_routes(&kernel, &cfg, underlay.link.index, node).await
         }
         (Mode::Etcd { .. } | Mode::EtcdPending(_), Some(r)) => r,
         (Mode::Etcd { .. } | Mode::EtcdPending(_), None) => RoutesBuilder::new().build(),
@@ -975,7 +868,6 @@ async fn run(
     };
     let cpu_of = |i: usize| cpus.as_ref().map(|c| c[i % c.len()]);
     let mut workers = Vec::new();
-    let mut worker_stats = Vec::new();
     let node_state = NodeState::new();
     let mut spawn = |name: String, i: usize, tap: Option<TapQueue>, xsk: Option<XskQueue>| {
         let stats = Arc::new(WorkerStats::new());
@@ -986,9 +878,8 @@ async fn run(
             (None, Some(q)) => spawn_worker(name, q, handler, poll, cpu_of(i))?,
             (None, None) => return Ok::<(), std::io::Error>(()),
         };
-        node_state.add_worker(&worker_name, stats.clone(), Some(loop_stats.clone()));
+        node_state.add_worker(&worker_name, stats, Some(loop_stats));
         workers.push(running);
-        worker_stats.push((stats, loop_stats));
         Ok(())
     };
     if let Some(q) = tap {
@@ -1066,7 +957,8 @@ async fn run(
             node_state.set_lease(Some(LeaseInfo { subnet: node.subnet.into(), expires: None }));
             node_state.set_routes(node.peers.iter().map(RouteInfo::from).collect());
             node_state.set_routes_synced(true);
-            write_subnet_file(&args.subnet_file, node, mtu, args.ip_masq)?;
+            SubnetEnv { network: node.network, subnet: node.subnet, mtu, ip_masq: args.ip_masq }
+                .write(&args.subnet_file)?;
             info!(path = %args.subnet_file.display(), "subnet file written");
             None
         }
@@ -1186,12 +1078,7 @@ async fn run(
         _ => None,
     };
 
-    let sources = StatsSources {
-        datapath: if xdp_devices.is_some() { "xdp" } else { "tap" },
-        send_mode,
-        vtep_mac: overlay.mac,
-        workers: worker_stats,
-    };
+    let vtep_mac = overlay.mac;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
@@ -1225,7 +1112,7 @@ async fn run(
                 if now != hop_macs {
                     if let Mode::Static { node, .. } = &mode {
                         info!("underlay next-hop MACs changed; routes republished");
-                        routes.publish(build_routes(&kernel, &cfg, underlay.link.index, node).await);
+                        routes.publish(static_routes(&kernel, &cfg, underlay.link.index, node).await);
                     }
                     hop_macs = now;
                 }
@@ -1250,7 +1137,7 @@ async fn run(
                     break;
                 }
                 if let Some(path) = &args.stats_file {
-                    if let Err(e) = write_atomic(path, stats_json(&sources).as_bytes()) {
+                    if let Err(e) = subnet_env::replace_file(path, stats_file::render(&node_state.stats_report(), send_mode, vtep_mac).as_bytes(), false) {
                         warn!(path = %path.display(), error = %e, "cannot write the stats file");
                     }
                 }
@@ -1313,7 +1200,11 @@ async fn run(
         }
     }
     if let Some(path) = &args.stats_file {
-        let _ = write_atomic(path, stats_json(&sources).as_bytes());
+        let _ = subnet_env::replace_file(
+            path,
+            stats_file::render(&node_state.stats_report(), send_mode, vtep_mac).as_bytes(),
+            false,
+        );
     }
     if keep {
         // Frames still being transmitted would look free to the next process: let them
