@@ -35,29 +35,33 @@
 //! see `crate::xdp_node`), `tap` (TAP device + UDP socket, the fallback) and `auto`
 //! (tries `xdp`, falls back to `tap` and logs why).
 
+// the etcd mode, the static-peers mode, the AF_XDP datapath's devices, the hand-over
+pub mod handover;
+pub mod node;
+pub mod static_peers;
+pub mod xdp_node;
+
+mod stats_file;
+
 use std::net::Ipv4Addr;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-mod stats_file;
-
 use crate::can_reach;
 use crate::cli::{load_config, EtcdFlags};
-use crate::handover::{
-    self, DatapathKind, Description, Handover, Received, StateFiles, Store, Wanted,
-};
+use crate::handover::{DatapathKind, Description, Handover, Received, StateFiles, Store, Wanted};
 use crate::kernel::{Kernel, OVERLAY_DEV, VXLAN_OVERHEAD};
 use crate::lease::MacAddr;
 use crate::manager::LeaseOptions;
 use crate::masq::{self, MasqKeeper, MasqSpec, Masquerade, NftCommand};
 use crate::metrics::{self, LeaseInfo, NodeState, RouteInfo};
-use crate::node::{self, DatapathHandles, EtcdNode, RemoteNode, StartPeers};
+use crate::node::{DatapathHandles, EtcdNode, RemoteNode, StartPeers};
 use crate::static_peers::StaticNode;
 use crate::subnet_env::{self, SubnetEnv};
 use crate::vtep_mac;
-use crate::xdp_node::{self, HandedQueue, XdpNodeConfig};
+use crate::xdp_node::{HandedQueue, XdpNodeConfig};
 use clap::{Parser, ValueEnum};
 use linen_dataplane::io::fdstore::Notifier;
 use linen_dataplane::io::tap::{TapConfig, TapQueue, UnderlaySend};

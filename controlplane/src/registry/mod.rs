@@ -10,6 +10,13 @@
 use std::future::Future;
 use std::time::Duration;
 
+// flannel's formats and the state built on the registry
+pub mod config;
+pub mod lease;
+pub mod manager;
+pub mod subnet_env;
+pub mod watch;
+
 mod etcd;
 mod memory;
 

@@ -13,6 +13,11 @@
 //! a destination inside the cluster network and linen's metric for it, and leaves every other
 //! route alone.
 
+// --ip-masq (nftables source NAT), --can-reach (underlay detection), the derived VtepMAC
+pub mod can_reach;
+pub mod masq;
+pub mod vtep_mac;
+
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
