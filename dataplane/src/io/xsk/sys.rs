@@ -1054,7 +1054,6 @@ pub fn pin_current_thread(cpu: usize) -> Result<(), SysError> {
 }
 
 const ETHTOOL_GCHANNELS: u32 = 0x0000_003c;
-const ETHTOOL_SCHANNELS: u32 = 0x0000_003d;
 
 /// `struct ethtool_channels` (linux/ethtool.h).
 #[repr(C)]
@@ -1115,21 +1114,4 @@ pub fn rx_queue_count(dev: &str) -> Result<u32, SysError> {
     let mut ch = EthtoolChannels { cmd: ETHTOOL_GCHANNELS, ..Default::default() };
     ethtool_channels(dev, &mut ch)?;
     Ok(ch.rx_count.max(ch.combined_count))
-}
-
-/// Sets the RX and TX queue counts of a veth-like device with separate channels
-/// (`ethtool -L dev rx n tx n`), e.g. `linen.1x` for one AF_XDP socket per worker.
-///
-/// # Errors
-/// The ioctl's error (`EINVAL` beyond the device's maximum).
-pub fn set_rx_tx_queues(dev: &str, n: u32) -> Result<(), SysError> {
-    let mut ch = EthtoolChannels { cmd: ETHTOOL_GCHANNELS, ..Default::default() };
-    ethtool_channels(dev, &mut ch)?;
-    if ch.rx_count == n && ch.tx_count == n {
-        return Ok(());
-    }
-    ch.cmd = ETHTOOL_SCHANNELS;
-    ch.rx_count = n;
-    ch.tx_count = n;
-    ethtool_channels(dev, &mut ch)
 }
