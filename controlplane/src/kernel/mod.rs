@@ -609,17 +609,22 @@ impl Kernel {
         pipelined(requests).await
     }
 
-    /// IPv4 main-table unicast routes whose output device is `index`, except the kernel's own.
-    async fn routes_on(&self, index: u32) -> Result<Vec<RouteMessage>, KernelError> {
-        let all: Vec<RouteMessage> = self
-            .handle
+    /// Every IPv4 route the kernel lists (all tables).
+    async fn ipv4_routes(&self) -> Result<Vec<RouteMessage>, KernelError> {
+        self.handle
             .route()
             .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
             .execute()
             .try_collect()
             .await
-            .map_err(nl("list routes"))?;
-        Ok(all
+            .map_err(nl("list routes"))
+    }
+
+    /// IPv4 main-table unicast routes whose output device is `index`, except the kernel's own.
+    async fn routes_on(&self, index: u32) -> Result<Vec<RouteMessage>, KernelError> {
+        Ok(self
+            .ipv4_routes()
+            .await?
             .into_iter()
             .filter(|m| {
                 m.header.table == 254
@@ -668,14 +673,7 @@ impl Kernel {
                 KernelError::Underlay(format!("no interface holds the public IP {ip}"))
             })?
         } else {
-            let routes: Vec<RouteMessage> = self
-                .handle
-                .route()
-                .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
-                .execute()
-                .try_collect()
-                .await
-                .map_err(nl("list routes"))?;
+            let routes = self.ipv4_routes().await?;
             routes
                 .iter()
                 .filter(|m| m.header.table == 254 && m.header.destination_prefix_length == 0)
