@@ -35,161 +35,55 @@
 //! see `crate::xdp_node`), `tap` (TAP device + UDP socket, the fallback) and `auto`
 //! (tries `xdp`, falls back to `tap` and logs why).
 
-// the etcd mode, the static-peers mode, the AF_XDP datapath's devices, the hand-over
+// Rooms: the etcd mode (`node`), the static-peers mode with its SIGHUP reload (`static_peers`),
+// the AF_XDP datapath's devices (`xdp_node`), the descriptor-store protocol (`handover`) and
+// linend's use of it (`keep`), the options, the worker threads, the stats file, `--cleanup`.
+// This file holds the start-up sequence and the run loop that ties them together.
 pub mod handover;
 pub mod node;
 pub mod static_peers;
 pub mod xdp_node;
 
+mod cleanup;
+mod keep;
+mod options;
 mod stats_file;
+mod workers;
+
+pub use options::{Args, Datapath, TapSend};
 
 use std::net::Ipv4Addr;
 use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::can_reach;
-use crate::cli::{load_config, EtcdFlags};
+use crate::cli::load_config;
 use crate::handover::{DatapathKind, Description, Handover, Received, StateFiles, Store, Wanted};
 use crate::kernel::{Kernel, OVERLAY_DEV, VXLAN_OVERHEAD};
 use crate::lease::MacAddr;
 use crate::manager::LeaseOptions;
 use crate::masq::{self, MasqKeeper, MasqSpec, Masquerade, NftCommand};
 use crate::metrics::{self, LeaseInfo, NodeState, RouteInfo};
-use crate::node::{DatapathHandles, EtcdNode, RemoteNode, StartPeers};
+use crate::node::{DatapathHandles, EtcdNode, StartPeers};
 use crate::static_peers::StaticNode;
 use crate::subnet_env::{self, SubnetEnv};
 use crate::vtep_mac;
-use crate::xdp_node::{HandedQueue, XdpNodeConfig};
-use clap::{Parser, ValueEnum};
+use crate::xdp_node::XdpNodeConfig;
+
 use linen_dataplane::io::fdstore::Notifier;
 use linen_dataplane::io::tap::{TapConfig, TapQueue, UnderlaySend};
-use linen_dataplane::io::tun::TunQueue;
-use linen_dataplane::io::xsk::{pin_current_thread, XskQueue};
-use linen_dataplane::io::PacketQueue;
-use linen_dataplane::pipeline::{Config, Routes, RoutesBuilder, WorkerStats};
+use linen_dataplane::io::xsk::XskQueue;
+use linen_dataplane::pipeline::{Config, RoutesBuilder, WorkerStats};
 use linen_dataplane::route::Published;
-use linen_dataplane::worker::{LoopStats, PollConfig, VxlanHandler, Worker, WorkerControl};
+use linen_dataplane::worker::{PollConfig, VxlanHandler};
 use tracing::{error, info, warn};
 
-/// Which packet I/O backend to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Datapath {
-    /// AF_XDP when it works, else the TAP fallback.
-    Auto,
-    /// AF_XDP (poll-mode userspace router).
-    Xdp,
-    /// TAP device + UDP socket (fallback for hosts without AF_XDP).
-    Tap,
-}
-
-/// How the TAP datapath sends VXLAN.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum TapSend {
-    /// Raw IPv4 socket, one datagram per packet: the outer UDP source port is exactly the flow
-    /// hash (needs CAP_NET_RAW); no segmentation offload.
-    Raw,
-    /// UDP sockets chosen by flow hash, the segments of a super-packet sent as one message
-    /// (UDP_SEGMENT).
-    Udp,
-}
-
-/// linen node daemon.
-#[derive(Debug, Parser)]
-#[command(name = "linend", version, about = "linen node daemon: VXLAN pod overlay router")]
-pub struct Args {
-    /// Run from a static-peers file (JSON: network, subnet, public_ip, vtep_mac, peers) instead of etcd.
-    #[arg(long, env = "LINEN_STATIC_PEERS", value_name = "FILE")]
-    pub static_peers: Option<PathBuf>,
-
-    /// etcd connection (used unless --static-peers is given).
-    #[command(flatten)]
-    pub etcd: EtcdFlags,
-
-    /// Serve /metrics, /healthz, /readyz and linenctl's /v1 API on this address.
-    #[arg(long, env = "LINEN_METRICS_ADDR", default_value = metrics::DEFAULT_ADDR)]
-    pub metrics_addr: std::net::SocketAddr,
-
-    /// Packet I/O backend.
-    #[arg(long, env = "LINEN_DATAPATH", value_enum, default_value = "auto")]
-    pub datapath: Datapath,
-
-    /// Underlay interface (default: the one holding --public-ip, else the default route's).
-    #[arg(long, env = "LINEN_IFACE")]
-    pub iface: Option<String>,
-
-    /// Find the underlay by asking the kernel how it reaches this IPv4 address (e.g. etcd or the
-    /// underlay gateway): its output interface and source address become --iface and --public-ip.
-    #[arg(long, env = "LINEN_CAN_REACH", value_name = "IP", conflicts_with_all = ["iface", "public_ip"])]
-    pub can_reach: Option<Ipv4Addr>,
-
-    /// Public (underlay) IPv4 address, the local VTEP (default: from the static file, else the
-    /// underlay interface's first address).
-    #[arg(long, env = "LINEN_PUBLIC_IP")]
-    pub public_ip: Option<Ipv4Addr>,
-
-    /// VXLAN network identifier (static mode; in etcd mode the network config's VNI).
-    #[arg(long, env = "LINEN_VNI", default_value_t = 1)]
-    pub vni: u32,
-
-    /// VXLAN UDP port (static mode; in etcd mode the network config's Port).
-    #[arg(long, env = "LINEN_PORT", default_value_t = 8472)]
-    pub port: u16,
-
-    /// Overlay MTU (default: the etcd config's Backend.MTU, else underlay MTU − 50).
-    #[arg(long, env = "LINEN_MTU")]
-    pub mtu: Option<u32>,
-
-    /// Compute the outer UDP checksum (the kernel's `udpcsum`); default zero, as RFC 7348 allows.
-    #[arg(long, env = "LINEN_UDP_CHECKSUM")]
-    pub udp_checksum: bool,
-
-    /// Where to write the flannel-format subnet file for the CNI plugin.
-    #[arg(long, env = "LINEN_SUBNET_FILE", default_value = "/run/flannel/subnet.env")]
-    pub subnet_file: PathBuf,
-
-    /// Masquerade pod traffic that leaves the cluster network (nftables table `ip linen`, see
-    /// docs/ipmasq.md); also written as FLANNEL_IPMASQ. Needs the `nft` command.
-    #[arg(long, env = "LINEN_IP_MASQ")]
-    pub ip_masq: bool,
-
-    /// Seconds between checks that the masquerade table is in place (restored when missing or
-    /// changed; in etcd mode the network config is re-read as often).
-    #[arg(long, env = "LINEN_IP_MASQ_RESYNC", value_name = "SECONDS", default_value_t = 60,
-          value_parser = clap::value_parser!(u64).range(1..))]
-    pub ip_masq_resync: u64,
-
-    /// Write per-worker counters (JSON) to this file, replaced atomically every --stats-interval-ms.
-    #[arg(long, env = "LINEN_STATS_FILE")]
-    pub stats_file: Option<PathBuf>,
-
-    /// Interval of the stats file, in milliseconds.
-    #[arg(long, env = "LINEN_STATS_INTERVAL_MS", default_value_t = 1000)]
-    pub stats_interval_ms: u64,
-
-    /// Microseconds a worker keeps busy-polling after the last packet before it blocks.
-    #[arg(long, env = "LINEN_IDLE_SPELL_US", default_value_t = 200)]
-    pub idle_spell_us: u64,
-
-    /// How the TAP datapath sends VXLAN.
-    #[arg(long, env = "LINEN_TAP_SEND", value_enum, default_value = "udp")]
-    pub tap_send: TapSend,
-
-    /// AF_XDP datapath: queues (one worker each): underlay RX queues and queues of linen.1.
-    #[arg(long, env = "LINEN_QUEUES", default_value_t = 1)]
-    pub queues: u32,
-
-    /// Pin worker i to the i-th CPU of this list (e.g. `1` or `0,2-3`); default: not pinned.
-    #[arg(long, env = "LINEN_CPUS")]
-    pub cpus: Option<String>,
-
-    /// Remove what linend leaves on this node while it is not running (linen.1, the masquerade
-    /// table, direct routes into the network of --subnet-file), then exit. Run it after
-    /// `systemctl stop linend` to take linen off a node.
-    #[arg(long)]
-    pub cleanup: bool,
-}
+use cleanup::cleanup;
+use keep::{adopt_tap, adopt_xdp, release, release_names, store_datapath, store_peers};
+use static_peers::{reload, static_routes};
+use workers::{spawn_worker, stop_workers};
 
 /// Sets up logging to stderr, filtered by `RUST_LOG` (default `info`).
 pub fn init_logging() {
@@ -260,50 +154,6 @@ fn choose_datapath(d: Datapath) -> Result<Datapath, BoxError> {
     }
 }
 
-/// The route snapshot of a static node's peers, built as the etcd mode builds its own.
-async fn static_routes(kernel: &Kernel, cfg: &Config, ifindex: u32, node: &StaticNode) -> Routes {
-    node::build_routes(kernel, cfg, ifindex, &node.peers, &mut node::NextHopCache::new()).await
-}
-
-/// SIGHUP: re-reads the static-peers file and applies peer changes (added, removed, changed
-/// VtepMAC or public IP) to the kernel and the route table without restarting. Changes to the
-/// node itself (network, subnet, public IP, VtepMAC) need a restart and are refused.
-async fn reload(
-    path: &Path,
-    kernel: &Kernel,
-    cfg: &Config,
-    ifindex: u32,
-    mtu: u32,
-    node: &mut StaticNode,
-    routes: &Published<Routes>,
-) {
-    let new = match StaticNode::load(path) {
-        Ok(n) => n,
-        Err(e) => {
-            warn!("SIGHUP: {e}; keeping the running peers");
-            return;
-        }
-    };
-    let own_changed = new.network != node.network
-        || new.subnet != node.subnet
-        || (new.public_ip.is_some() && new.public_ip != node.public_ip)
-        || (new.vtep_mac.is_some() && new.vtep_mac != node.vtep_mac);
-    if own_changed {
-        warn!(
-            "SIGHUP: {} changes this node's network, subnet, public IP or VtepMAC; that needs a restart. Keeping the running configuration",
-            path.display()
-        );
-        return;
-    }
-    routes.publish(static_routes(kernel, cfg, ifindex, &new).await);
-    match kernel.apply_overlay(OVERLAY_DEV, &node::overlay_state(new.subnet, mtu, &new.peers)).await
-    {
-        Ok(()) => info!(peers = new.peers.len(), "SIGHUP: peers reloaded"),
-        Err(e) => error!("SIGHUP: reprogramming {OVERLAY_DEV} failed: {e}"),
-    }
-    *node = new;
-}
-
 /// Where the node's subnet and peers come from.
 enum Mode {
     /// A static-peers file (reloaded on SIGHUP).
@@ -323,46 +173,6 @@ type EtcdConnect = tokio::task::JoinHandle<
 /// How long a start with a handed-over datapath waits for etcd before it forwards without it.
 const ETCD_WAIT_WITH_HANDOVER: Duration = Duration::from_millis(250);
 
-/// One running worker thread; it returns its queue (boxed) so the caller decides when the
-/// queue's devices close.
-struct Running {
-    thread: std::thread::JoinHandle<std::io::Result<Box<dyn std::any::Any + Send>>>,
-    control: WorkerControl,
-}
-
-/// Spawns a worker thread named `linen-<name>` over `queue`, pinned to `cpu` when given.
-fn spawn_worker<Q: PacketQueue + 'static>(
-    name: String,
-    queue: Q,
-    handler: VxlanHandler,
-    poll: PollConfig,
-    cpu: Option<usize>,
-) -> std::io::Result<(Running, Arc<LoopStats>)> {
-    let worker = Worker::new(name.clone(), queue, handler, poll)?;
-    let control = worker.control();
-    let loop_stats = worker.loop_stats();
-    let thread = std::thread::Builder::new().name(format!("linen-{name}")).spawn(move || {
-        if let Some(cpu) = cpu {
-            match pin_current_thread(cpu) {
-                Ok(()) => info!(worker = %name, cpu, "worker pinned"),
-                Err(e) => warn!(worker = %name, cpu, error = %e, "cannot pin the worker"),
-            }
-        }
-        worker.run().map(|(q, _h)| Box::new(q) as Box<dyn std::any::Any + Send>)
-    })?;
-    Ok((Running { thread, control }, loop_stats))
-}
-
-/// Stops every worker and waits for it (used when start-up ends early).
-fn stop_workers(workers: Vec<Running>) {
-    for w in &workers {
-        w.control.stop();
-    }
-    for w in workers {
-        let _ = w.thread.join();
-    }
-}
-
 /// The underlay next-hop MAC of every static peer, as the kernel knows it now (etcd mode keeps its
 /// own cache in `node`).
 async fn next_hop_macs(kernel: &Kernel, mode: &Mode) -> Vec<Option<[u8; 6]>> {
@@ -372,126 +182,6 @@ async fn next_hop_macs(kernel: &Kernel, mode: &Mode) -> Vec<Option<[u8; 6]>> {
         Ok(macs) => macs.into_iter().map(|m| m.ok().flatten().map(|(_, mac)| mac)).collect(),
         Err(_) => vec![None; dsts.len()],
     }
-}
-
-/// Releases a hand-over that cannot be used: removes every descriptor from the store (the
-/// description first, the TAP queues last), closes this process's copies, and waits until the
-/// old `linen.1` is gone — the store has then closed its copies too, so the program is off
-/// the underlay and the VXLAN port is free again.
-async fn release(store: Option<&Store>, h: Handover, kernel: &Kernel) {
-    let names = h.names();
-    drop(h);
-    release_names(store, names, kernel).await;
-}
-
-/// Removes the descriptors `names` from the store, in reverse order (see [`release`]), and waits
-/// for the old `linen.1` to go.
-async fn release_names(store: Option<&Store>, mut names: Vec<String>, kernel: &Kernel) {
-    names.reverse();
-    if let Some(s) = store {
-        s.remove_all(&names);
-    }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-    while tokio::time::Instant::now() < deadline {
-        match kernel.link_by_name(OVERLAY_DEV).await {
-            Ok(None) | Err(_) => return,
-            Ok(Some(_)) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    }
-    warn!("the released {OVERLAY_DEV} is still there after 3 s; it is removed as a stale device");
-}
-
-/// Takes the AF_XDP datapath's descriptors out of `h` and takes them over.
-fn adopt_xdp(
-    h: &mut Handover,
-    xcfg: &XdpNodeConfig,
-) -> Result<(xdp_node::XdpDevices, Vec<XskQueue>), BoxError> {
-    let geometry = h.description().umem.ok_or("the hand-over has no UMEM geometry")?;
-    let mut queues = Vec::new();
-    for i in 0..xcfg.queues {
-        queues.push(HandedQueue {
-            tap: h.take(&handover::tap_name(i))?,
-            xsk: h.take(&handover::xsk_name(i))?,
-            umem: h.take(&handover::umem_name(i))?,
-        });
-    }
-    let link = h.take(handover::XDP_LINK)?;
-    Ok(xdp_node::adopt(xcfg, link, queues, &geometry)?)
-}
-
-/// Takes the TAP datapath's descriptors out of `h` and takes them over.
-fn adopt_tap(h: &mut Handover, cfg: &TapConfig) -> Result<TapQueue, BoxError> {
-    let tun = TunQueue::adopt(h.take(&handover::tap_name(0))?, OVERLAY_DEV)?;
-    Ok(TapQueue::adopt(cfg, tun, h.take(handover::UDP)?)?)
-}
-
-/// Stores a new datapath's descriptors, then the peer list and the description (last: it
-/// makes the hand-over complete). `None` when the state files cannot be made.
-fn store_datapath(
-    store: &mut Store,
-    description: &Description,
-    fds: &[(String, std::os::fd::BorrowedFd<'_>)],
-) -> Option<StateFiles> {
-    let state = match StateFiles::new()
-        .and_then(|st| st.write_description(description).map(|()| st))
-    {
-        Ok(st) => st,
-        Err(e) => {
-            warn!(error = %e, "cannot create the hand-over's memory files; a restart rebuilds the datapath");
-            store.set_intact(false);
-            return None;
-        }
-    };
-    for (name, fd) in fds {
-        store.push(name, *fd);
-    }
-    store.push(handover::PEERS, state.peers_fd());
-    store.push(handover::DESCRIPTION, state.description_fd());
-    info!(
-        descriptors = fds.len() + 2,
-        complete = store.intact(),
-        "datapath stored with the service manager for the next start"
-    );
-    Some(state)
-}
-
-/// Rewrites the stored peer list (the next start routes with it until etcd answers).
-fn store_peers(state: &StateFiles, peers: &[RemoteNode]) {
-    if let Err(e) = state.write_peers(peers) {
-        warn!(error = %e, "cannot store the peer list; a restart waits for etcd's listing to route");
-    }
-}
-
-/// `linend --cleanup`: removes `linen.1` (with its routes and neighbours), the masquerade
-/// table and the direct routes into the network of `--subnet-file`, whatever is there.
-async fn cleanup(args: Args) -> Result<(), BoxError> {
-    let kernel = Kernel::connect()?;
-    if kernel.link_by_name(OVERLAY_DEV).await?.is_some() {
-        kernel.delete_link(OVERLAY_DEV).await?;
-        info!("{OVERLAY_DEV} removed");
-    }
-    match Masquerade::new(NftCommand::default()).remove_stale() {
-        Ok(true) => info!("masquerade table ip {} removed", masq::TABLE),
-        Ok(false) | Err(masq::MasqError::NftMissing { .. }) => {}
-        Err(e) => warn!("cannot remove the masquerade table: {e}"),
-    }
-    match crate::subnet_env::SubnetEnv::read(&args.subnet_file) {
-        Ok(env) => {
-            let underlay = kernel.underlay(args.iface.as_deref(), args.public_ip).await?;
-            kernel
-                .remove_direct_routes(
-                    underlay.link.index,
-                    &underlay.link.name,
-                    env.network,
-                    &[],
-                    None,
-                )
-                .await?;
-            info!(network = %env.network, underlay = %underlay.link.name, "direct routes removed");
-        }
-        Err(e) => info!("no subnet file ({e}); no direct routes to look for"),
-    }
-    Ok(())
 }
 
 async fn run(

@@ -23,8 +23,14 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 
 use ipnet::Ipv4Net;
+use linen_dataplane::pipeline::{Config, Routes};
+use linen_dataplane::route::Published;
 use linen_dataplane::wire::MacAddr;
 use serde::Deserialize;
+use tracing::{error, info, warn};
+
+use crate::kernel::{Kernel, OVERLAY_DEV};
+use crate::node;
 
 /// A static peer: one remote node, the same type the etcd mode builds its routes from.
 pub use crate::node::RemoteNode as StaticPeer;
@@ -180,6 +186,57 @@ impl StaticNode {
             peers,
         })
     }
+}
+
+// The static-peers mode's routes and SIGHUP reload, on the etcd mode's builders.
+
+/// The route snapshot of a static node's peers, built as the etcd mode builds its own.
+pub(super) async fn static_routes(
+    kernel: &Kernel,
+    cfg: &Config,
+    ifindex: u32,
+    node: &StaticNode,
+) -> Routes {
+    node::build_routes(kernel, cfg, ifindex, &node.peers, &mut node::NextHopCache::new()).await
+}
+
+/// SIGHUP: re-reads the static-peers file and applies peer changes (added, removed, changed
+/// VtepMAC or public IP) to the kernel and the route table without restarting. Changes to the
+/// node itself (network, subnet, public IP, VtepMAC) need a restart and are refused.
+pub(super) async fn reload(
+    path: &Path,
+    kernel: &Kernel,
+    cfg: &Config,
+    ifindex: u32,
+    mtu: u32,
+    node: &mut StaticNode,
+    routes: &Published<Routes>,
+) {
+    let new = match StaticNode::load(path) {
+        Ok(n) => n,
+        Err(e) => {
+            warn!("SIGHUP: {e}; keeping the running peers");
+            return;
+        }
+    };
+    let own_changed = new.network != node.network
+        || new.subnet != node.subnet
+        || (new.public_ip.is_some() && new.public_ip != node.public_ip)
+        || (new.vtep_mac.is_some() && new.vtep_mac != node.vtep_mac);
+    if own_changed {
+        warn!(
+            "SIGHUP: {} changes this node's network, subnet, public IP or VtepMAC; that needs a restart. Keeping the running configuration",
+            path.display()
+        );
+        return;
+    }
+    routes.publish(static_routes(kernel, cfg, ifindex, &new).await);
+    match kernel.apply_overlay(OVERLAY_DEV, &node::overlay_state(new.subnet, mtu, &new.peers)).await
+    {
+        Ok(()) => info!(peers = new.peers.len(), "SIGHUP: peers reloaded"),
+        Err(e) => error!("SIGHUP: reprogramming {OVERLAY_DEV} failed: {e}"),
+    }
+    *node = new;
 }
 
 #[cfg(test)]
