@@ -11,10 +11,10 @@
 //! (see `crate::static_peers`), no etcd.
 //!
 //! In both modes linend finds the underlay, creates and programs the overlay device `linen.1`
-//! (address, MTU, routes, permanent neighbours, offloads off; its MAC, the VtepMAC, derived from
-//! the machine ID, see `crate::vtep_mac`), writes the flannel-format subnet file for
-//! the CNI plugin, and runs the datapath until SIGTERM or SIGINT, then removes what it created
-//! (an etcd lease stays, so a restart keeps the subnet).
+//! (a multi-queue TAP with segmentation offload: address, MTU, routes, permanent neighbours; its
+//! MAC, the VtepMAC, derived from the machine ID, see `crate::vtep_mac`), writes the
+//! flannel-format subnet file for the CNI plugin, and runs the datapath until SIGTERM or SIGINT,
+//! then removes what it created (an etcd lease stays, so a restart keeps the subnet).
 //!
 //! Under a service manager with a file-descriptor store (systemd's `Type=notify` with
 //! `FileDescriptorStoreMax=`, found through `$NOTIFY_SOCKET`), linend stores the descriptors of

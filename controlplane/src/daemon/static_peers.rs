@@ -1,6 +1,8 @@
 //! The static-peers file: runs a node without etcd (`linend --static-peers FILE`), for tests,
 //! labs and bring-up. It says what a flannel lease would: the cluster network, this node's subnet
 //! and public IP, and per peer its subnet, public IP and VtepMAC.
+//! This module also builds the mode's routes and applies a re-read file on SIGHUP, with the etcd
+//! mode's route and overlay builders.
 //!
 //! ```json
 //! {
