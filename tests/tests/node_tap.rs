@@ -308,6 +308,9 @@ fn tap_two_nodes_ping_udp_tcp_mtu_idle() {
         link.contains("mtu 1450") && link.contains(MAC_A) && link.contains("tun type tap"),
         "{link}"
     );
+    // The underlay veth runs without GRO (veth's default): linend says UDP_GRO cannot merge.
+    let log = std::fs::read_to_string(&a.log).expect("linend log");
+    assert!(log.contains("GRO is off on eth0"), "{log}");
 
     // Cross-node, every pod pair, both directions.
     for (i, pa) in a.pods.iter().enumerate() {

@@ -78,7 +78,7 @@ use linen_dataplane::io::xsk::XskQueue;
 use linen_dataplane::pipeline::{Config, RoutesBuilder, WorkerStats};
 use linen_dataplane::route::Published;
 use linen_dataplane::worker::{PollConfig, VxlanHandler};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use cleanup::cleanup;
 use keep::{adopt_tap, adopt_xdp, release, release_names, store_datapath, store_peers};
@@ -436,6 +436,9 @@ async fn run(
         Some(UnderlaySend::Udp) => "udp",
         None => "none",
     };
+    if tap.is_some() {
+        underlay_gro_hint(&underlay.link.name);
+    }
 
     // From here on the overlay device exists; any failure drops the TAP queues, which removes it
     // (unless the store holds them: then the next start takes them over).
@@ -936,4 +939,20 @@ async fn run(
     }
     info!("stopped; {OVERLAY_DEV} removed");
     Ok(())
+}
+
+/// Tells the operator when the fallback's `UDP_GRO` cannot merge anything: the socket receives
+/// merged datagrams only where the underlay device runs the kernel's GRO (on by default on NIC
+/// drivers, off on veth). Without it every VXLAN datagram is one socket receive, which is most of
+/// what the fallback spends on bulk TCP (docs/benchmarks.md, "underlay GRO on").
+fn underlay_gro_hint(dev: &str) {
+    match linen_dataplane::io::xsk::gro_enabled(dev) {
+        Ok(true) => {}
+        Ok(false) => info!(
+            underlay = dev,
+            "GRO is off on {dev}: the TAP/UDP datapath receives VXLAN datagrams one by one; \
+             `ethtool -K {dev} gro on` lets UDP_GRO take a super-packet's segments in one read"
+        ),
+        Err(e) => debug!(underlay = dev, "cannot read {dev}'s GRO setting: {e}"),
+    }
 }

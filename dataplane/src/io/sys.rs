@@ -1,8 +1,7 @@
 //! The raw system calls of the TAP/UDP backend, in one place: batched datagram receive and send
 //! (`recvmmsg`/`sendmmsg`) over a caller-owned packet region, with UDP segmentation
 //! (`UDP_SEGMENT`: one message carries many equal-sized datagrams to one destination) and UDP
-//! receive coalescing (`UDP_GRO`: one message returns many), and the legacy ethtool ioctls that
-//! switch transmit checksum offload and TSO off on a device.
+//! receive coalescing (`UDP_GRO`: one message returns many, where the device runs GRO).
 //!
 //! Every function here has a safe signature: buffers are passed as slices, offsets are checked
 //! against them before a pointer is formed, and nothing the kernel returns is trusted beyond the

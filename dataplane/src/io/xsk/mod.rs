@@ -51,7 +51,7 @@ mod umem;
 pub use program::{ProgramCounters, ProgramKind, UnderlayConfig, XdpAttachment};
 pub use queue::{XskQueue, OVERLAY_TOKEN, UNDERLAY_TOKEN};
 pub use socket::{wait_readable, ModePreference, SocketConfig, XskSocket};
-pub use sys::{pin_current_thread, rx_queue_count, SysError, XdpStatistics};
+pub use sys::{gro_enabled, pin_current_thread, rx_queue_count, SysError, XdpStatistics};
 pub use umem::{Frame, FrameError, FramePool, Umem, UmemConfig, MIN_HEADROOM};
 
 /// Headroom the kernel keeps in front of every received frame (`XDP_PACKET_HEADROOM`), on top

@@ -1054,6 +1054,14 @@ pub fn pin_current_thread(cpu: usize) -> Result<(), SysError> {
 }
 
 const ETHTOOL_GCHANNELS: u32 = 0x0000_003c;
+const ETHTOOL_GGRO: u32 = 0x0000_002b;
+
+/// `struct ethtool_value` (linux/ethtool.h): a command and one value.
+#[repr(C)]
+struct EthtoolValue {
+    cmd: u32,
+    data: u32,
+}
 
 /// `struct ethtool_channels` (linux/ethtool.h).
 #[repr(C)]
@@ -1078,7 +1086,9 @@ struct IfreqData {
     _pad: [u8; 16],
 }
 
-fn ethtool_channels(dev: &str, ch: &mut EthtoolChannels) -> Result<(), SysError> {
+/// `SIOCETHTOOL` on `dev` with `data`, a live ethtool command structure whose first field is the
+/// command; `what` names it in errors.
+fn ethtool<T>(dev: &str, data: &mut T, what: &'static str) -> Result<(), SysError> {
     let name = dev.as_bytes();
     if name.is_empty() || name.len() >= libc::IFNAMSIZ {
         return Err(SysError::errno("SIOCETHTOOL", libc::EINVAL));
@@ -1086,21 +1096,18 @@ fn ethtool_channels(dev: &str, ch: &mut EthtoolChannels) -> Result<(), SysError>
     let sock = std::net::UdpSocket::bind("127.0.0.1:0")
         .or_else(|_| std::net::UdpSocket::bind("[::1]:0"))
         .map_err(|e| SysError { call: "socket", source: e })?;
-    let mut ifr = IfreqData {
-        name: [0; libc::IFNAMSIZ],
-        data: (ch as *mut EthtoolChannels).cast(),
-        _pad: [0; 16],
-    };
+    let mut ifr =
+        IfreqData { name: [0; libc::IFNAMSIZ], data: (data as *mut T).cast(), _pad: [0; 16] };
     for (d, s) in ifr.name.iter_mut().zip(name) {
         *d = *s as libc::c_char;
     }
     use std::os::fd::AsRawFd;
-    // SAFETY: SIOCETHTOOL reads `ifr` (a NUL-terminated name and a pointer to `ch`) and reads and
-    // writes `ch`, a live `struct ethtool_channels`; both outlive the call.
+    // SAFETY: SIOCETHTOOL reads `ifr` (a NUL-terminated name and a pointer to `data`) and reads
+    // and writes `data`, a live ethtool structure of the command's size; both outlive the call.
     let rc =
         unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL, &mut ifr as *mut IfreqData) };
     if rc < 0 {
-        return Err(SysError::last("ioctl(SIOCETHTOOL channels)"));
+        return Err(SysError::last(what));
     }
     Ok(())
 }
@@ -1112,6 +1119,40 @@ fn ethtool_channels(dev: &str, ch: &mut EthtoolChannels) -> Result<(), SysError>
 /// The ioctl's error (`EOPNOTSUPP` for a driver without channel reporting).
 pub fn rx_queue_count(dev: &str) -> Result<u32, SysError> {
     let mut ch = EthtoolChannels { cmd: ETHTOOL_GCHANNELS, ..Default::default() };
-    ethtool_channels(dev, &mut ch)?;
+    ethtool(dev, &mut ch, "ioctl(SIOCETHTOOL channels)")?;
     Ok(ch.rx_count.max(ch.combined_count))
+}
+
+/// Whether the kernel's GRO runs on `dev` (`ethtool -k`: generic-receive-offload). `UDP_GRO`
+/// on a socket merges only what arrives through GRO.
+///
+/// # Errors
+/// The ioctl's error.
+pub fn gro_enabled(dev: &str) -> Result<bool, SysError> {
+    let mut v = EthtoolValue { cmd: ETHTOOL_GGRO, data: 0 };
+    ethtool(dev, &mut v, "ioctl(SIOCETHTOOL GGRO)")?;
+    Ok(v.data != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `gro_enabled` reads what `ethtool -k` shows for loopback (GRO reads need no privilege).
+    #[test]
+    fn gro_state_matches_ethtool() {
+        let out = std::process::Command::new("ethtool")
+            .args(["-k", "lo"])
+            .output()
+            .expect("ethtool (scripts/deps.sh installs it) runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("generic-receive-offload:"))
+            .expect("ethtool -k lists generic-receive-offload");
+        let expected = line.trim().starts_with("on");
+        assert_eq!(gro_enabled("lo").expect("SIOCETHTOOL GGRO on lo"), expected);
+        assert!(gro_enabled("no-such-dev0").is_err());
+        assert!(gro_enabled("").is_err());
+    }
 }
