@@ -1,9 +1,9 @@
 //! Smoke test of the macro benchmark: `netbench --quick --datapaths kernel,tap,direct` builds its
 //! testbeds, measures, and writes a JSON document with every headline key — and every TCP figure
-//! (one and eight streams, CPU per GB, the underlay with offloads on) — as a positive number for
-//! every datapath, with the placement and the underlay settings it used. It checks that each
-//! measurement measured something, never how fast: timings belong to the benchmark, not to
-//! pass/fail tests.
+//! (one and eight streams, CPU per GB, the underlays with offloads on and with GRO on) — as a
+//! positive number for every datapath, with the placement and the underlay settings it used. It
+//! checks that each measurement measured something, never how fast: timings belong to the
+//! benchmark, not to pass/fail tests.
 
 use std::process::Command;
 use std::time::Instant;
@@ -13,7 +13,7 @@ use linen_testbed::{require_root, workspace_bin};
 const KEYS: [&str; 5] = ["pps_64", "tcp_gbps", "rr_p50_us", "rr_p99_us", "cpu_ns_per_pkt"];
 
 /// The TCP figures every datapath gets, per stream count (`tcp`, `tcp8`) and underlay (`""`,
-/// `_underlay_offloads`).
+/// `_underlay_offloads`, `_underlay_gro`).
 const TCP_KEYS: [&str; 3] = ["gbps", "cpu_s_per_gb", "cpu_s_per_gb_with_iperf3"];
 
 #[test]
@@ -68,7 +68,7 @@ fn netbench_quick_measures_kernel_and_tap() {
         }
         assert!(v[dp]["offered_pps"].as_f64().is_some_and(|x| x > 0.0), "{dp}: no offered rate");
         for p in ["tcp", "tcp8"] {
-            for u in ["", "_underlay_offloads"] {
+            for u in ["", "_underlay_offloads", "_underlay_gro"] {
                 for k in TCP_KEYS {
                     let key = format!("{p}_{k}{u}");
                     let x = v[dp][&key].as_f64();
@@ -89,13 +89,15 @@ fn netbench_quick_measures_kernel_and_tap() {
         // Where things ran, for every datapath alike, and each window's per-CPU shares.
         assert_eq!(v[dp]["placement"]["pin"], "split", "{dp}");
         assert!(v[dp]["cpu_detail"]["per_cpu"].as_array().is_some_and(|c| !c.is_empty()));
-        // The underlay settings were read back: GRO on with the offloads, transmit checksums
-        // off without.
+        // The underlay settings were read back: GRO on with the offloads and in `gro`, transmit
+        // checksums off in `wire` and `gro`.
         for n in ["n1", "n2"] {
             let eth0 = |u: &str| v[dp]["underlay"][u]["features"][n]["eth0"].clone();
             assert_eq!(eth0("wire")["tx-checksumming"], "off", "{dp} {n}");
             assert_eq!(eth0("offloads")["tx-checksumming"], "on", "{dp} {n}");
             assert_eq!(eth0("offloads")["generic-receive-offload"], "on", "{dp} {n}");
+            assert_eq!(eth0("gro")["tx-checksumming"], "off", "{dp} {n}");
+            assert_eq!(eth0("gro")["generic-receive-offload"], "on", "{dp} {n}");
         }
     }
     // linend's threads were pinned where the placement says, and read back.

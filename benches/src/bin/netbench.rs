@@ -207,10 +207,11 @@ fn bench(cli: Cli) -> Result<(), String> {
             "pin": plan.pin.name(),
             "placement": plan.pin.placement(harness::cpu_count()).to_json(),
             "tcp_streams": TCP_STREAMS,
-            "underlays": {
-                "wire": Underlay::Wire.describe(),
-                "offloads": if plan.underlay_offloads { Value::from(Underlay::Offloads.describe()) } else { Value::Null },
-            },
+            "underlays": Underlay::ALL
+                .iter()
+                .filter(|u| **u == Underlay::Wire || plan.extra_underlays)
+                .map(|u| (u.name().to_string(), Value::from(u.describe())))
+                .collect::<Map<String, Value>>(),
         }),
     );
     for d in &cli.datapaths {

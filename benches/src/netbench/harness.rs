@@ -41,9 +41,9 @@ pub struct Plan {
     pub linend: PathBuf,
     /// This binary (its pod-side modes run in the pods).
     pub netbench: PathBuf,
-    /// Also measure TCP on a second cluster whose underlay runs with its offloads on
-    /// ([`Underlay::Offloads`]), for every datapath.
-    pub underlay_offloads: bool,
+    /// Also measure TCP over each of [`Underlay::EXTRA`] (offloads on; GRO on), on a cluster
+    /// of its own per datapath.
+    pub extra_underlays: bool,
     /// Where the sender, the receiver and linend run during the TCP and packet-rate windows.
     pub pin: Pin,
     /// Profile the packet-rate window with `perf` and write the files and the per-stage
@@ -60,7 +60,7 @@ impl Plan {
             rr_count: 2000,
             linend,
             netbench,
-            underlay_offloads: true,
+            extra_underlays: true,
             pin: Pin::default(),
             profile: None,
         }
@@ -74,7 +74,7 @@ impl Plan {
             rr_count: 20_000,
             linend,
             netbench,
-            underlay_offloads: true,
+            extra_underlays: true,
             pin: Pin::default(),
             profile: None,
         }
@@ -166,29 +166,26 @@ pub fn measure(datapath: &str, plan: &Plan) -> Value {
         note("shutdown", Err(format!("linend did not stop on {stuck:?}")));
     }
     drop(cluster);
-    if plan.underlay_offloads {
-        let u = Underlay::Offloads;
+    for u in Underlay::EXTRA.into_iter().filter(|_| plan.extra_underlays) {
+        let s = u.suffix();
         match up(datapath, plan, u) {
             Ok(c) => {
                 if !settle_linend(&c) {
                     note(
-                        "settle_underlay_offloads",
+                        &format!("settle{s}"),
                         Err("linend still sent packets through the kernel after 5 s".into()),
                     );
                 }
                 // As on the first cluster: a failed pinning is reported, the runs go on.
                 let pinned = pin_linend(&c, &place).map(|_| Map::new());
-                note("pin_underlay_offloads", pinned);
+                note(&format!("pin{s}"), pinned);
                 run_tcp(&c, u, &mut note);
                 let stuck = c.stop_linend(Duration::from_secs(3));
                 if !stuck.is_empty() {
-                    note(
-                        "shutdown_underlay_offloads",
-                        Err(format!("linend did not stop on {stuck:?}")),
-                    );
+                    note(&format!("shutdown{s}"), Err(format!("linend did not stop on {stuck:?}")));
                 }
             }
-            Err(e) => note("underlay_offloads", Err(e)),
+            Err(e) => note(&s[1..], Err(e)),
         }
     }
     out.insert("tcp_detail".into(), Value::Object(tcp_detail));

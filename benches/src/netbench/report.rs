@@ -155,12 +155,9 @@ fn rows() -> Vec<Row> {
             }
         }
     }
-    for u in [Underlay::Wire, Underlay::Offloads] {
-        let (s, on) = match u {
-            Underlay::Wire => (u.suffix(), String::new()),
-            Underlay::Offloads => (u.suffix(), ", underlay offloads on".to_string()),
-        };
-        if u == Underlay::Offloads {
+    for u in Underlay::ALL {
+        let (s, on) = (u.suffix(), u.label());
+        if u != Underlay::Wire {
             for n in TCP_STREAMS {
                 let label = format!("TCP {}{on} (Gbit/s)", streams_label(n));
                 out.push(row(format!("{}_gbps{s}", prefix(n)), label, Some(true), 2, false));
@@ -462,14 +459,14 @@ fn notes(results: &Value, datapaths: &[String]) -> String {
             let _ = writeln!(s, "- `{d}`: {}: {}.", head.join("; "), windows.join("; "));
         }
     }
-    for u in [Underlay::Wire, Underlay::Offloads] {
+    for u in Underlay::ALL {
         let eth0 = device_lines(results, datapaths, u.name(), Some("eth0"));
         if eth0.is_empty() {
             continue;
         }
         let rows = match u {
-            Underlay::Wire => "every row but the \"underlay offloads on\" ones",
-            Underlay::Offloads => "the \"underlay offloads on\" rows",
+            Underlay::Wire => "every row but the \"underlay … on\" ones".to_string(),
+            _ => format!("the \"{}\" rows", u.label().trim_start_matches(", ")),
         };
         let overlay = device_lines(results, datapaths, u.name(), None);
         let _ = writeln!(
@@ -532,7 +529,7 @@ fn esc(s: &str) -> String {
 /// The chart's panels: title, keys (bars side by side per datapath, each tagged below), digits.
 type Panel = (&'static str, &'static [(&'static str, &'static str)], usize);
 
-const PANELS: [Panel; 7] = [
+const PANELS: [Panel; 8] = [
     ("64 B UDP kpps ↑", &[("pps_64", "")], 0),
     ("TCP Gbit/s ↑", &[("tcp_gbps", "1"), ("tcp8_gbps", "8")], 2),
     (
@@ -540,6 +537,7 @@ const PANELS: [Panel; 7] = [
         &[("tcp_gbps_underlay_offloads", "1"), ("tcp8_gbps_underlay_offloads", "8")],
         1,
     ),
+    ("TCP Gbit/s, GRO on ↑", &[("tcp_gbps_underlay_gro", "1"), ("tcp8_gbps_underlay_gro", "8")], 2),
     ("RR p50 µs ↓", &[("rr_p50_us", "")], 0),
     ("RR p99 µs ↓", &[("rr_p99_us", "")], 0),
     ("CPU ns/packet ↓", &[("cpu_ns_per_pkt", "")], 0),

@@ -4,10 +4,15 @@
 //! - [`Underlay::Wire`] (every measurement of the default run): the underlay veths run with
 //!   `ethtool -K eth0 tx off`, as a real wire completes no checksums (DESIGN §6); that also turns
 //!   TSO and GSO-by-device off. veth's GRO stays as the kernel creates it (off).
-//! - [`Underlay::Offloads`] (the extra TCP runs): veth's transmit offloads stay on and
+//! - [`Underlay::Offloads`] (extra TCP runs): veth's transmit offloads stay on and
 //!   `ethtool -K eth0 gro on` turns GRO on at both ends, so large UDP-encapsulated segments can
 //!   cross and be merged on receive: the kernel's VXLAN uses UDP-tunnel GSO and GRO, linen's
 //!   fallback `UDP_SEGMENT` and `UDP_GRO`.
+//! - [`Underlay::Gro`] (extra TCP runs): `tx off` as in `Wire`, and GRO on at both ends. A
+//!   physical NIC's driver hands every received packet to the kernel's GRO, on by default
+//!   whatever the hardware offloads; veth is the exception (GRO off until asked for). Segments
+//!   still cross the wire one by one and with software checksums, but the receiver merges them:
+//!   the kernel's VXLAN through UDP-tunnel GRO, linen's fallback through `UDP_GRO`.
 
 use linen_testbed::cluster::{Cluster, Overlay};
 use serde_json::{Map, Value};
@@ -31,14 +36,22 @@ pub enum Underlay {
     Wire,
     /// veth's transmit offloads on, GRO on at both ends.
     Offloads,
+    /// `tx off` on the underlay veths, GRO on at both ends.
+    Gro,
 }
 
 impl Underlay {
+    /// Every underlay, the default first.
+    pub const ALL: [Underlay; 3] = [Underlay::Wire, Underlay::Offloads, Underlay::Gro];
+    /// The underlays of the extra TCP runs, each on a testbed of its own.
+    pub const EXTRA: [Underlay; 2] = [Underlay::Offloads, Underlay::Gro];
+
     /// The suffix of the JSON keys measured over this underlay (`""` for the default).
     pub fn suffix(self) -> &'static str {
         match self {
             Underlay::Wire => "",
             Underlay::Offloads => "_underlay_offloads",
+            Underlay::Gro => "_underlay_gro",
         }
     }
 
@@ -47,19 +60,29 @@ impl Underlay {
         match self {
             Underlay::Wire => "wire",
             Underlay::Offloads => "offloads",
+            Underlay::Gro => "gro",
+        }
+    }
+
+    /// What the report's row labels add for this underlay (empty for the default).
+    pub fn label(self) -> &'static str {
+        match self {
+            Underlay::Wire => "",
+            Underlay::Offloads => ", underlay offloads on",
+            Underlay::Gro => ", underlay GRO on",
         }
     }
 
     /// Whether the cluster builder turns transmit checksum offload off.
     pub fn tx_off(self) -> bool {
-        self == Underlay::Wire
+        self != Underlay::Offloads
     }
 
     /// What runs in each node's namespace once the cluster is up.
     pub fn setup_script(self) -> Option<&'static str> {
         match self {
             Underlay::Wire => None,
-            Underlay::Offloads => Some("ethtool -K eth0 gro on"),
+            Underlay::Offloads | Underlay::Gro => Some("ethtool -K eth0 gro on"),
         }
     }
 
@@ -68,6 +91,7 @@ impl Underlay {
         match self {
             Underlay::Wire => "underlay veths with `ethtool -K eth0 tx off` (no checksum, TSO or GSO offload by the device), GRO off (veth's default)",
             Underlay::Offloads => "underlay veths with their transmit offloads on (checksum, TSO, GSO, UDP-tunnel segmentation) and `ethtool -K eth0 gro on` on both",
+            Underlay::Gro => "underlay veths with `ethtool -K eth0 tx off` as in `wire`, and `ethtool -K eth0 gro on` on both (a NIC without checksum offload whose driver runs the kernel's GRO, as NIC drivers do by default)",
         }
     }
 
@@ -151,6 +175,9 @@ mod tests {
         assert_eq!(Underlay::Wire.suffix(), "");
         assert!(Underlay::Wire.tx_off() && !Underlay::Offloads.tx_off());
         assert_eq!(Underlay::Offloads.setup_script(), Some("ethtool -K eth0 gro on"));
+        assert!(Underlay::Gro.tx_off());
+        assert_eq!(Underlay::Gro.setup_script(), Some("ethtool -K eth0 gro on"));
+        assert_eq!(Underlay::Gro.suffix(), "_underlay_gro");
         assert_eq!(overlay_device(&Overlay::KernelVxlan), "flannel.1");
         assert_eq!(overlay_device(&Overlay::linen("xdp")), "linen.1");
     }
