@@ -310,7 +310,8 @@ pinned). CPU/packet: softirq time of every CPU plus linend's threads, per delive
 sender's own time apart. CPU per GB (CPU-seconds per 10⁹ bytes of TCP payload delivered, i.e. ns \
 per byte): the same sum over a window inside the TCP transfer, then with the iperf3 client's and \
 server's own time added (softirq that ran inside them counted once). The \"underlay offloads on\" \
-rows come from a second testbed per datapath over the other underlay below.\n";
+and \"underlay GRO on\" rows come from a testbed of their own per datapath, over the underlays \
+below.\n";
 
 /// Short names of the offload features in the notes.
 fn short_feature(name: &str) -> &str {
