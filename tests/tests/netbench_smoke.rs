@@ -37,10 +37,10 @@ fn netbench_quick_measures_kernel_and_tap() {
     // records its PID and execs netbench, whose namespaces carry that PID in their names.
     let pid_file = dir.join("netbench.pid");
     let out = Command::new("timeout")
-        .args(["-k", "5", "150", "sh", "-c", "echo $$ >\"$0\" && exec \"$@\""])
+        .args(["-k", "5", "200", "sh", "-c", "echo $$ >\"$0\" && exec \"$@\""])
         .arg(&pid_file)
         .arg(&netbench)
-        .args(["--quick", "--datapaths", "kernel,tap,direct", "--json"])
+        .args(["--quick", "--datapaths", "kernel,tap,direct", "--fixed-rate", "20000", "--json"])
         .arg(&json)
         .arg("--markdown")
         .arg(&md)
@@ -67,6 +67,13 @@ fn netbench_quick_measures_kernel_and_tap() {
             );
         }
         assert!(v[dp]["offered_pps"].as_f64().is_some_and(|x| x > 0.0), "{dp}: no offered rate");
+        // The paced window ran: packets arrived, and the sender kept to its schedule (it may
+        // fall behind a busy machine, never run ahead of it).
+        for k in ["pps_64_at_rate", "cpu_ns_per_pkt_at_rate"] {
+            assert!(v[dp][k].as_f64().is_some_and(|x| x > 0.0 && x.is_finite()), "{dp}.{k}");
+        }
+        let offered = v[dp]["offered_pps_at_rate"].as_f64().unwrap_or(0.0);
+        assert!(offered > 0.0 && offered < 20000.0 * 1.2, "{dp}: offered {offered}/s at 20000/s");
         for p in ["tcp", "tcp8"] {
             for u in ["", "_underlay_offloads", "_underlay_gro"] {
                 for k in TCP_KEYS {

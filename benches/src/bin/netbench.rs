@@ -74,6 +74,11 @@ struct Cli {
     /// others), `same` (all on CPU 0) or `none` (not pinned).
     #[arg(long, default_value = "split")]
     pin: Pin,
+    /// Also measure 64-byte packets offered at this fixed rate (packets/s, paced), below what
+    /// every datapath carries, so CPU per packet compares the paths at the same load with
+    /// nothing dropped on the way (keys `…_at_rate`).
+    #[arg(long)]
+    fixed_rate: Option<u64>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -95,6 +100,8 @@ enum Mode {
         secs: f64,
         #[arg(long)]
         cpu: Option<usize>,
+        #[arg(long)]
+        rate: Option<u64>,
     },
     /// Pod side: hold a UDP port open, unread.
     #[command(hide = true)]
@@ -132,7 +139,7 @@ fn dur(secs: f64) -> Result<Duration, String> {
 
 fn pod_mode(mode: Mode) -> Result<(), String> {
     match mode {
-        Mode::Send { iface, gw_mac, src, to, len, secs, cpu } => {
+        Mode::Send { iface, gw_mac, src, to, len, secs, cpu, rate } => {
             let cfg = traffic::SendConfig {
                 iface,
                 dst_mac: gw_mac.into(),
@@ -141,6 +148,7 @@ fn pod_mode(mode: Mode) -> Result<(), String> {
                 frame_len: len,
                 duration: dur(secs)?,
                 cpu,
+                rate,
             };
             let r = traffic::send(&cfg).map_err(|e| e.to_string())?;
             eprintln!(
@@ -188,6 +196,7 @@ fn bench(cli: Cli) -> Result<(), String> {
     };
     plan.profile = cli.profile.clone();
     plan.pin = cli.pin;
+    plan.fixed_rate = cli.fixed_rate.filter(|r| *r > 0);
     // The stamp names the binary, not the path it happened to run from.
     let command = std::iter::once("netbench".to_string())
         .chain(std::env::args().skip(1))
@@ -205,6 +214,7 @@ fn bench(cli: Cli) -> Result<(), String> {
             "frame_len": 60,
             "frame_len_on_wire": 64,
             "pin": plan.pin.name(),
+            "fixed_rate_pps": plan.fixed_rate,
             "placement": plan.pin.placement(harness::cpu_count()).to_json(),
             "tcp_streams": TCP_STREAMS,
             "underlays": Underlay::ALL

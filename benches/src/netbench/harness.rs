@@ -49,6 +49,8 @@ pub struct Plan {
     /// Profile the packet-rate window with `perf` and write the files and the per-stage
     /// breakdown here (see [`super::profile`]).
     pub profile: Option<PathBuf>,
+    /// Also measure 64-byte packets offered at this many packets/s, paced (keys `…_at_rate`).
+    pub fixed_rate: Option<u64>,
 }
 
 impl Plan {
@@ -63,6 +65,7 @@ impl Plan {
             extra_underlays: true,
             pin: Pin::default(),
             profile: None,
+            fixed_rate: None,
         }
     }
 
@@ -77,6 +80,7 @@ impl Plan {
             extra_underlays: true,
             pin: Pin::default(),
             profile: None,
+            fixed_rate: None,
         }
     }
 }
@@ -151,7 +155,16 @@ pub fn measure(datapath: &str, plan: &Plan) -> Value {
     };
     note("pin", pin_linend(&cluster, &place).map(|m| Map::from_iter([("linend_cpus".into(), m)])));
     run_tcp(&cluster, Underlay::Wire, &mut note);
-    note("pps", pps(&cluster, plan, datapath, &place));
+    note("pps", pps(&cluster, plan, datapath, &place, None));
+    if let Some(rate) = plan.fixed_rate {
+        let at_rate = pps(&cluster, plan, datapath, &place, Some(rate)).map(|m| {
+            m.into_iter()
+                .filter(|(k, _)| !k.starts_with("linend_loop"))
+                .map(|(k, v)| (format!("{k}_at_rate"), v))
+                .collect()
+        });
+        note("pps_at_rate", at_rate);
+    }
     if let Some(d) = rr_loop {
         note("rr_loop", Ok(Map::from_iter([("rr_linend_loop".into(), d)])));
     }
@@ -409,11 +422,15 @@ fn pod_mac_of_gateway(node: &Node) -> Result<[u8; 6], String> {
     mac.parse::<MacAddr>().map(<[u8; 6]>::from).map_err(|e| format!("cni0's MAC {mac:?} is {e}"))
 }
 
+/// One 64-byte packet-rate window: the sender in pod 0 of the first node offers frames as fast
+/// as it can, or paced at `rate` packets/s, to the sink on the second; delivered packets, the
+/// offered rate and the CPU time of the path per delivered packet.
 fn pps(
     c: &Cluster,
     plan: &Plan,
     datapath: &str,
     place: &Placement,
+    rate: Option<u64>,
 ) -> Result<Map<String, Value>, String> {
     let (a, b) = (&c.nodes()[0], &c.nodes()[1]);
     let gw_mac = pod_mac_of_gateway(a)?;
@@ -453,12 +470,16 @@ fn pps(
     if let Some(cpu) = place.sender.as_ref().and_then(|c| c.first()) {
         send_args.extend(["--cpu".into(), cpu.to_string()]);
     }
+    if let Some(r) = rate {
+        send_args.extend(["--rate".into(), r.to_string()]);
+    }
     let sender = pod_spawn(c, plan, &a.pods[0], &send_args);
     std::thread::sleep(plan.warmup);
     if !running(sender) {
         return Err("the sender exited early (see stderr above)".into());
     }
-    let perf = match &plan.profile {
+    // The profile is of the full-rate window.
+    let perf = match plan.profile.as_ref().filter(|_| rate.is_none()) {
         Some(dir) => Some(profile_start(dir, datapath, plan.duration, &linend)?),
         None => None,
     };

@@ -110,10 +110,12 @@ const METRICS: [Metric; 5] = [
 ];
 
 /// Extra rows without a ratio, shown when present.
-const EXTRAS: [(&str, &str, usize); 4] = [
+const EXTRAS: [(&str, &str, usize); 6] = [
     ("offered_pps", "offered by the sender (packets/s)", 0),
     ("sender_ns_per_pkt", "sender's own CPU per sent packet (ns)", 0),
     ("linend_ns_per_pkt", "of which linend processes (ns/packet)", 0),
+    ("offered_pps_at_rate", "offered at the fixed rate (packets/s)", 0),
+    ("linend_ns_per_pkt_at_rate", "of which linend processes, at the fixed rate (ns/packet)", 0),
     ("tcp_linend_cpu_s_per_gb", "of which linend processes, TCP single stream (CPU-s/GB)", 2),
 ];
 
@@ -148,6 +150,24 @@ fn rows() -> Vec<Row> {
     };
     for m in &METRICS {
         out.push(row(m.key.into(), m.label.into(), Some(m.higher_is_better), m.digits, true));
+        if m.key == "cpu_ns_per_pkt" {
+            // Shown when `--fixed-rate` measured them.
+            let at = "64-byte UDP offered at the fixed rate";
+            out.push(row(
+                "pps_64_at_rate".into(),
+                format!("{at}, delivered (packets/s)"),
+                Some(true),
+                0,
+                false,
+            ));
+            out.push(row(
+                "cpu_ns_per_pkt_at_rate".into(),
+                format!("CPU per forwarded packet, {at} (ns)"),
+                Some(false),
+                0,
+                false,
+            ));
+        }
         if m.key == "tcp_gbps" {
             for n in TCP_STREAMS.into_iter().filter(|n| *n != 1) {
                 let label = format!("TCP {} (Gbit/s)", streams_label(n));
@@ -416,6 +436,16 @@ fn notes(results: &Value, datapaths: &[String]) -> String {
             list("sender"),
             list("receiver"),
             list("linend"),
+        );
+    }
+    if let Some(rate) = results["meta"]["fixed_rate_pps"].as_u64() {
+        let _ = writeln!(
+            s,
+            "- Fixed rate (`--fixed-rate {rate}`): a second packet-rate window per datapath in which \
+             the sender paces {rate} 64-byte frames per second (a batch every ≈ 100 µs), below what \
+             every datapath carries, so CPU per packet compares the paths at one load with nothing \
+             dropped on the way. At such rates linend's workers busy-poll between packets (for \
+             `--idle-spell-us` after each, 200 by default), and that time counts."
         );
     }
     for d in datapaths {
@@ -783,12 +813,14 @@ mod tests {
             o.insert("tcp_cpu_s_per_gb".into(), json!(gb));
             o.insert("tcp_cpu_s_per_gb_with_iperf3".into(), json!(gb + 1.0));
             o.insert("tcp_gbps_underlay_offloads".into(), json!(gbps * 3.0));
+            o.insert("cpu_ns_per_pkt_at_rate".into(), json!(gb * 5000.0));
             o.insert("placement".into(), placement.clone());
             o.insert("tcp_detail".into(), json!({"tcp": {"cpu": {"per_cpu": per_cpu.clone()}}}));
             o.insert("cpu_detail".into(), json!({"per_cpu": per_cpu.clone()}));
             let dev = if d == "kernel" { "flannel.1" } else { "linen.1" };
             o.insert("underlay".into(), underlay(dev));
         }
+        r["meta"] = json!({"fixed_rate_pps": 50000});
         r["kernel"]["linend_cpus"] = json!({});
         r["tap"]["linend_cpus"] =
             json!({"n1": {"linen-tap-0": "1", "linend": "1"}, "n2": {"linen-tap-0": "1"}});
@@ -815,8 +847,13 @@ mod tests {
         assert!(md.contains(
             "| TCP single stream, underlay offloads on (Gbit/s) | 12.00 | unavailable | 15.00 |  | 1.25× |"
         ));
+        assert!(md.contains(
+            "| CPU per forwarded packet, 64-byte UDP offered at the fixed rate (ns) | 10,000 | unavailable | 7,500 |  | 0.75× |"
+        ), "{md}");
+        assert!(md.contains("- Fixed rate (`--fixed-rate 50000`): "), "{md}");
         // Rows nobody measured are left out.
         assert!(!md.contains("TCP 8 streams, underlay offloads on"), "{md}");
+        assert!(!md.contains("delivered (packets/s)"), "{md}");
         // The TCP rows come right after the single stream's.
         let (one, eight) =
             (md.find("| TCP single stream (Gbit/s)"), md.find("| TCP 8 streams (Gbit/s)"));

@@ -2,7 +2,8 @@
 //! inside a pod's namespace (`ip netns exec <pod> netbench send …`), so the traffic really starts
 //! and ends in pods. Each one is bounded by a duration and exits on its own.
 //!
-//! - [`send`]: an AF_PACKET sender that pushes one pre-built frame as fast as `sendmmsg` allows.
+//! - [`send`]: an AF_PACKET sender that pushes one pre-built frame as fast as `sendmmsg` allows,
+//!   or paced at a fixed rate.
 //!   The socket is bound to the pod's interface with protocol 0, so it never receives (no copy of
 //!   every frame back to it) and costs the path nothing besides its own sends.
 //! - [`sink`]: holds a UDP port open without reading it, so the destination answers no "port
@@ -40,6 +41,8 @@ pub struct SendConfig {
     pub duration: Duration,
     /// Pin the sending thread to this CPU.
     pub cpu: Option<usize>,
+    /// Frames per second to offer, evenly paced; `None`: as fast as `sendmmsg` allows.
+    pub rate: Option<u64>,
 }
 
 /// What [`send`] did.
@@ -102,7 +105,8 @@ pub fn pin_to_cpu(cpu: usize) -> Result<(), TrafficError> {
 }
 
 /// Sends `cfg.frame_len`-byte UDP frames out of `cfg.iface` for `cfg.duration`, [`SEND_BATCH`]
-/// per `sendmmsg`, with an AF_PACKET socket (needs `CAP_NET_RAW`).
+/// per `sendmmsg` (paced: about 100 µs worth per call, at most `cfg.rate` per second), with an
+/// AF_PACKET socket (needs `CAP_NET_RAW`).
 ///
 /// # Errors
 /// Setting up the socket failed. Failed sends during the run are counted, not fatal.
@@ -133,8 +137,28 @@ pub fn send(cfg: &SendConfig) -> Result<SendReport, TrafficError> {
     let start = Instant::now();
     let deadline = start + cfg.duration;
     let mut report = SendReport::default();
-    while Instant::now() < deadline {
-        match sendmmsg(fd.as_raw_fd(), &mut headers, &slices, &addrs, [], MsgFlags::empty()) {
+    // Paced: batches of about 100 µs worth of frames, each sent when the schedule reaches it.
+    let batch = cfg.rate.map_or(SEND_BATCH, |r| (r / 10_000).clamp(1, SEND_BATCH as u64) as usize);
+    let mut scheduled = 0u64;
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        if let Some(rate) = cfg.rate.filter(|r| *r > 0) {
+            let due = start + Duration::from_secs_f64(scheduled as f64 / rate as f64);
+            if due > now {
+                std::thread::sleep(due - now);
+                continue;
+            }
+            if now - due > Duration::from_millis(10) {
+                // Fell behind (descheduled): skip what was missed rather than burst it.
+                scheduled = ((now - start).as_secs_f64() * rate as f64) as u64;
+            }
+            scheduled += batch as u64;
+        }
+        let (s, a) = (&slices[..batch], &addrs[..batch]);
+        match sendmmsg(fd.as_raw_fd(), &mut headers, s, a, [], MsgFlags::empty()) {
             Ok(results) => report.sent += results.count() as u64,
             Err(_) => {
                 report.errors += 1;
