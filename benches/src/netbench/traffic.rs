@@ -41,7 +41,7 @@ pub struct SendConfig {
     pub duration: Duration,
     /// Pin the sending thread to this CPU.
     pub cpu: Option<usize>,
-    /// Frames per second to offer, evenly paced; `None`: as fast as `sendmmsg` allows.
+    /// Frames per second to offer, evenly paced; `None` (or 0): as fast as `sendmmsg` allows.
     pub rate: Option<u64>,
 }
 
@@ -138,14 +138,15 @@ pub fn send(cfg: &SendConfig) -> Result<SendReport, TrafficError> {
     let deadline = start + cfg.duration;
     let mut report = SendReport::default();
     // Paced: batches of about 100 µs worth of frames, each sent when the schedule reaches it.
-    let batch = cfg.rate.map_or(SEND_BATCH, |r| (r / 10_000).clamp(1, SEND_BATCH as u64) as usize);
+    let rate = cfg.rate.filter(|r| *r > 0);
+    let batch = rate.map_or(SEND_BATCH, |r| (r / 10_000).clamp(1, SEND_BATCH as u64) as usize);
     let mut scheduled = 0u64;
     loop {
         let now = Instant::now();
         if now >= deadline {
             break;
         }
-        if let Some(rate) = cfg.rate.filter(|r| *r > 0) {
+        if let Some(rate) = rate {
             let due = start + Duration::from_secs_f64(scheduled as f64 / rate as f64);
             if due > now {
                 std::thread::sleep(due - now);

@@ -943,8 +943,8 @@ async fn run(
 
 /// Tells the operator when the fallback's `UDP_GRO` cannot merge anything: the socket receives
 /// merged datagrams only where the underlay device runs the kernel's GRO (on by default on NIC
-/// drivers, off on veth). Without it every VXLAN datagram is one socket receive, which is most of
-/// what the fallback spends on bulk TCP (docs/benchmarks.md, "underlay GRO on").
+/// drivers, off on veth). Without it every VXLAN datagram is one socket receive, the largest
+/// single cost of the fallback's bulk TCP (docs/benchmarks.md, "What limits each number now").
 fn underlay_gro_hint(dev: &str) {
     match linen_dataplane::io::xsk::gro_enabled(dev) {
         Ok(true) => {}
